@@ -1,0 +1,218 @@
+"""Option definitions of the pytest plugin: one table shared by ``addoption``, ``addini``, the
+validation and the generated options reference in the docs (so they cannot drift).
+
+Validation raises :class:`UsageError` with the value and where it came from, e.g.
+``invalid --rc-timeout 'abc' (from command line): expected seconds > 0``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pytest_runtimeconflict.errors import UsageError
+
+FAIL_ON_CHOICES = ("crash", "error", "latent")
+
+
+@dataclass(frozen=True)
+class OptionDef:
+    """One ``--rc-*`` option and its ``runtime_conflicts_*`` ini twin."""
+
+    flag: str
+    ini: str
+    help: str
+    default: str
+    metavar: str | None
+    is_flag: bool = False
+
+
+OPTIONS: tuple[OptionDef, ...] = (
+    OptionDef(
+        "--runtime-conflicts",
+        "runtime_conflicts",
+        "Enable the plugin: plan import orders of the environment's native modules, run each in a "
+        "fresh child interpreter and report runtime conflicts as test failures.",
+        "false",
+        None,
+        is_flag=True,
+    ),
+    OptionDef(
+        "--rc-modules",
+        "runtime_conflicts_modules",
+        "Comma-separated modules to import in planned orders. Default: the top-level import names "
+        "of installed distributions that ship ELF objects, plus the project under test. "
+        "'none' plans nothing (only scenario files run).",
+        "",
+        "a,b,...",
+    ),
+    OptionDef(
+        "--rc-strength",
+        "runtime_conflicts_strength",
+        "Every ordered tuple of this many distinct modules is imported in that order in at least "
+        "one planned sequence (1-4).",
+        "2",
+        "N",
+    ),
+    OptionDef(
+        "--rc-timeout",
+        "runtime_conflicts_timeout",
+        "Seconds a child interpreter may run before it is reported as hung and killed.",
+        "120",
+        "S",
+    ),
+    OptionDef(
+        "--rc-python",
+        "runtime_conflicts_python",
+        "Interpreter of the environment to test (a venv's bin/python). Default: the interpreter "
+        "running pytest.",
+        "",
+        "EXE",
+    ),
+    OptionDef(
+        "--rc-fail-on",
+        "runtime_conflicts_fail_on",
+        "What fails a test: 'crash' (signals and hangs only), 'error' (also import errors and "
+        "exceptions; the default) or 'latent' (also two copies of a runtime mapped at once; "
+        "otherwise latent co-loading is a warning).",
+        "error",
+        "crash|error|latent",
+    ),
+    OptionDef(
+        "--rc-report",
+        "runtime_conflicts_report",
+        "Write the JSON report (one entry per scenario run, plus coverage) to this file.",
+        "",
+        "FILE",
+    ),
+    OptionDef(
+        "--rc-no-exercise",
+        "runtime_conflicts_no_exercise",
+        "Do not call into loaded OpenMP/BLAS runtimes after the imports (runtime exercising "
+        "drives latent duplicates to the crash they cause in real use).",
+        "false",
+        None,
+        is_flag=True,
+    ),
+    OptionDef(
+        "--rc-max-runs",
+        "runtime_conflicts_max_runs",
+        "Cap on child runs spent diagnosing one failure (minimisation and counter-experiments).",
+        "40",
+        "N",
+    ),
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Validated plugin settings."""
+
+    enabled: bool
+    modules: tuple[str, ...] | None  # None: derive from the environment
+    strength: int
+    timeout: float
+    python: str
+    fail_on: str
+    report: str
+    exercise: bool
+    max_runs: int
+
+
+def _where(from_cli: bool) -> str:
+    return "from command line" if from_cli else "from ini file"
+
+
+def _int_in(flag: str, value: str, where: str, lo: int, hi: int) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = lo - 1
+    if not lo <= number <= hi:
+        raise UsageError(f"invalid {flag} {value!r} ({where}): expected an integer {lo}-{hi}")
+    return number
+
+
+def _seconds(flag: str, value: str, where: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if not number > 0:
+        raise UsageError(f"invalid {flag} {value!r} ({where}): expected seconds > 0")
+    return number
+
+
+def _python(flag: str, value: str, where: str) -> str:
+    import sys
+
+    if not value:
+        return sys.executable
+    path = value if os.sep in value else (shutil.which(value) or value)
+    if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+        raise UsageError(
+            f"invalid {flag} {value!r} ({where}): no such executable; "
+            "give the path of an environment's python, e.g. .venv/bin/python"
+        )
+    return os.path.abspath(path)
+
+
+def _modules(flag: str, value: str, where: str) -> tuple[str, ...] | None:
+    import re
+
+    if not value.strip():
+        return None
+    if value.strip() == "none":
+        return ()
+    names = tuple(dict.fromkeys(n.strip() for n in value.split(",") if n.strip()))
+    for name in names:
+        if not re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", name):
+            raise UsageError(
+                f"invalid {flag} {value!r} ({where}): {name!r} is not a module name; "
+                "expected comma-separated dotted names like numpy,scipy.linalg"
+            )
+    return names
+
+
+def _choice(flag: str, value: str, where: str) -> str:
+    if value not in FAIL_ON_CHOICES:
+        raise UsageError(
+            f"invalid {flag} {value!r} ({where}): expected one of {', '.join(FAIL_ON_CHOICES)}"
+        )
+    return value
+
+
+def _bool(flag: str, value: Any, where: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise UsageError(f"invalid {flag} {value!r} ({where}): expected true or false")
+
+
+def read_settings(get: Callable[[OptionDef], tuple[Any, bool]]) -> Settings:
+    """Validate every option. ``get(option)`` returns (raw value, came_from_command_line)."""
+
+    def value(flag: str) -> tuple[Any, str, str]:
+        option = next(o for o in OPTIONS if o.flag == flag)
+        raw, from_cli = get(option)
+        return (option.default if raw is None else raw), flag, _where(from_cli)
+
+    enabled = _bool(*value("--runtime-conflicts"))
+    return Settings(
+        enabled=enabled,
+        modules=_modules(*value("--rc-modules")),
+        strength=_int_in(*value("--rc-strength"), 1, 4),
+        timeout=_seconds(*value("--rc-timeout")),
+        python=_python(*value("--rc-python")) if enabled else "",
+        fail_on=_choice(*value("--rc-fail-on")),
+        report=str(value("--rc-report")[0]),
+        exercise=not _bool(*value("--rc-no-exercise")),
+        max_runs=_int_in(*value("--rc-max-runs"), 1, 1000),
+    )

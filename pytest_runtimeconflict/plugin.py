@@ -1,0 +1,319 @@
+"""The pytest face of the project: ``pytest --runtime-conflicts``.
+
+Inert unless enabled. When enabled it (1) collects ``scenario.toml`` / ``*.scenario.toml`` files
+as items with an expected outcome and (2) adds one item per planned import sequence
+(``runtime-conflicts::numpy>scipy>torch``). Each item runs children through the sandbox; a
+failure is diagnosed and reported with the libraries, the minimal order and what avoids it.
+The pytest process itself never imports the modules under test.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_runtimeconflict import session
+from pytest_runtimeconflict.errors import RuntimeConflictError
+from pytest_runtimeconflict.options import OPTIONS, OptionDef, Settings, read_settings
+
+STATE = pytest.StashKey["session.RCState"]()
+PROPERTY = "runtime_conflicts"
+PLAN_NODE = "runtime-conflicts"
+
+
+class RuntimeConflictWarning(UserWarning):
+    """A latent conflict: two copies or implementations of one runtime mapped at once."""
+
+
+class ConflictFailure(Exception):
+    """Raised by an item to fail with a preformatted report (shown without a traceback)."""
+
+
+def _dest(option: OptionDef) -> str:
+    return option.flag.lstrip("-").replace("-", "_")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("runtime-conflicts", "native runtime conflicts (pytest-runtimeconflict)")
+    for option in OPTIONS:
+        if option.is_flag:
+            group.addoption(option.flag, action="store_true", default=None, dest=_dest(option),
+                            help=option.help)
+            parser.addini(option.ini, option.help, type="bool", default=False)
+        else:
+            group.addoption(option.flag, default=None, dest=_dest(option),
+                            metavar=option.metavar, help=option.help)
+            parser.addini(option.ini, option.help, default=option.default)
+
+
+def _settings(config: pytest.Config) -> Settings:
+    def get(option: OptionDef) -> tuple[Any, bool]:
+        value = config.getoption(_dest(option))
+        if value is not None:
+            return value, True
+        return config.getini(option.ini), False
+
+    try:
+        return read_settings(get)
+    except RuntimeConflictError as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    settings = _settings(config)
+    if not settings.enabled:
+        return
+    if not sys.platform.startswith("linux"):
+        warnings.warn(
+            f"pytest-runtimeconflict needs Linux (ELF objects, /proc); on {sys.platform} "
+            "--runtime-conflicts does nothing",
+            RuntimeConflictWarning,
+            stacklevel=1,
+        )
+        return
+    config.addinivalue_line("markers", "runtime_conflicts: items added by pytest-runtimeconflict")
+    state = session.RCState(
+        settings=settings,
+        rootdir=Path(config.rootpath),
+        cache_dir=_cache_dir(config),
+        run_id=_run_id(config),
+    )
+    config.stash[STATE] = state
+    if not hasattr(config, "workerinput"):
+        config.pluginmanager.register(Reporter(config, state), "runtimeconflict-reporter")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if STATE in config.stash:
+        del config.stash[STATE]
+    reporter = config.pluginmanager.get_plugin("runtimeconflict-reporter")
+    if reporter is not None:
+        config.pluginmanager.unregister(reporter)
+
+
+def _cache_dir(config: pytest.Config) -> Path:
+    if config.cache is not None:
+        return Path(config.cache.mkdir("runtimeconflict"))
+    return Path(config.rootpath) / ".pytest_cache" / "d" / "runtimeconflict"
+
+
+def _run_id(config: pytest.Config) -> str:
+    """Identical on the controller and every xdist worker of one session."""
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is not None:
+        return str(workerinput["testrunuid"])
+    return str(config.getoption("testrunuid", None) or f"pid{os.getpid()}")
+
+
+def _state(config: pytest.Config) -> session.RCState | None:
+    return config.stash.get(STATE, None)
+
+
+# ---------------------------------------------------------------- collection
+
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
+    if _state(parent.config) is None:
+        return None
+    name = file_path.name
+    if name == "scenario.toml" or name.endswith(".scenario.toml"):
+        return ScenarioFile.from_parent(parent, path=file_path)
+    return None
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(
+    session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
+) -> None:
+    state = _state(config)
+    if state is None:
+        return
+    try:
+        plan = state.plan()
+    except RuntimeConflictError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    if not plan.sequences:
+        return
+    collector = PlanCollector.from_parent(session, name=PLAN_NODE)
+    collector.plan = plan
+    items.extend(collector.collect())
+
+
+class ScenarioFile(pytest.File):
+    """A scenario manifest: one item per ``[[run]]``."""
+
+    def collect(self) -> Iterator[pytest.Item]:
+        from pytest_runtimeconflict.scenario_file import load_scenario
+
+        scenario = load_scenario(self.path)
+        for run in scenario.runs:
+            yield ScenarioItem.from_parent(self, name=run.id, scenario=scenario, run=run)
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException]) -> str:  # type: ignore[override]
+        if isinstance(excinfo.value, RuntimeConflictError):
+            return str(excinfo.value)
+        return str(super().repr_failure(excinfo))
+
+
+class _RCItem(pytest.Item):
+    """Shared reporting of items that run children."""
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException]) -> str:  # type: ignore[override]
+        if isinstance(excinfo.value, (ConflictFailure, RuntimeConflictError)):
+            return str(excinfo.value)
+        return str(super().repr_failure(excinfo))
+
+    def record(self, entry: dict[str, Any]) -> None:
+        self.user_properties.append((PROPERTY, json.dumps(entry, default=str)))
+
+    @property
+    def state(self) -> session.RCState:
+        state = _state(self.config)
+        assert state is not None
+        return state
+
+
+class ScenarioItem(_RCItem):
+    """One ``[[run]]`` of a scenario file, checked against its ``expect`` table."""
+
+    def __init__(self, *, scenario: Any, run: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.scenario = scenario
+        self.run = run
+
+    def runtest(self) -> None:
+        verdict = self.state.run_scenario_item(self.scenario, self.run)
+        for entry in verdict.entries:
+            self.record(entry)
+        if verdict.warning:
+            warnings.warn(verdict.warning, RuntimeConflictWarning, stacklevel=1)
+        if verdict.xfail:
+            pytest.xfail(verdict.xfail)
+        if verdict.failure:
+            raise ConflictFailure(verdict.failure)
+
+    def reportinfo(self) -> tuple[Path, int | None, str]:
+        steps = " ; ".join(self.run.spec.steps)
+        return self.path, None, f"scenario {self.scenario.name}::{self.name}: {steps}"
+
+
+class PlanCollector(pytest.Collector):
+    """The planned import sequences of the environment's modules."""
+
+    plan: session.Plan
+
+    def collect(self) -> list[pytest.Item]:
+        return [
+            PlanItem.from_parent(self, name=">".join(seq), index=index, sequence=seq)
+            for index, seq in enumerate(self.plan.sequences)
+        ]
+
+
+class PlanItem(_RCItem):
+    """One planned import sequence: runs it, repairs around crashes, reports each conflict."""
+
+    def __init__(self, *, index: int, sequence: tuple[str, ...], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.index = index
+        self.sequence = sequence
+        self.add_marker("runtime_conflicts")
+
+    def runtest(self) -> None:
+        verdict = self.state.run_plan_item(self.index, self.sequence)
+        for entry in verdict.entries:
+            self.record(entry)
+        if verdict.warning:
+            warnings.warn(verdict.warning, RuntimeConflictWarning, stacklevel=1)
+        if verdict.failure:
+            raise ConflictFailure(verdict.failure)
+        if verdict.skip:
+            pytest.skip(verdict.skip)
+
+    def reportinfo(self) -> tuple[str, int | None, str]:
+        return PLAN_NODE, None, f"{PLAN_NODE}::{self.name}"
+
+
+# ---------------------------------------------------------------- reporting
+
+
+class Reporter:
+    """Controller-side collection of results: terminal summary and the JSON report.
+
+    Under xdist, workers attach their results to the reports' ``user_properties``; only the
+    controller (the process without ``workerinput``) aggregates and writes, once.
+    """
+
+    def __init__(self, config: pytest.Config, state: session.RCState) -> None:
+        self.config = config
+        self.state = state
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        for name, value in report.user_properties:
+            if name == PROPERTY:
+                self.state.collected.append((report.nodeid, json.loads(value)))
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        for line in self.state.summary_lines():
+            terminalreporter.write_line(line)
+
+    def pytest_sessionfinish(self) -> None:
+        if not self.state.settings.report:
+            return
+        path = Path(self.state.settings.report)
+        if not path.is_absolute():
+            path = Path(self.config.invocation_params.dir) / path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps(self.state.report_json(), indent=2, default=str))
+        os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------- fixture
+
+
+@dataclasses.dataclass
+class RuntimeSandbox:
+    """Run steps in a fresh child interpreter from a test: ``runtime_sandbox.run([...])``."""
+
+    python: str
+    timeout: float
+    exercise: bool = True
+
+    def run(self, steps: list[str] | tuple[str, ...], **kwargs: Any) -> Any:
+        """Run ``steps`` (dotted name = import, else a statement); returns the RunResult."""
+        from pytest_runtimeconflict.model import RunSpec
+        from pytest_runtimeconflict.sandbox import run_scenario
+
+        for key in ("preload", "ld_preload"):
+            if key in kwargs:
+                kwargs[key] = tuple(kwargs[key])
+        if "env" in kwargs and isinstance(kwargs["env"], dict):
+            kwargs["env"] = tuple(sorted(kwargs["env"].items()))
+        kwargs.setdefault("python", self.python)
+        kwargs.setdefault("timeout", self.timeout)
+        kwargs.setdefault("exercise", self.exercise)
+        return run_scenario(RunSpec(steps=tuple(steps), **kwargs))
+
+    def diagnose(self, result: Any, **kwargs: Any) -> Any:
+        """Minimise a failing result and run the counter-experiments (a Diagnosis)."""
+        from pytest_runtimeconflict.diagnose import diagnose
+
+        return diagnose(result.spec, result, **kwargs)
+
+
+@pytest.fixture
+def runtime_sandbox(request: pytest.FixtureRequest) -> RuntimeSandbox:
+    """A sandbox running steps in fresh child interpreters (works without --runtime-conflicts)."""
+    state = _state(request.config)
+    if state is not None:
+        s = state.settings
+        return RuntimeSandbox(python=s.python, timeout=s.timeout, exercise=s.exercise)
+    return RuntimeSandbox(python=sys.executable, timeout=120.0)

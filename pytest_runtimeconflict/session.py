@@ -1,0 +1,382 @@
+"""Engine-side orchestration of one pytest session (no pytest import here).
+
+``RCState`` turns settings into a plan (once per session, shared by xdist workers through a
+locked file), runs plan and scenario items through the sandbox, asks the diagnosis for a
+verdict, and aggregates results (coverage, conflicts grouped by root cause) for the report.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import json
+import logging
+import re
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pytest_runtimeconflict.model import RunSpec
+from pytest_runtimeconflict.options import Settings
+
+log = logging.getLogger(__name__)
+
+REPORT_SCHEMA = "pytest-runtimeconflict/report/1"
+PLAN_NODE = "runtime-conflicts"
+FAILING = {"crash": ("crashed", "hung"), "error": ("crashed", "hung", "failed")}
+FAILING["latent"] = (*FAILING["error"], "latent")
+_IMPORT_STEP = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Planned import sequences over ``modules`` covering every ordered ``strength``-tuple."""
+
+    modules: tuple[str, ...]
+    strength: int
+    sequences: tuple[tuple[str, ...], ...]
+
+
+@dataclass
+class ItemVerdict:
+    """What an item should do after its runs: fail, xfail, skip, warn, or pass."""
+
+    entries: list[dict[str, Any]] = field(default_factory=list)
+    failure: str | None = None
+    xfail: str | None = None
+    skip: str | None = None
+    warning: str | None = None
+
+
+def node_id(sequence: Sequence[str]) -> str:
+    """The node id of a plan item (``runtime-conflicts::a>b>c``)."""
+    return f"{PLAN_NODE}::{'>'.join(sequence)}"
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@dataclass
+class RCState:
+    """Per-session state of the plugin (stored in ``config.stash``)."""
+
+    settings: Settings
+    rootdir: Path
+    cache_dir: Path
+    run_id: str
+    collected: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    _plan: Plan | None = None
+
+    # ------------------------------------------------------------ planning
+
+    def plan(self) -> Plan:
+        """The session's plan; computed once, identically on every xdist worker."""
+        if self._plan is None:
+            from pytest_runtimeconflict.plan import plan_sequences
+
+            modules = self.settings.modules
+            if modules is None:
+                modules = self._default_modules()
+            modules = tuple(sorted(dict.fromkeys(modules)))
+            strength = min(self.settings.strength, len(modules)) if modules else 0
+            sequences = plan_sequences(modules, strength) if strength else []
+            self._plan = Plan(modules, strength, tuple(tuple(s) for s in sequences))
+        return self._plan
+
+    def _default_modules(self) -> tuple[str, ...]:
+        """Top-level names of distributions shipping ELF objects, plus the project under test.
+
+        Scanned once per session: the first xdist worker writes the result under a lock, the
+        others read it.
+        """
+        path = self.cache_dir / f"modules-{self.run_id}.json"
+        with _locked(self.cache_dir / "modules.lock"):
+            if path.exists():
+                return tuple(json.loads(path.read_text()))
+            modules = discover_modules(self.settings.python, self.rootdir)
+            for old in self.cache_dir.glob("modules-*.json"):
+                if time.time() - old.stat().st_mtime > 86400:
+                    old.unlink(missing_ok=True)
+            path.write_text(json.dumps(list(modules)))
+        return modules
+
+    # ------------------------------------------------------------ running
+
+    def spec(self, steps: Sequence[str], **changes: Any) -> RunSpec:
+        """A RunSpec for ``steps`` with the session's interpreter, timeout and exercising."""
+        base = RunSpec(
+            steps=tuple(steps),
+            python=self.settings.python,
+            timeout=self.settings.timeout,
+            exercise=self.settings.exercise,
+        )
+        return dataclasses.replace(base, **changes)
+
+    def fails(self, outcome: str) -> bool:
+        return outcome in FAILING[self.settings.fail_on]
+
+    def _diagnose(self, spec: RunSpec, result: Any, *, experiments: bool = True) -> Any:
+        from pytest_runtimeconflict.diagnose import diagnose
+
+        max_runs = self.settings.max_runs if experiments else 0
+        return diagnose(spec, result, max_runs=max_runs, experiments=experiments)
+
+    def run_plan_item(self, index: int, sequence: tuple[str, ...]) -> ItemVerdict:
+        """Run one planned sequence; a step that stops it is diagnosed and removed, and the
+        rest of the sequence runs again, so every tuple is exercised or blocked by a conflict.
+        """
+        from pytest_runtimeconflict.report import format_failure
+        from pytest_runtimeconflict.sandbox import run_scenario
+
+        verdict = ItemVerdict()
+        steps = list(sequence)
+        failures: list[str] = []
+        duplicates: list[str] = []
+        latent: list[str] = []
+        while steps:
+            spec = self.spec(steps, id=f"{'>'.join(sequence)}#{len(verdict.entries)}")
+            result = run_scenario(spec)
+            entry = result.to_json()
+            cut = _cut_step(result)
+            executed = steps if cut is None else steps[: cut + 1]
+            entry["plan"] = {
+                "index": index,
+                "sequence": list(sequence),
+                "modules": list(self.plan().modules),
+                "strength": self.plan().strength,
+                "executed": list(executed),
+                "cut": cut is not None,
+            }
+            if result.outcome != "passed" and result.outcome != "latent":
+                diagnosis = self._diagnose(spec, result)
+                entry.update(diagnosis.to_json())
+                entry["plan"]["conflict"] = diagnosis.key
+                owner = self._earlier_owner(index, diagnosis)
+                if owner is not None:
+                    entry["duplicate_of"] = owner
+                    duplicates.append(f"{diagnosis.key} (already reported by {owner})")
+                elif self.fails(result.outcome):
+                    failures.append(format_failure(result, diagnosis))
+                else:
+                    latent.append(format_failure(result, diagnosis).splitlines()[0])
+            elif result.outcome == "latent":
+                latent.append(_latent_text(result))
+                if self.fails("latent"):
+                    failures.append(_latent_text(result))
+            verdict.entries.append(entry)
+            if cut is None:
+                break
+            del steps[cut]
+        if failures:
+            verdict.failure = "\n\n".join(failures)
+        elif duplicates:
+            verdict.skip = "same conflict as an earlier sequence: " + "; ".join(duplicates)
+        if latent:
+            verdict.warning = "\n".join(latent)
+        return verdict
+
+    def _earlier_owner(self, index: int, diagnosis: Any) -> str | None:
+        """The node id of the first earlier sequence that reproduces the same conflict.
+
+        Deterministic without talking to other workers: the earlier sequence's shortest prefix
+        holding the conflict's modules is re-run here and diagnosed (one extra child run).
+        """
+        from pytest_runtimeconflict.sandbox import run_scenario
+
+        wanted = {s for s in diagnosis.minimal_steps if _IMPORT_STEP.fullmatch(s)}
+        if not wanted:
+            return None
+        for earlier in self.plan().sequences[:index]:
+            if not wanted <= set(earlier):
+                continue
+            end = max(earlier.index(m) for m in wanted) + 1
+            spec = self.spec(earlier[:end])
+            result = run_scenario(spec)
+            if result.outcome in ("passed", "latent"):
+                return None
+            if self._diagnose(spec, result, experiments=False).key == diagnosis.key:
+                return node_id(earlier)
+            return None
+        return None
+
+    def run_scenario_item(self, scenario: Any, run: Any) -> ItemVerdict:
+        """Run one ``[[run]]`` of a scenario file and compare with its expectation."""
+        from pytest_runtimeconflict.report import format_failure, format_summary_line
+        from pytest_runtimeconflict.sandbox import run_scenario
+
+        spec = dataclasses.replace(
+            run.spec,
+            python=self.settings.python,
+            exercise=run.spec.exercise and self.settings.exercise,
+            id=f"{scenario.name}::{run.id}",
+        )
+        result = run_scenario(spec)
+        entry = result.to_json()
+        diagnosis = None
+        if result.outcome != "passed":
+            diagnosis = self._diagnose(spec, result)
+            entry.update(diagnosis.to_json())
+        text = f"{result.message}\n{result.stderr_tail}"
+        matched, why = run.expect.matches(result.outcome, result.signal, result.failed_step, text)
+        entry["scenario"] = {
+            "file": str(scenario.path),
+            "name": scenario.name,
+            "run": run.id,
+            "expected": dataclasses.asdict(run.expect),
+            "matched": matched,
+        }
+        verdict = ItemVerdict(entries=[entry])
+        expected = run.expect.outcome
+        if expected == "passed":
+            if result.outcome == "latent" and not self.fails("latent"):
+                verdict.warning = _latent_text(result)
+            elif result.outcome != "passed":
+                verdict.failure = format_failure(result, diagnosis)
+        elif matched:
+            reason = format_summary_line(diagnosis) if diagnosis else result.outcome
+            verdict.xfail = f"known conflict reproduced ({expected}): {reason}"
+        elif result.outcome == "passed":
+            verdict.failure = (
+                f"[XPASS(strict)] {scenario.name}::{run.id}: expected {expected} but the run "
+                "passed: the conflict no longer happens; update the scenario's [run.expect]"
+            )
+        else:
+            verdict.failure = f"expected {expected} but {why}\n\n" + format_failure(result, diagnosis)
+        return verdict
+
+    # ------------------------------------------------------------ aggregation
+
+    def report_json(self) -> dict[str, Any]:
+        """The JSON report: every run plus the plan's coverage."""
+        data: dict[str, Any] = {
+            "schema": REPORT_SCHEMA,
+            "scenarios": [dict(entry, nodeid=nodeid) for nodeid, entry in self.collected],
+        }
+        coverage = self.coverage()
+        if coverage is not None:
+            data["coverage"] = coverage
+        return data
+
+    def coverage(self) -> dict[str, Any] | None:
+        """Ordered tuples exercised by the runs, and those blocked by a named conflict."""
+        from pytest_runtimeconflict.plan import ordered_tuples, tuples_covered
+
+        plan_entries = [e["plan"] for _, e in self.collected if "plan" in e]
+        if not plan_entries:
+            return None
+        modules = plan_entries[0]["modules"]
+        strength = plan_entries[0]["strength"]
+        exercised: set[tuple[str, ...]] = set()
+        for p in plan_entries:
+            exercised |= tuples_covered(tuple(p["executed"]), strength)
+        blocked: dict[tuple[str, ...], str] = {}
+        for p in plan_entries:
+            if p.get("conflict"):
+                for tup in tuples_covered(tuple(p["sequence"]), strength):
+                    if tup not in exercised:
+                        blocked.setdefault(tup, p["conflict"])
+        total = ordered_tuples(modules, strength)
+        return {
+            "modules": modules,
+            "strength": strength,
+            "tuples_total": len(total),
+            "tuples_exercised": len(exercised & total),
+            "blocked": [{"tuple": list(t), "conflict": c} for t, c in sorted(blocked.items())],
+            "not_run": len(total - exercised - set(blocked)),
+        }
+
+    def summary_lines(self) -> list[str]:
+        """Terminal summary: conflicts grouped by root cause, latent findings, coverage."""
+        groups: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+        latent: dict[str, dict[str, Any]] = {}
+        for nodeid, entry in self.collected:
+            verdict = entry.get("verdict")
+            if verdict and entry.get("outcome") not in ("passed",):
+                groups.setdefault(verdict["key"], []).append((nodeid, entry))
+            if entry.get("outcome") == "latent":
+                for rt in entry.get("loaded_runtimes", []):
+                    latent.setdefault(rt.get("path", ""), rt)
+        if not groups and not latent and not self.collected:
+            return []
+        lines = ["", "=" * 20 + " runtime conflicts " + "=" * 20]
+        lines.append(f"{len(groups)} distinct conflict(s) in {len(self.collected)} child run(s)")
+        for key, members in sorted(groups.items()):
+            verdict = members[0][1]["verdict"]
+            nodes = sorted({n for n, _ in members})
+            lines.append(f"- {verdict.get('rule') or 'unattributed'}: {verdict.get('cause', key)}")
+            minimal = members[0][1].get("minimal_steps")
+            if minimal:
+                lines.append(f"    minimal order: {' > '.join(minimal)}")
+            if verdict.get("user_advice"):
+                lines.append(f"    avoid: {verdict['user_advice']}")
+            lines.append(f"    seen in: {', '.join(nodes)}")
+        coverage = self.coverage()
+        if coverage is not None:
+            name = {2: "pairs", 3: "triples"}.get(coverage["strength"], f"{coverage['strength']}-tuples")
+            lines.append(
+                f"ordered {name} exercised: {coverage['tuples_exercised']}/{coverage['tuples_total']}"
+                f" (blocked by a conflict: {len(coverage['blocked'])}, not run: {coverage['not_run']})"
+            )
+        return lines
+
+
+def _cut_step(result: Any) -> int | None:
+    """Index of the step that stopped the run (None when every step ran)."""
+    if result.outcome in ("passed", "latent"):
+        return None
+    if result.failed_step is None:
+        return None
+    return int(result.failed_step)
+
+
+def _latent_text(result: Any) -> str:
+    runtimes = ", ".join(
+        f"{rt.get('runtime')} ({rt.get('path')})" for rt in result.loaded_runtimes
+    )
+    return f"latent runtime conflict in {' > '.join(result.spec.steps)}: {runtimes}"
+
+
+def discover_modules(python: str, rootdir: Path) -> tuple[str, ...]:
+    """Import names worth planning: distributions that ship ELF objects, plus the project."""
+    from pytest_runtimeconflict.scan import scan_environment
+
+    result = scan_environment(python=python)
+    with_elf = {o.distribution for o in result.objects if o.distribution}
+    names: set[str] = set()
+    for dist, tops in result.distributions.items():
+        if dist in with_elf:
+            public = [t for t in tops if _IMPORT_STEP.fullmatch(t) and not t.startswith("_")]
+            names.update(public or [t for t in tops if _IMPORT_STEP.fullmatch(t)])
+    names.update(_project_modules(rootdir))
+    return tuple(sorted(names))
+
+
+def _project_modules(rootdir: Path) -> list[str]:
+    """The import package of the project under test, from ``pyproject.toml`` [project].name."""
+    pyproject = rootdir / "pyproject.toml"
+    if not pyproject.is_file():
+        return []
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python < 3.11
+        import tomli as tomllib  # type: ignore[no-redef]
+    try:
+        name = tomllib.loads(pyproject.read_text()).get("project", {}).get("name", "")
+    except (OSError, ValueError):
+        return []
+    module = re.sub(r"[-.]+", "_", str(name)).lower()
+    for base in (rootdir, rootdir / "src"):
+        if (base / module / "__init__.py").is_file() or (base / f"{module}.py").is_file():
+            return [module]
+    return []
