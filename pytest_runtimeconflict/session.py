@@ -133,60 +133,63 @@ class RCState:
         return diagnose(spec, result, max_runs=max_runs, experiments=experiments)
 
     def run_plan_item(self, index: int, sequence: tuple[str, ...]) -> ItemVerdict:
-        """Run one planned sequence; a step that stops it is diagnosed and removed, and the
-        rest of the sequence runs again, so every tuple is exercised or blocked by a conflict.
+        """Run one planned sequence, and around each conflict that stops it, the sequence
+        without the failing step and without its partners, so every tuple of the sequence is
+        exercised or blocked by a named conflict.
         """
-        from pytest_runtimeconflict.report import format_failure
+        from pytest_runtimeconflict.plan import tuples_covered
+
+        strength = self.plan().strength
+        wanted = tuples_covered(sequence, strength)
+        exercised: set[tuple[str, ...]] = set()
+        diagnoses: dict[str, Any] = {}
+        outcome = _PlanOutcome()
+        work = [tuple(sequence)]
+        budget = 2 * len(sequence) + 2
+        while work and budget > 0:
+            steps = work.pop(0)
+            if steps != tuple(sequence) and not (tuples_covered(steps, strength) & wanted) - exercised:
+                continue
+            budget -= 1
+            entry, cut, diagnosis = self._run_plan_steps(index, sequence, steps, diagnoses)
+            exercised |= tuples_covered(tuple(entry["plan"]["executed"]), strength)
+            outcome.entries.append(entry)
+            if diagnosis is not None:
+                outcome.add(self, entry, diagnosis)
+            if cut is not None:
+                work.extend(_repairs(steps, cut, diagnosis))
+        return outcome.verdict()
+
+    def _run_plan_steps(
+        self, index: int, sequence: tuple[str, ...], steps: tuple[str, ...],
+        diagnoses: dict[str, Any],
+    ) -> tuple[dict[str, Any], int | None, Any]:
+        """One child run of ``steps``; diagnosed (once per distinct conflict) when cut short."""
         from pytest_runtimeconflict.sandbox import run_scenario
 
-        verdict = ItemVerdict()
-        steps = list(sequence)
-        failures: list[str] = []
-        duplicates: list[str] = []
-        latent: list[str] = []
-        while steps:
-            spec = self.spec(steps, id=f"{'>'.join(sequence)}#{len(verdict.entries)}")
-            result = run_scenario(spec)
-            entry = result.to_json()
-            cut = _cut_step(result)
-            executed = steps if cut is None else steps[: cut + 1]
-            entry["plan"] = {
-                "index": index,
-                "sequence": list(sequence),
-                "modules": list(self.plan().modules),
-                "strength": self.plan().strength,
-                "executed": list(executed),
-                "cut": cut is not None,
-            }
-            if result.outcome != "passed" and result.outcome != "latent":
-                diagnosis = self._diagnose(spec, result)
-                entry.update(diagnosis.to_json())
-                entry["plan"]["conflict"] = diagnosis.key
-                owner = self._earlier_owner(index, diagnosis)
-                if owner is not None:
-                    entry["duplicate_of"] = owner
-                    duplicates.append(f"{diagnosis.key} (already reported by {owner})")
-                elif self.fails(result.outcome):
-                    failures.append(format_failure(result, diagnosis))
-                else:
-                    latent.append(format_failure(result, diagnosis).splitlines()[0])
-            elif result.outcome == "latent":
-                latent.append(_latent_text(result))
-                if self.fails("latent"):
-                    failures.append(_latent_text(result))
-            verdict.entries.append(entry)
-            if cut is None:
-                break
-            del steps[cut]
-        if failures:
-            verdict.failure = "\n\n".join(failures)
-        elif duplicates:
-            verdict.skip = "same conflict as an earlier sequence: " + "; ".join(duplicates)
-        if latent:
-            verdict.warning = "\n".join(latent)
-        return verdict
+        spec = self.spec(steps, id=">".join(steps))
+        result = run_scenario(spec)
+        entry = result.to_json()
+        cut = _cut_step(result)
+        entry["plan"] = {
+            "index": index,
+            "sequence": list(sequence),
+            "modules": list(self.plan().modules),
+            "strength": self.plan().strength,
+            "executed": list(steps if cut is None else steps[: cut + 1]),
+            "cut": cut is not None,
+        }
+        if result.outcome in ("passed", "latent"):
+            return entry, cut, None
+        quick = self._diagnose(spec, result, experiments=False)
+        diagnosis = diagnoses.get(quick.key)
+        if diagnosis is None:
+            diagnosis = diagnoses[quick.key] = self._diagnose(spec, result)
+        entry.update(diagnosis.to_json())
+        entry["plan"]["conflict"] = diagnosis.key
+        return entry, cut, (result, diagnosis)
 
-    def _earlier_owner(self, index: int, diagnosis: Any) -> str | None:
+    def earlier_owner(self, index: int, diagnosis: Any) -> str | None:
         """The node id of the first earlier sequence that reproduces the same conflict.
 
         Deterministic without talking to other workers: the earlier sequence's shortest prefix
@@ -331,6 +334,60 @@ class RCState:
         return lines
 
 
+@dataclass
+class _PlanOutcome:
+    """Failures, duplicates and latent warnings gathered over the runs of one plan item."""
+
+    entries: list[dict[str, Any]] = field(default_factory=list)
+    failures: dict[str, str] = field(default_factory=dict)
+    duplicates: dict[str, str] = field(default_factory=dict)
+    latent: list[str] = field(default_factory=list)
+
+    def add(self, state: RCState, entry: dict[str, Any], pair: tuple[Any, Any]) -> None:
+        from pytest_runtimeconflict.report import format_failure
+
+        result, diagnosis = pair
+        key = diagnosis.key
+        if key in self.failures or key in self.duplicates:
+            return
+        owner = state.earlier_owner(entry["plan"]["index"], diagnosis)
+        if owner is not None:
+            entry["duplicate_of"] = owner
+            self.duplicates[key] = f"{key} (reported by {owner})"
+        elif state.fails(result.outcome):
+            self.failures[key] = format_failure(result, diagnosis)
+        else:
+            self.latent.append(format_failure(result, diagnosis).splitlines()[0])
+
+    def verdict(self) -> ItemVerdict:
+        verdict = ItemVerdict(entries=self.entries)
+        for entry in self.entries:
+            if entry.get("outcome") == "latent":
+                self.latent.append(_latent_text_json(entry))
+        if self.failures:
+            verdict.failure = "\n\n".join(self.failures.values())
+        elif self.duplicates:
+            verdict.skip = "same conflict as an earlier sequence: " + "; ".join(
+                self.duplicates.values()
+            )
+        if self.latent:
+            verdict.warning = "\n".join(dict.fromkeys(self.latent))
+        return verdict
+
+
+def _repairs(steps: tuple[str, ...], cut: int, pair: Any) -> list[tuple[str, ...]]:
+    """Sequences to run after ``steps`` stopped at ``cut``: without the failing step, and
+    without the failing step's partners in the minimal reproducer (so tuples that start with
+    the failing module still get their turn)."""
+    without_failing = steps[:cut] + steps[cut + 1 :]
+    repairs = [without_failing]
+    if pair is not None:
+        partners = {s for s in pair[1].minimal_steps if s != steps[cut]} & set(steps[:cut])
+        if partners:
+            repairs.append(tuple(s for s in steps if s not in partners))
+    return [r for r in repairs if r]
+
+
 def _cut_step(result: Any) -> int | None:
     """Index of the step that stopped the run (None when every step ran)."""
     if result.outcome in ("passed", "latent"):
@@ -341,10 +398,14 @@ def _cut_step(result: Any) -> int | None:
 
 
 def _latent_text(result: Any) -> str:
+    return _latent_text_json(result.to_json())
+
+
+def _latent_text_json(entry: dict[str, Any]) -> str:
     runtimes = ", ".join(
-        f"{rt.get('runtime')} ({rt.get('path')})" for rt in result.loaded_runtimes
+        f"{rt.get('runtime')} ({rt.get('path')})" for rt in entry.get("loaded_runtimes", [])
     )
-    return f"latent runtime conflict in {' > '.join(result.spec.steps)}: {runtimes}"
+    return f"latent runtime conflict in {' > '.join(entry.get('steps', []))}: {runtimes}"
 
 
 def discover_modules(python: str, rootdir: Path) -> tuple[str, ...]:

@@ -1,0 +1,162 @@
+"""The pytest plugin end to end, in real pytest subprocesses (pytester.runpytest_subprocess)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+pytest_plugins = ["pytester"]
+
+
+def make_env(tmp_path: Path, modules: dict[str, str]) -> str:
+    """A real venv (no pip: fast) whose site-packages holds ``modules``; returns its python."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    site = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True, capture_output=True, text=True,
+    ).stdout.strip()
+    for name, source in modules.items():
+        (Path(site) / f"{name}.py").write_text(textwrap.dedent(source))
+    return str(python)
+
+
+# "rc_b" segfaults when imported after "rc_a": an order-dependent crash; "rc_c" is harmless.
+ORDER_CRASH = {
+    "rc_a": "VALUE = 1\n",
+    "rc_b": """
+        import os, signal, sys
+        if "rc_a" in sys.modules:
+            os.kill(os.getpid(), signal.SIGSEGV)
+    """,
+    "rc_c": "import json\n",
+}
+
+
+def test_inert_without_flag(pytester: pytest.Pytester) -> None:
+    pytester.makefile(".toml", scenario='[scenario]\nname="x"\ndescription="d"\n[[run]]\nsteps=["json"]\n')
+    pytester.makepyfile(test_one="def test_one():\n    pass\n")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+    assert "runtime-conflicts" not in result.stdout.str()
+
+
+def test_help_lists_options(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest_subprocess("--help")
+    result.stdout.fnmatch_lines(["*--runtime-conflicts*", "*--rc-strength=N*", "*--rc-fail-on=*"])
+
+
+@pytest.mark.parametrize(
+    ("args", "ini", "expected"),
+    [
+        (["--rc-strength=abc"], "", "*invalid --rc-strength 'abc' (from command line): expected an integer 1-4*"),
+        (["--rc-timeout=0"], "", "*invalid --rc-timeout '0' (from command line): expected seconds > 0*"),
+        (["--rc-fail-on=never"], "", "*invalid --rc-fail-on 'never' (from command line): expected one of crash, error, latent*"),
+        ([], "runtime_conflicts_timeout = soon", "*invalid --rc-timeout 'soon' (from ini file)*"),
+        (["--rc-python=/nonexistent/python"], "", "*invalid --rc-python '/nonexistent/python'*no such executable*"),
+        (["--rc-modules=numpy,3d"], "", "*invalid --rc-modules*'3d' is not a module name*"),
+    ],
+)
+def test_bad_option_values(pytester: pytest.Pytester, args: list[str], ini: str, expected: str) -> None:
+    pytester.makeini(f"[pytest]\n{ini}\n")
+    result = pytester.runpytest_subprocess("--runtime-conflicts", *args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([expected])
+    assert "Traceback" not in result.stderr.str()
+
+
+def test_collect_only_shows_plan(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest_subprocess(
+        "--runtime-conflicts", "--rc-modules=rc_a,rc_b,rc_c", "--collect-only", "-q"
+    )
+    result.stdout.fnmatch_lines(["runtime-conflicts::rc_a>rc_b>rc_c", "runtime-conflicts::rc_c>rc_b>rc_a"])
+    assert "2 tests collected" in result.stdout.str()
+
+
+def test_order_dependent_crash_is_one_failure(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    python = make_env(tmp_path, ORDER_CRASH)
+    report = tmp_path / "report.json"
+    result = pytester.runpytest_subprocess(
+        "--runtime-conflicts", "--rc-modules=rc_a,rc_b,rc_c", f"--rc-python={python}",
+        f"--rc-report={report}", "--rc-timeout=30", "-p", "no:cacheprovider",
+    )
+    result.assert_outcomes(failed=1, passed=1)
+    result.stdout.fnmatch_lines(["*runtime-conflicts::rc_a>rc_b>rc_c*", "*SIGSEGV*", "*rc_a*rc_b*"])
+    result.stdout.fnmatch_lines(["*ordered pairs exercised: 6/6*"])
+    data = json.loads(report.read_text())
+    assert data["schema"] == "pytest-runtimeconflict/report/1"
+    crashed = [s for s in data["scenarios"] if s["outcome"] == "crashed"]
+    assert crashed and crashed[0]["signal"] == "SIGSEGV"
+    assert crashed[0]["minimal_steps"] == ["rc_a", "rc_b"]
+    assert data["coverage"]["tuples_total"] == 6
+    assert data["coverage"]["tuples_exercised"] == 6
+
+
+def test_same_outcome_with_xdist(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    python = make_env(tmp_path, ORDER_CRASH)
+    outcomes = []
+    for extra in ([], ["-n", "2"]):
+        report = tmp_path / f"report{len(extra)}.json"
+        result = pytester.runpytest_subprocess(
+            "--runtime-conflicts", "--rc-modules=rc_a,rc_b,rc_c", f"--rc-python={python}",
+            f"--rc-report={report}", "-p", "no:cacheprovider", *extra,
+        )
+        result.assert_outcomes(failed=1, passed=1)
+        data = json.loads(report.read_text())
+        outcomes.append(sorted((s["nodeid"], s["outcome"]) for s in data["scenarios"]))
+    assert outcomes[0] == outcomes[1]
+
+
+def test_scenario_file_expected_failure_and_xpass(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    python = make_env(tmp_path, ORDER_CRASH)
+    pytester.path.joinpath("order.scenario.toml").write_text(textwrap.dedent("""
+        [scenario]
+        name = "order"
+        description = "rc_b crashes after rc_a"
+
+        [[run]]
+        id = "a-then-b"
+        steps = ["rc_a", "rc_b"]
+        [run.expect]
+        outcome = "crashed"
+        signal = "SIGSEGV"
+        failed_step = 1
+
+        [[run]]
+        id = "b-then-a"
+        steps = ["rc_b", "rc_a"]
+        [run.expect]
+        outcome = "crashed"
+    """))
+    result = pytester.runpytest_subprocess(
+        "--runtime-conflicts", "--rc-modules=none", f"--rc-python={python}", "-rxXf",
+        "-p", "no:cacheprovider",
+    )
+    result.assert_outcomes(xfailed=1, failed=1)
+    result.stdout.fnmatch_lines(["*XPASS(strict)*b-then-a*conflict no longer happens*"])
+
+
+def test_malformed_scenario_file_is_one_line(pytester: pytest.Pytester) -> None:
+    pytester.path.joinpath("bad.scenario.toml").write_text('[scenario]\nname = "x\n')
+    result = pytester.runpytest_subprocess("--runtime-conflicts", "--rc-modules=none")
+    assert result.ret != 0
+    result.stdout.fnmatch_lines(["*bad.scenario.toml:*line*"])
+    assert "Traceback" not in result.stdout.str()
+
+
+def test_runtime_sandbox_fixture(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_fixture="""
+        def test_crash(runtime_sandbox):
+            result = runtime_sandbox.run(["import os, signal", "os.kill(os.getpid(), signal.SIGABRT)"])
+            assert result.outcome == "crashed"
+            assert result.signal == "SIGABRT"
+            assert result.failed_step == 1
+    """)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
