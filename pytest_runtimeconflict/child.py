@@ -1,0 +1,285 @@
+"""Child side of the sandbox: run one scenario's steps in this (fresh) interpreter.
+
+Run by path by the *target* interpreter (``python child.py SPEC.json``), which may be another
+venv without this package installed, so this file uses the standard library only and keeps to
+Python 3.8 syntax. It never imports the plugin.
+
+It appends one JSON line per event to the progress file named in the spec (flushed at once, so
+the lines survive a crash): ``start``, ``preload``, ``step`` (``begin`` then ``ok``/``error``),
+``exercise`` (``begin`` then ``ok``/``error`` per runtime) and ``done``. Each finished event
+carries ``new``: the ELF objects that appeared in ``/proc/self/maps`` since the previous event.
+The parent (sandbox.py) turns these lines into a ``RunResult``.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import json
+import os
+import re
+import signal
+import sys
+
+MAGIC = b"\x7fELF"
+# Only a mapped file whose name looks like an OpenMP/BLAS runtime makes the child import ctypes
+# (when the steps did not import it already): keeps the sandbox overhead small for plain runs.
+RUNTIME_NAME = re.compile(r"omp|openblas|blas|lapack|mkl", re.IGNORECASE)
+OPENBLAS_VARIANTS = (("", ""), ("scipy_", ""), ("", "64_"), ("scipy_", "64_"))
+GEMM_N = 64  # large enough that OpenBLAS hands the dgemm to its thread server
+
+_elf_cache = {}  # type: dict
+
+
+class Progress:
+    """Append-only JSON-lines writer; every line is flushed before the next action."""
+
+    def __init__(self, path: str) -> None:
+        self._fh = open(path, "a", encoding="utf-8")
+
+    def write(self, **event: object) -> None:
+        self._fh.write(json.dumps(event) + "\n")
+        self._fh.flush()
+
+
+def _is_elf(path: str) -> bool:
+    if path not in _elf_cache:
+        try:
+            with open(path, "rb") as fh:
+                _elf_cache[path] = fh.read(4) == MAGIC
+        except OSError:
+            _elf_cache[path] = False
+    return bool(_elf_cache[path])
+
+
+def mapped_objects() -> list:
+    """Absolute paths of the file-backed ELF objects mapped now, in address order, deduplicated."""
+    seen = []
+    known = set()
+    with open("/proc/self/maps", encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            parts = line.split(None, 5)
+            if len(parts) < 6:
+                continue
+            path = parts[5].rstrip("\n")
+            if not path.startswith("/") or path.endswith(" (deleted)") or path in known:
+                continue
+            known.add(path)
+            if _is_elf(path):
+                seen.append(path)
+    return seen
+
+
+class MapTracker:
+    """Remembers what was mapped so each event can report only the newly mapped objects."""
+
+    def __init__(self) -> None:
+        self.order = []  # type: list
+        self._seen = set()  # type: set
+
+    def new(self) -> list:
+        fresh = [p for p in mapped_objects() if p not in self._seen]
+        self._seen.update(fresh)
+        self.order.extend(fresh)
+        return fresh
+
+
+def _describe_exception(exc: BaseException) -> dict:
+    import traceback
+
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    return {
+        "exc_type": type(exc).__name__,
+        "message": "%s: %s" % (type(exc).__name__, exc),
+        "traceback": text[-16000:],
+    }
+
+
+def is_module_name(step: str) -> bool:
+    """True when ``step`` is a dotted module name (``import NAME``), not a statement."""
+    import keyword
+
+    parts = step.strip().split(".")
+    return all(p.isidentifier() and not keyword.iskeyword(p) for p in parts)
+
+
+def run_step(step: str, index: int, namespace: dict) -> None:
+    """Import a dotted name (binding its top-level package) or exec a statement."""
+    name = step.strip()
+    if is_module_name(name):
+        namespace[name.split(".")[0]] = __import__(name)
+        return
+    code = compile(step, "<step %d>" % index, "exec")
+    exec(code, namespace)
+
+
+def preload(libs: list, mode: str, progress: Progress, tracker: MapTracker) -> bool:
+    """dlopen each preload library; False (and an ``error`` event) if one fails to load."""
+    if not libs:
+        return True
+    import ctypes
+
+    flag = ctypes.RTLD_GLOBAL if mode == "global" else ctypes.RTLD_LOCAL
+    for index, lib in enumerate(libs):
+        progress.write(event="preload", index=index, lib=lib, status="begin")
+        try:
+            ctypes.CDLL(lib, mode=flag)
+        except BaseException as exc:
+            progress.write(event="preload", index=index, lib=lib, status="error",
+                           new=tracker.new(), **_describe_exception(exc))
+            return False
+        progress.write(event="preload", index=index, lib=lib, status="ok", new=tracker.new())
+    return True
+
+
+def run_steps(steps: list, progress: Progress, tracker: MapTracker) -> bool:
+    """Run every step in one namespace; stop at the first exception (``error`` event)."""
+    namespace = {"__name__": "__rc_steps__"}  # type: dict
+    for index, step in enumerate(steps):
+        progress.write(event="step", index=index, status="begin")
+        try:
+            run_step(step, index, namespace)
+        except BaseException as exc:
+            progress.write(event="step", index=index, status="error", new=tracker.new(),
+                           **_describe_exception(exc))
+            return False
+        progress.write(event="step", index=index, status="ok", new=tracker.new())
+    return True
+
+
+def _noload(ctypes: object, path: str) -> object:
+    """A handle on an already-mapped object, or None; RTLD_NOLOAD never maps or initialises."""
+    try:
+        return ctypes.CDLL(path, mode=os.RTLD_NOLOAD | os.RTLD_LOCAL)  # type: ignore
+    except OSError:
+        return None
+
+
+def exercise_openmp(ctypes: object, lib: object) -> str:
+    """Run one parallel region with 2 threads through the GOMP entry point."""
+    c = ctypes  # type: ignore
+    callback_type = c.CFUNCTYPE(None, c.c_void_p)  # type: ignore
+    noop = callback_type(lambda data: None)
+    func = lib.GOMP_parallel  # type: ignore
+    func.restype = None
+    func.argtypes = [callback_type, c.c_void_p, c.c_uint, c.c_uint]  # type: ignore
+    func(noop, None, 2, 0)
+    return "GOMP_parallel(num_threads=2)"
+
+
+def _openblas_symbols(lib: object) -> object:
+    for prefix, suffix in OPENBLAS_VARIANTS:
+        if hasattr(lib, prefix + "openblas_get_config" + suffix):
+            return prefix, suffix
+    return None
+
+
+def exercise_openblas(ctypes: object, lib: object, prefix: str, suffix: str) -> str:
+    """openblas_get_config / get_num_threads and a 64x64 cblas_dgemm (starts the thread server)."""
+    c = ctypes  # type: ignore
+    get_config = getattr(lib, prefix + "openblas_get_config" + suffix)
+    get_config.restype = c.c_char_p  # type: ignore
+    config = (get_config() or b"").decode("ascii", "replace").strip()
+    get_threads = getattr(lib, prefix + "openblas_get_num_threads" + suffix, None)
+    threads = get_threads() if get_threads is not None else None
+    detail = "%s; threads=%s" % (config, threads)
+    gemm = getattr(lib, prefix + "cblas_dgemm" + suffix, None)
+    if gemm is None:
+        return detail + "; no cblas_dgemm"
+    integer = c.c_int64 if (suffix or "USE64BITINT" in config) else c.c_int  # type: ignore
+    n = GEMM_N
+    matrix = c.c_double * (n * n)  # type: ignore
+    a, b, out = matrix(*([1.0] * (n * n))), matrix(*([1.0] * (n * n))), matrix()
+    gemm.restype = None
+    gemm.argtypes = [c.c_int, c.c_int, c.c_int, integer, integer, integer,  # type: ignore
+                     c.c_double, matrix, integer, matrix, integer, c.c_double,  # type: ignore
+                     matrix, integer]
+    gemm(101, 111, 111, n, n, n, 1.0, a, n, b, n, 0.0, out, n)  # row-major, no transpose
+    if out[0] != float(n):
+        raise RuntimeError("cblas_dgemm returned %r, expected %r" % (out[0], float(n)))
+    return detail + "; cblas_dgemm %dx%d ok" % (n, n)
+
+
+def _exercise_one(ctypes: object, path: str, progress: Progress) -> None:
+    lib = _noload(ctypes, path)
+    if lib is None:
+        return
+    calls = []
+    if hasattr(lib, "GOMP_parallel"):
+        calls.append(("openmp", lambda: exercise_openmp(ctypes, lib)))
+    variant = _openblas_symbols(lib)
+    if variant is not None:
+        prefix, suffix = variant  # type: ignore
+        calls.append(("blas", lambda: exercise_openblas(ctypes, lib, prefix, suffix)))
+    for kind, call in calls:
+        progress.write(event="exercise", path=path, kind=kind, status="begin")
+        try:
+            detail = call()
+        except Exception as exc:
+            progress.write(event="exercise", path=path, kind=kind, status="error",
+                           **_describe_exception(exc))
+        else:
+            progress.write(event="exercise", path=path, kind=kind, status="ok", detail=detail)
+
+
+def exercise(tracker: MapTracker, progress: Progress) -> None:
+    """Call into every mapped OpenMP runtime and OpenBLAS, so latent duplicates show."""
+    candidates = tracker.order
+    if "ctypes" not in sys.modules:
+        candidates = [p for p in candidates if RUNTIME_NAME.search(os.path.basename(p))]
+        if not candidates:
+            return
+    import ctypes
+
+    for path in candidates:
+        _exercise_one(ctypes, path, progress)
+
+
+def _raise_core_limit() -> None:
+    """Allow a core dump of this process only (the parent's limit is untouched)."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_CORE)
+        resource.setrlimit(resource.RLIMIT_CORE, (hard, hard))
+    except (ImportError, ValueError, OSError):
+        pass
+
+
+def _setup(spec: dict) -> object:
+    # The loader has read these already; a subprocess started by a step must not inherit them.
+    for name in ("LD_DEBUG", "LD_DEBUG_OUTPUT"):
+        os.environ.pop(name, None)
+    here = os.path.dirname(os.path.abspath(__file__))
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != here]
+    sys.path.insert(0, spec.get("sys_path0") or "")
+    if spec.get("core", True):
+        _raise_core_limit()
+    fault_file = open(spec["faulthandler"], "w")
+    faulthandler.enable(file=fault_file, all_threads=True)
+    # The parent sends SIGUSR1 on timeout: every thread's Python stack lands in the file.
+    faulthandler.register(signal.SIGUSR1, file=fault_file, all_threads=True, chain=False)
+    return fault_file
+
+
+def main(argv: list) -> int:
+    """Run the spec named by ``argv[1]``; exit 0 when every step (and exercising) returned."""
+    with open(argv[1], encoding="utf-8") as fh:
+        spec = json.load(fh)
+    fault_file = _setup(spec)
+    progress = Progress(spec["progress"])
+    tracker = MapTracker()
+    progress.write(event="start", pid=os.getpid(), python=sys.version.split()[0],
+                   executable=sys.executable, new=tracker.new())
+    if not preload(spec.get("preload", []), spec.get("preload_mode", "global"), progress, tracker):
+        return 1
+    if not run_steps(spec["steps"], progress, tracker):
+        return 1
+    if spec.get("exercise", True):
+        exercise(tracker, progress)
+    progress.write(event="done", new=tracker.new())
+    fault_file.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
