@@ -534,16 +534,12 @@ def _is_elf(path: str) -> bool:
 
 def _attribute(result: RunResult) -> None:
     """Loaded runtimes, latent duplicates, confirmed findings and the libraries to blame."""
-    try:
-        from pytest_runtimeconflict import rules, scan
-    except ImportError as exc:  # the scan side is optional for a bare run
-        log.debug("no runtime classification: %s", exc)
-        return
+    from pytest_runtimeconflict import scan
+
     objects = scan.describe_paths(result.mapped)
-    runtimes = [o for o in objects if o.kind is not None]
     result.loaded_runtimes = [
         {"path": o.facts.path, "family": o.kind.family, "runtime": o.kind.runtime}
-        for o in runtimes
+        for o in objects
         if o.kind is not None
     ]
     duplicates = duplicate_families(result.loaded_runtimes)
@@ -552,14 +548,23 @@ def _attribute(result: RunResult) -> None:
         result.message = "survived, but " + "; ".join(duplicates)
     if result.outcome == "passed" or result.exception_type == "ModuleNotFoundError":
         return
-    mapped = set(result.mapped)
-    result.findings = [
-        f for f in rules.findings_for_mapped(objects) if all(lib in mapped for lib in f.libraries)
-    ]
+    result.findings = _confirmed_findings(objects, set(result.mapped))
     blamed = [lib for f in result.findings for lib in f.libraries]
     runtime_paths = {r["path"] for r in result.loaded_runtimes}
     blamed += [p for p in (result.crash_library, result.init_library) if p in runtime_paths]
     result.libraries = list(dict.fromkeys(p for p in blamed if p))
+
+
+def _confirmed_findings(objects: list[Any], mapped: set[str]) -> list[Finding]:
+    """Findings over the mapped set whose libraries were all mapped in this run."""
+    try:
+        from pytest_runtimeconflict import rules
+    except ImportError as exc:  # rules.py arrives with the scan issue
+        log.debug("no rules yet: %s", exc)
+        return []
+    return [
+        f for f in rules.findings_for_mapped(objects) if all(lib in mapped for lib in f.libraries)
+    ]
 
 
 def duplicate_families(runtimes: list[dict[str, str]]) -> list[str]:
