@@ -79,7 +79,7 @@ print(json.dumps({"version": "%d.%d.%d" % v[:3], "include": sysconfig.get_paths(
 """
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def target_info(python: str | None = None) -> Target:
     """Ask ``python`` (default: target_python()) for its headers, extension suffix and tag."""
     python = python or target_python()
@@ -180,6 +180,19 @@ def extension_package(
     return compile_extension(
         sources, pkg_dir, module, lang=lang, flags=(*names, *flags), compiler=compiler
     )
+
+
+def system_library(soname: str) -> Path:
+    """The real file behind a system library (e.g. ``libgomp.so.1`` -> ``.../libgomp.so.1.0.0``).
+
+    Asks gcc (``-print-file-name``), which searches the same directories it links from.
+    """
+    out = run_tool([tool("gcc"), f"-print-file-name={soname}"], what=f"locating {soname}").strip()
+    if not os.path.isabs(out) or not os.path.exists(out):
+        raise BuildError(
+            f"system library {soname} not found by gcc; install the package providing it"
+        )
+    return Path(os.path.realpath(out))
 
 
 def patchelf(*args: str | Path) -> str:
