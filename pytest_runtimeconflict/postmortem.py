@@ -32,8 +32,13 @@ log = logging.getLogger(__name__)
 PRSTATUS_PID_OFFSET = 32
 PRSTATUS_REG_OFFSET = 112
 PRSTATUS_CURSIG_OFFSET = 12
-# Index of the program counter in pr_reg: x86_64 rip, aarch64 pc.
+# Index of the program counter / stack pointer in pr_reg: x86_64 rip/rsp, aarch64 pc/sp.
 PC_REGISTER = {"EM_X86_64": 16, "EM_AARCH64": 32}
+SP_REGISTER = {"EM_X86_64": 19, "EM_AARCH64": 31}
+# x86_64 kernel rt_sigframe: pretcode, ucontext (flags, link, stack_t, sigcontext...), siginfo.
+FRAME_FLAGS, FRAME_UC_LINK, FRAME_RIP, FRAME_CS, FRAME_FPSTATE = 8, 16, 176, 192, 232
+USER_CS_X86_64 = 0x33
+SIGFRAME_SCAN_BYTES = 256 * 1024
 GDB_TIMEOUT = 60.0
 GDB_MAX_LINES = 400
 SYMBOLIZE_MAX_BYTES = 256 * 1024 * 1024
@@ -59,6 +64,8 @@ class ThreadState:
     tid: int
     pc: int | None
     signal: int
+    sp: int | None = None
+    handler_pc: int | None = None  # where the thread stopped, when pc came from a signal frame
 
 
 @dataclass
@@ -68,6 +75,18 @@ class CoreInfo:
     mappings: list[Mapping] = field(default_factory=list)
     threads: list[ThreadState] = field(default_factory=list)
     machine: str = ""
+    segments: list[tuple[int, int, int]] = field(default_factory=list)  # vaddr, filesz, offset
+    path: str = ""
+
+    def read_memory(self, address: int, size: int) -> bytes:
+        """Bytes of the crashed process's memory saved in the core ('' when not dumped)."""
+        for vaddr, filesz, offset in self.segments:
+            if vaddr <= address < vaddr + filesz:
+                size = min(size, vaddr + filesz - address)
+                with open(self.path, "rb") as fh:
+                    fh.seek(offset + address - vaddr)
+                    return fh.read(size)
+        return b""
 
     def library_at(self, address: int | None) -> str | None:
         """The path of the file mapped at ``address``, or None (anonymous memory, JIT, NULL)."""
@@ -95,10 +114,19 @@ def _parse_prstatus(desc: bytes, machine: str) -> ThreadState | None:
         return None
     (cursig,) = struct.unpack_from("<h", desc, PRSTATUS_CURSIG_OFFSET)
     (tid,) = struct.unpack_from("<i", desc, PRSTATUS_PID_OFFSET)
-    pc = None
-    if pc_index is not None and len(desc) >= PRSTATUS_REG_OFFSET + 8 * (pc_index + 1):
-        (pc,) = struct.unpack_from("<Q", desc, PRSTATUS_REG_OFFSET + 8 * pc_index)
-    return ThreadState(tid=tid, pc=pc, signal=cursig)
+    return ThreadState(
+        tid=tid,
+        pc=_register(desc, pc_index),
+        signal=cursig,
+        sp=_register(desc, SP_REGISTER.get(machine)),
+    )
+
+
+def _register(desc: bytes, index: int | None) -> int | None:
+    if index is None or len(desc) < PRSTATUS_REG_OFFSET + 8 * (index + 1):
+        return None
+    (value,) = struct.unpack_from("<Q", desc, PRSTATUS_REG_OFFSET + 8 * index)
+    return int(value)
 
 
 def _parse_nt_file(desc: Any) -> list[Mapping]:
@@ -116,8 +144,12 @@ def read_core(path: str) -> CoreInfo:
         elf = ELFFile(fh)
         if elf["e_type"] != "ET_CORE":
             raise ELFError(f"{path} is not a core file ({elf['e_type']})")
-        info.machine = elf["e_machine"]
+        info.machine, info.path = elf["e_machine"], path
         for segment in elf.iter_segments():
+            if segment["p_type"] == "PT_LOAD" and segment["p_filesz"]:
+                info.segments.append(
+                    (segment["p_vaddr"], segment["p_filesz"], segment["p_offset"])
+                )
             if segment["p_type"] != "PT_NOTE":
                 continue
             for note in segment.iter_notes():
@@ -128,7 +160,42 @@ def read_core(path: str) -> CoreInfo:
                     if thread is not None:
                         info.threads.append(thread)
     info.mappings.sort(key=lambda m: m.start)
+    if info.threads:
+        info.threads[0] = _through_signal_frame(info, info.threads[0])
     return info
+
+
+def _through_signal_frame(core: CoreInfo, thread: ThreadState) -> ThreadState:
+    """The PC where the signal hit, when the thread stopped inside a signal handler.
+
+    Python's faulthandler catches SIGSEGV/SIGABRT/..., dumps the tracebacks and re-raises, so
+    the core shows the thread in libc's ``raise``. The kernel saved the interrupted context in
+    an ``rt_sigframe`` above the handler's stack pointer; find it (x86_64 only) by its shape:
+    restorer in a mapped file, small ``uc_flags``, NULL ``uc_link``, user code segment 0x33
+    and the FPU state pointer just above the frame (faulthandler sets no SA_SIGINFO, so there
+    is no siginfo to check).
+    """
+    if core.machine != "EM_X86_64" or thread.sp is None or not thread.signal:
+        return thread
+    memory = core.read_memory(thread.sp, SIGFRAME_SCAN_BYTES)
+    for frame in range(0, len(memory) - FRAME_FPSTATE - 8, 8):
+        if _is_sigframe(core, memory, frame, thread.sp + frame):
+            (rip,) = struct.unpack_from("<Q", memory, frame + FRAME_RIP)
+            return ThreadState(thread.tid, rip, thread.signal, thread.sp, handler_pc=thread.pc)
+    return thread
+
+
+def _is_sigframe(core: CoreInfo, memory: bytes, frame: int, address: int) -> bool:
+    def word(offset: int) -> int:
+        return int(struct.unpack_from("<Q", memory, frame + offset)[0])
+
+    return (
+        word(FRAME_CS) & 0xFFFF == USER_CS_X86_64
+        and word(FRAME_UC_LINK) == 0
+        and word(FRAME_FLAGS) < 16
+        and address < word(FRAME_FPSTATE) <= address + 4096
+        and core.library_at(word(0)) is not None  # the restorer (__restore_rt in libc)
+    )
 
 
 def find_core(run_dir: str, pid: int | None) -> str | None:
@@ -277,6 +344,7 @@ def describe_threads(core: CoreInfo) -> list[dict[str, Any]]:
                 "pc": None if thread.pc is None else f"0x{thread.pc:x}",
                 "library": core.library_at(thread.pc),
                 "symbol": symbolize(core, thread.pc),
+                "signal_frame": thread.handler_pc is not None,
             }
         )
     return rows
