@@ -1,0 +1,289 @@
+"""Texts and JSON for a run and its diagnosis: the pytest failure, the summary line, ``run``'s
+output and the JSON report.
+
+The first three lines of :func:`format_failure` are written for someone who has never heard of
+this tool: what broke (outcome, signal or error, the minimal order), why (rule, libraries and
+where each came from) and what to do (the best safe change found to avoid it, and the fix for
+the package author). Everything after that is evidence for whoever wants to check.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from pytest_runtimeconflict.diagnose import AvoidedBy, Diagnosis, is_import_step
+
+REPORT_SCHEMA = "pytest-runtimeconflict/report/1"
+TAIL_LINES = 8
+BACKTRACE_LINES = 12
+
+_OUTCOME_WORD = {
+    "crashed": "CRASHED",
+    "failed": "FAILED",
+    "hung": "HUNG",
+    "latent": "LATENT CONFLICT",
+    "passed": "PASSED",
+}
+
+
+# ---------------------------------------------------------------- the three lines
+
+
+def what_broke(result: Any, diagnosis: Diagnosis | None) -> str:
+    """Line 1: outcome, signal or error, and the (minimal) order of steps that does it."""
+    steps = diagnosis.minimal_steps if diagnosis is not None else tuple(result.spec.steps)
+    word = _OUTCOME_WORD.get(result.outcome, result.outcome.upper())
+    detail = _failure_detail(result)
+    total = len(result.spec.steps)
+    scope = "minimal order" if diagnosis is not None else "order"
+    if diagnosis is not None and len(steps) < total:
+        scope = f"minimal order, {len(steps)} of {total} steps"
+    return f"{word}: {detail} - {scope}: {_order(steps)}"
+
+
+def why(diagnosis: Diagnosis | None) -> str:
+    """Line 2: the rule, how sure, and the cause naming the libraries and distributions."""
+    if diagnosis is None:
+        return "Why: not diagnosed (run with diagnosis on to minimise and attribute it)"
+    rule = diagnosis.rule or "no known conflict rule"
+    return f"Why: {rule} ({diagnosis.confidence} confidence): {diagnosis.cause}"
+
+
+def what_to_do(diagnosis: Diagnosis | None) -> str:
+    """Line 3: the best avoiding change (flagged when unsafe) and the package author's fix."""
+    if diagnosis is None:
+        return "Do: diagnose it to learn what avoids it"
+    return f"Do: {diagnosis.user_advice}. Package author: {diagnosis.author_advice}."
+
+
+def _failure_detail(result: Any) -> str:
+    if result.outcome == "crashed":
+        sig = result.signal or f"signal {result.signum}"
+        extra = _key_line(result)
+        return f"{sig} (signal {result.signum})" + (f", {extra}" if extra else "")
+    if result.outcome == "failed":
+        return _first_line(result.message) or f"exit status {result.returncode}"
+    if result.outcome == "hung":
+        return _first_line(result.message) or "timed out"
+    return _first_line(result.message) or result.outcome
+
+
+def _key_line(result: Any) -> str:
+    """The most telling line of a crash's stderr (an OpenMP error, an uncaught exception)."""
+    for line in reversed((result.stderr_tail or "").splitlines()):
+        text = line.strip()
+        if text.startswith(("OMP: Error", "terminate called", "free():", "double free")):
+            return text[:160]
+    return ""
+
+
+def _first_line(text: str | None) -> str:
+    lines = (text or "").strip().splitlines()
+    return lines[0][:240] if lines else ""
+
+
+def _order(steps: Sequence[str]) -> str:
+    return (
+        " > ".join(
+            f"import {s}" if is_import_step(s) and not s.startswith("import ") else s for s in steps
+        )
+        or "(no steps)"
+    )
+
+
+# ---------------------------------------------------------------- the failure text
+
+
+def format_failure(result: Any, diagnosis: Diagnosis | None) -> str:
+    """The full failure text: three summary lines, then evidence and experiments."""
+    lines = [what_broke(result, diagnosis), why(diagnosis), what_to_do(diagnosis), ""]
+    if diagnosis is not None and diagnosis.libraries:
+        lines.append("Libraries:")
+        lines += [f"  {_library_line(lib)}" for lib in diagnosis.libraries]
+    evidence_of = diagnosis.minimal_result if diagnosis is not None else result
+    lines += _evidence(evidence_of)
+    if diagnosis is not None:
+        lines += _findings(diagnosis)
+        lines += _experiments(diagnosis)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _library_line(lib: Any) -> str:
+    kind = "/".join(x for x in (lib.family, lib.runtime) if x and x != lib.family) or lib.family
+    where = lib.distribution or "not from a Python distribution"
+    tag = f", {kind}" if kind else ""
+    return f"{lib.role}: {lib.path} ({where}{tag})"
+
+
+def _evidence(result: Any) -> list[str]:
+    lines = ["Evidence:"]
+    failed = result.failed_step
+    if isinstance(failed, int) and 0 <= failed < len(result.spec.steps):
+        lines.append(f"  failing step: {failed} {result.spec.steps[failed]!r}")
+        new = result.step_libraries[failed] if failed < len(result.step_libraries) else []
+        if new:
+            lines.append(f"  mapped by that step: {_names(new)}")
+    elif result.outcome != "passed" and getattr(result, "phase", None):
+        lines.append(f"  failed during: {result.phase}")
+    if result.init_library:
+        lines.append(f"  initialiser running: {result.init_library}")
+    if result.crash_library:
+        lines.append(f"  crashing thread's code: {result.crash_library}")
+    counts = _thread_counts(result.threads or ())
+    if counts:
+        per_lib = ", ".join(f"{os.path.basename(lib)} x{n}" for lib, n in counts)
+        lines.append(f"  threads by library ({len(result.threads)} threads): {per_lib}")
+    runtimes = result.loaded_runtimes or ()
+    if runtimes:
+        lines.append(
+            "  runtimes mapped: "
+            + ", ".join(f"{os.path.basename(r['path'])} ({r['runtime']})" for r in runtimes)
+        )
+    lines += _tail("Python traceback", _python_frames(result), TAIL_LINES)
+    native = crashing_thread_backtrace(result)
+    lines += _tail(
+        "native backtrace of the crashing thread (innermost frames)", native, BACKTRACE_LINES
+    )
+    lines += _tail("stderr (tail)", result.stderr_tail, TAIL_LINES)
+    return lines if len(lines) > 1 else []
+
+
+def _python_frames(result: Any) -> str:
+    """faulthandler's text without the sandbox's own frames (they are the same every time)."""
+    out: list[str] = []
+    skipping = False
+    for line in (result.python_traceback or "").splitlines():
+        if line.lstrip().startswith("File "):
+            skipping = "pytest_runtimeconflict" in line
+        elif not line.startswith(" "):
+            skipping = False
+        if not skipping:
+            out.append(line)
+    return "\n".join(out)
+
+
+def crashing_thread_backtrace(result: Any, limit: int = BACKTRACE_LINES) -> str:
+    """The first frames of the crashing thread in gdb's ``thread apply all bt`` text.
+
+    gdb lists threads highest number first; the crashing thread is the one whose LWP is the
+    first thread of the core (the sandbox's ``threads[0]``), else gdb's ``Thread 1``.
+    """
+    text = getattr(result, "gdb_backtrace", None) or ""
+    blocks = re.split(r"^(?=Thread \d+ )", text, flags=re.MULTILINE)
+    threads = result.threads or ()
+    wanted = f"(LWP {threads[0].get('tid')})" if threads else None
+    chosen = next((b for b in blocks if wanted and wanted in b.split("\n", 1)[0]), None)
+    if chosen is None:
+        chosen = next(
+            (b for b in blocks if b.startswith("Thread 1 ")), blocks[-1] if blocks else ""
+        )
+    frames = [line[:200] for line in chosen.splitlines() if line.startswith("#")]
+    return "\n".join(frames[:limit])
+
+
+def _thread_counts(threads: Iterable[Mapping[str, Any]]) -> list[tuple[str, int]]:
+    counts: dict[str, int] = {}
+    for thread in threads:
+        lib = thread.get("library") or "(unknown)"
+        counts[lib] = counts.get(lib, 0) + 1
+    return sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+
+
+def _names(paths: Iterable[str]) -> str:
+    names = [os.path.basename(p) for p in paths]
+    shown = ", ".join(names[:8])
+    return shown + (f" (+{len(names) - 8} more)" if len(names) > 8 else "")
+
+
+def _tail(title: str, text: str | None, count: int) -> list[str]:
+    lines = [line for line in (text or "").rstrip().splitlines() if line.strip()]
+    if not lines:
+        return []
+    return [f"  {title}:"] + [f"    {line}" for line in lines[:count]]
+
+
+def _findings(diagnosis: Diagnosis) -> list[str]:
+    if not diagnosis.findings:
+        return []
+    lines = ["Static findings over the mapped objects:"]
+    for finding in diagnosis.findings:
+        lines.append(f"  [{finding.severity}] {finding.rule}: {finding.title}")
+    return lines
+
+
+def _experiments(diagnosis: Diagnosis) -> list[str]:
+    cap = ", cap of child runs reached" if diagnosis.cap_hit else ""
+    head = f"Counter-experiments on the minimal order ({diagnosis.runs_used} child runs{cap}):"
+    if not diagnosis.experiments:
+        return [head, "  (none run)"]
+    lines = [head]
+    for experiment in diagnosis.experiments:
+        lines.append("  " + _experiment_line(experiment))
+    return lines
+
+
+def _experiment_line(experiment: AvoidedBy) -> str:
+    mark = "AVOIDS" if experiment.avoided else "fails "
+    if experiment.avoided and experiment.unsafe:
+        mark = "AVOIDS (unsafe)"
+    outcome = experiment.outcome + (f" {experiment.signal}" if experiment.signal else "")
+    return f"{mark:<16} {experiment.kind:<10} {experiment.change} -> {outcome}"
+
+
+# ---------------------------------------------------------------- short forms
+
+
+def format_summary_line(diagnosis: Diagnosis) -> str:
+    """One line for the terminal summary: rule, libraries, minimal order and what avoids it."""
+    libs = ", ".join(sorted({os.path.basename(lib.path) for lib in diagnosis.libraries}))
+    best = diagnosis.avoided_by[0] if diagnosis.avoided_by else None
+    avoid = f"; avoided by: {best.change}" if best is not None else "; nothing tried avoided it"
+    if best is not None and best.unsafe:
+        avoid = f"; only avoided by (unsafe): {best.change}"
+    return (
+        f"{diagnosis.rule or 'unattributed'} ({diagnosis.confidence}): {libs or 'no library named'}"
+        f"; minimal order: {_order(diagnosis.minimal_steps)}{avoid}"
+    )
+
+
+def format_result(result: Any, diagnosis: Diagnosis | None) -> str:
+    """``run``'s human output: the failure text when diagnosed, else the plain run facts."""
+    if result.outcome != "passed" and diagnosis is not None:
+        return format_failure(result, diagnosis)
+    lines = [f"{_OUTCOME_WORD.get(result.outcome, result.outcome)}: {_order(result.spec.steps)}"]
+    if result.message:
+        lines.append(f"  {_first_line(result.message)}")
+    lines += _evidence(result)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+# ---------------------------------------------------------------- JSON
+
+
+def scenario_entry(result: Any, diagnosis: Diagnosis | None = None) -> dict[str, Any]:
+    """One report entry: the run's keys, overlaid with the diagnosis's keys when there is one.
+
+    The diagnosis's ``libraries`` (objects with path, distribution, family, runtime, role) and
+    ``findings`` replace the sandbox's; ``libraries`` keeps every blamed path under ``path``.
+    """
+    entry = dict(result.to_json())
+    if diagnosis is not None:
+        entry.update(diagnosis.to_json())
+    return entry
+
+
+def report_json(entries: Iterable[Any]) -> dict[str, Any]:
+    """``{"schema": ..., "scenarios": [...]}`` from entries given as ready dicts, as
+    ``(result, diagnosis_or_None)`` pairs, or as bare results."""
+    scenarios = []
+    for entry in entries:
+        if isinstance(entry, Mapping):
+            scenarios.append(dict(entry))
+        elif isinstance(entry, tuple):
+            scenarios.append(scenario_entry(*entry))
+        else:
+            scenarios.append(scenario_entry(entry))
+    return {"schema": REPORT_SCHEMA, "scenarios": scenarios}
