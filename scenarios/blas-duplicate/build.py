@@ -9,8 +9,20 @@ out = zoo.output_dir()
 work = out.parent / "work"
 source = Path(__file__).with_name("blaswork.c")
 variants = {
-    "zoo_blas32": ("scipy-openblas32", "libscipy_openblas.so", "int", "scipy_{}_", "scipy_openblas_get_config"),
-    "zoo_blas64": ("scipy-openblas64", "libscipy_openblas64_.so", "long", "scipy_{}_64_", "scipy_openblas_get_config64_"),
+    "zoo_blas32": (
+        "scipy-openblas32",
+        "libscipy_openblas.so",
+        "int",
+        "scipy_{}_",
+        "scipy_openblas_get_config",
+    ),
+    "zoo_blas64": (
+        "scipy-openblas64",
+        "libscipy_openblas64_.so",
+        "long",
+        "scipy_{}_64_",
+        "scipy_openblas_get_config64_",
+    ),
 }
 for package, (dist, libname, int_type, pattern, config) in variants.items():
     library = zoo.fetch_pypi_file(dist, f"*/lib/{libname}")
