@@ -433,6 +433,36 @@ def reversed_imports(steps: Sequence[str]) -> tuple[str, ...] | None:
 
 # ---------------------------------------------------------------- evidence
 
+_FRAME_FROM = re.compile(r" from (/\S+)\s*$")
+# glibc's own objects: a crash PC in abort()/raise() there says nothing about the culprit.
+_LIBC_NAMES = re.compile(r"^(libc|libpthread|libdl|ld-linux[-\w]*|librt|libm)[.-]")
+
+
+def crashing_thread_frames(result: Any) -> list[str]:
+    """The frame lines of the crashing thread in gdb's ``thread apply all bt`` text.
+
+    gdb lists threads highest number first; the crashing thread is the one whose LWP is the
+    core's first thread (the sandbox's ``threads[0]``), else gdb's ``Thread 1``.
+    """
+    text = getattr(result, "gdb_backtrace", None) or ""
+    blocks = re.split(r"^(?=Thread \d+ )", text, flags=re.MULTILINE)
+    threads = result.threads or ()
+    wanted = f"(LWP {threads[0].get('tid')})" if threads else None
+    chosen = next((b for b in blocks if wanted and wanted in b.split("\n", 1)[0]), None)
+    if chosen is None:
+        chosen = next((b for b in blocks if b.startswith("Thread 1 ")), "")
+    return [line for line in chosen.splitlines() if line.startswith("#")]
+
+
+def backtrace_library(result: Any) -> str | None:
+    """The innermost library outside glibc in the crashing thread's backtrace (the code that
+    called ``abort()`` or faulted), e.g. an OpenMP runtime's ``__kmp_fatal``."""
+    for line in crashing_thread_frames(result):
+        match = _FRAME_FROM.search(line)
+        if match and not _LIBC_NAMES.match(os.path.basename(match.group(1))):
+            return os.path.normpath(match.group(1))
+    return None
+
 
 @dataclass
 class Evidence:
@@ -446,6 +476,7 @@ class Evidence:
     failing_libraries: tuple[str, ...]
     init_library: str | None
     crash_library: str | None
+    frame_library: str | None
     thread_libraries: dict[str, int]
     load_order: dict[str, int]
     necessary: set[str]
@@ -457,7 +488,7 @@ class Evidence:
     def active(self) -> set[str]:
         """Libraries the run's own evidence points at (not just "mapped")."""
         found = set(self.failing_libraries) | set(self.thread_libraries)
-        found.update(p for p in (self.init_library, self.crash_library) if p)
+        found.update(p for p in (self.init_library, self.crash_library, self.frame_library) if p)
         return {os.path.realpath(p) for p in found}
 
 
@@ -483,6 +514,7 @@ def gather_evidence(result: Any, original: Any | None = None) -> Evidence:
         failing_libraries=tuple(_failing_step_libraries(result)),
         init_library=result.init_library,
         crash_library=result.crash_library,
+        frame_library=backtrace_library(result),
         thread_libraries=_thread_counts(result.threads or ()),
         load_order=_load_order(result),
         necessary={os.path.realpath(p) for step in result.step_libraries or () for p in step},
@@ -917,6 +949,8 @@ def _role(path: str, info: Any, evidence: Evidence, rule: str | None) -> str:
         return "crashing thread's library"
     if evidence.init_library and real == os.path.realpath(evidence.init_library):
         return "initialiser running at the crash"
+    if evidence.frame_library and real == os.path.realpath(evidence.frame_library):
+        return "innermost non-libc code of the crashing thread"
     if path in evidence.failing_libraries:
         return "loaded by the failing step"
     return "loaded"
@@ -989,9 +1023,20 @@ def _fallback(evidence: Evidence, ranked: list[Finding]) -> Verdict:
         findings = [f for f in ranked if f.rule == rule]
         return _verdict(evidence, rule, paths, findings, 1 + (1 if findings else 0))
     paths = _dedupe(
-        p for p in (evidence.crash_library, evidence.init_library, *evidence.failing_libraries) if p
+        p
+        for p in (
+            evidence.frame_library,
+            _unless_libc(evidence.crash_library),
+            evidence.init_library,
+            *evidence.failing_libraries,
+        )
+        if p
     )
     return _verdict(evidence, None, paths[:4], [], 0)
+
+
+def _unless_libc(path: str | None) -> str | None:
+    return None if not path or _LIBC_NAMES.match(os.path.basename(path)) else path
 
 
 def conflict_key(rule: str | None, paths: Sequence[str], evidence: Evidence | None = None) -> str:
@@ -1113,6 +1158,7 @@ def newest_candidate(soname: str, version: str | None, evidence: Evidence) -> st
     """The copy of ``soname`` defining the highest version of its series (and ``version``,
     when given) among the mapped objects and the system's loader cache."""
     paths = [p for p, o in evidence.objects.items() if o.facts.soname == soname]
+    paths += _search_path_copies(soname, evidence)
     paths += system_libraries(soname)
     infos = _describe(_dedupe(os.path.realpath(p) for p in paths))
     best: tuple[tuple[int, ...], str] | None = None
@@ -1129,6 +1175,24 @@ def newest_candidate(soname: str, version: str | None, evidence: Evidence) -> st
         if os.path.realpath(path) == os.path.realpath(best[1]):
             return path
     return best[1]
+
+
+def _search_path_copies(soname: str, evidence: Evidence) -> list[str]:
+    """Files named ``soname`` in the RUNPATH/RPATH directories of the mapped objects (and of
+    the object named by a version error): where the loader would have looked for them."""
+    owners = list(evidence.objects.values())
+    match = _VERSION_NOT_FOUND.search(evidence.text)
+    if match and match.group("by"):
+        owners += _describe([match.group("by").strip()])
+    found = []
+    for info in owners:
+        origin = os.path.dirname(info.facts.path)
+        for entry in (*info.facts.runpath, *info.facts.rpath):
+            directory = entry.replace("${ORIGIN}", origin).replace("$ORIGIN", origin)
+            candidate = os.path.join(directory, soname)
+            if os.path.isfile(candidate):
+                found.append(os.path.normpath(candidate))
+    return found
 
 
 def _version_tuple(version: str) -> tuple[int, ...]:
@@ -1240,6 +1304,12 @@ def _advice(
         )
     if not experimented:
         return "counter-experiments were not run; " + _untried_hint(verdict)
+    if tried and evidence.outcome == "latent":
+        return (
+            "no tried change removes the second copy (the process survives, but both copies "
+            "run: expect oversubscribed cores and thread settings that reach only one copy); "
+            "ask the packages' authors to share one runtime"
+        )
     if tried:
         return (
             "none of the tried changes avoided it; keep these modules in separate processes "

@@ -10,11 +10,17 @@ the package author). Everything after that is evidence for whoever wants to chec
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from pytest_runtimeconflict.diagnose import AvoidedBy, Diagnosis, is_import_step
+from pytest_runtimeconflict.diagnose import (
+    AvoidedBy,
+    Diagnosis,
+    backtrace_library,
+    crashing_thread_frames,
+    duplicated_families,
+    is_import_step,
+)
 
 REPORT_SCHEMA = "pytest-runtimeconflict/report/1"
 TAIL_LINES = 8
@@ -68,7 +74,20 @@ def _failure_detail(result: Any) -> str:
         return _first_line(result.message) or f"exit status {result.returncode}"
     if result.outcome == "hung":
         return _first_line(result.message) or "timed out"
+    if result.outcome == "latent":
+        return _latent_detail(result)
     return _first_line(result.message) or result.outcome
+
+
+def _latent_detail(result: Any) -> str:
+    """``2 openmp runtimes mapped at once (libgomp-1a2b.so.1, libiomp5.so)``."""
+    parts = []
+    for family in duplicated_families(result):
+        names = [
+            os.path.basename(r["path"]) for r in result.loaded_runtimes if r["family"] == family
+        ]
+        parts.append(f"{len(names)} {family} runtimes mapped at once ({', '.join(names)})")
+    return "; ".join(parts) or _first_line(result.message) or "latent"
 
 
 def _key_line(result: Any) -> str:
@@ -127,11 +146,14 @@ def _evidence(result: Any) -> list[str]:
         if new:
             lines.append(f"  mapped by that step: {_names(new)}")
     elif result.outcome != "passed" and getattr(result, "phase", None):
-        lines.append(f"  failed during: {result.phase}")
+        lines.append(f"  where: {_first_line(result.message)}")
     if result.init_library:
         lines.append(f"  initialiser running: {result.init_library}")
     if result.crash_library:
-        lines.append(f"  crashing thread's code: {result.crash_library}")
+        lines.append(f"  crashing thread's PC in: {result.crash_library}")
+    frame = backtrace_library(result)
+    if frame and frame != result.crash_library:
+        lines.append(f"  innermost non-libc frame in: {frame}")
     counts = _thread_counts(result.threads or ())
     if counts:
         per_lib = ", ".join(f"{os.path.basename(lib)} x{n}" for lib, n in counts)
@@ -166,22 +188,12 @@ def _python_frames(result: Any) -> str:
 
 
 def crashing_thread_backtrace(result: Any, limit: int = BACKTRACE_LINES) -> str:
-    """The first frames of the crashing thread in gdb's ``thread apply all bt`` text.
-
-    gdb lists threads highest number first; the crashing thread is the one whose LWP is the
-    first thread of the core (the sandbox's ``threads[0]``), else gdb's ``Thread 1``.
-    """
-    text = getattr(result, "gdb_backtrace", None) or ""
-    blocks = re.split(r"^(?=Thread \d+ )", text, flags=re.MULTILINE)
-    threads = result.threads or ()
-    wanted = f"(LWP {threads[0].get('tid')})" if threads else None
-    chosen = next((b for b in blocks if wanted and wanted in b.split("\n", 1)[0]), None)
-    if chosen is None:
-        chosen = next(
-            (b for b in blocks if b.startswith("Thread 1 ")), blocks[-1] if blocks else ""
-        )
-    frames = [line[:200] for line in chosen.splitlines() if line.startswith("#")]
-    return "\n".join(frames[:limit])
+    """The innermost ``limit`` frames of the crashing thread (gdb), each line shortened."""
+    frames = crashing_thread_frames(result)
+    # Start just below the first frame outside glibc: the raise()/abort() frames are noise.
+    first = next((i for i, f in enumerate(frames) if " from " in f and "libc.so" not in f), 0)
+    start = max(0, first - 1)
+    return "\n".join(line[:200] for line in frames[start : start + limit])
 
 
 def _thread_counts(threads: Iterable[Mapping[str, Any]]) -> list[tuple[str, int]]:
