@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import shutil
@@ -124,6 +125,13 @@ def test_non_elf_files_are_skipped(tmp_path: Path, caplog: pytest.LogCaptureFixt
 def _make_venv(path: Path, packages: tuple[str, ...]) -> Path:
     """A real venv with ``packages`` from the configured index; skip when pip cannot get them."""
     python = path / "bin" / "python"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{path}.lock", "w") as lock:  # xdist workers share tests/.build-cache
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _create_venv(path, python, packages)
+
+
+def _create_venv(path: Path, python: Path, packages: tuple[str, ...]) -> Path:
     if (path / ".ready").exists():
         return python
     shutil.rmtree(path, ignore_errors=True)
