@@ -19,6 +19,7 @@ import os
 import re
 import signal
 import sys
+from typing import IO, Any
 
 MAGIC = b"\x7fELF"
 # Only a mapped file whose name looks like an OpenMP/BLAS runtime makes the child import ctypes
@@ -34,7 +35,7 @@ class Progress:
     """Append-only JSON-lines writer; every line is flushed before the next action."""
 
     def __init__(self, path: str) -> None:
-        self._fh = open(path, "a", encoding="utf-8")
+        self._fh = open(path, "a", encoding="utf-8")  # noqa: SIM115 - lives for the run
 
     def write(self, **event: object) -> None:
         self._fh.write(json.dumps(event) + "\n")
@@ -89,7 +90,7 @@ def _describe_exception(exc: BaseException) -> dict:
     text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     return {
         "exc_type": type(exc).__name__,
-        "message": "%s: %s" % (type(exc).__name__, exc),
+        "message": f"{type(exc).__name__}: {exc}",
         "traceback": text[-16000:],
     }
 
@@ -108,7 +109,7 @@ def run_step(step: str, index: int, namespace: dict) -> None:
     if is_module_name(name):
         namespace[name.split(".")[0]] = __import__(name)
         return
-    code = compile(step, "<step %d>" % index, "exec")
+    code = compile(step, f"<step {index}>", "exec")
     exec(code, namespace)
 
 
@@ -124,8 +125,14 @@ def preload(libs: list, mode: str, progress: Progress, tracker: MapTracker) -> b
         try:
             ctypes.CDLL(lib, mode=flag)
         except BaseException as exc:
-            progress.write(event="preload", index=index, lib=lib, status="error",
-                           new=tracker.new(), **_describe_exception(exc))
+            progress.write(
+                event="preload",
+                index=index,
+                lib=lib,
+                status="error",
+                new=tracker.new(),
+                **_describe_exception(exc),
+            )
             return False
         progress.write(event="preload", index=index, lib=lib, status="ok", new=tracker.new())
     return True
@@ -139,84 +146,141 @@ def run_steps(steps: list, progress: Progress, tracker: MapTracker) -> bool:
         try:
             run_step(step, index, namespace)
         except BaseException as exc:
-            progress.write(event="step", index=index, status="error", new=tracker.new(),
-                           **_describe_exception(exc))
+            progress.write(
+                event="step",
+                index=index,
+                status="error",
+                new=tracker.new(),
+                **_describe_exception(exc),
+            )
             return False
         progress.write(event="step", index=index, status="ok", new=tracker.new())
     return True
 
 
-def _noload(ctypes: object, path: str) -> object:
+def _noload(ctypes: Any, path: str) -> Any:
     """A handle on an already-mapped object, or None; RTLD_NOLOAD never maps or initialises."""
     try:
-        return ctypes.CDLL(path, mode=os.RTLD_NOLOAD | os.RTLD_LOCAL)  # type: ignore
+        return ctypes.CDLL(path, mode=os.RTLD_NOLOAD | os.RTLD_LOCAL)
     except OSError:
         return None
 
 
-def exercise_openmp(ctypes: object, lib: object) -> str:
+def exercise_openmp(ctypes: Any, lib: Any) -> str:
     """Run one parallel region with 2 threads through the GOMP entry point."""
-    c = ctypes  # type: ignore
-    callback_type = c.CFUNCTYPE(None, c.c_void_p)  # type: ignore
+    c = ctypes
+    callback_type = c.CFUNCTYPE(None, c.c_void_p)
     noop = callback_type(lambda data: None)
-    func = lib.GOMP_parallel  # type: ignore
+    func = lib.GOMP_parallel
     func.restype = None
-    func.argtypes = [callback_type, c.c_void_p, c.c_uint, c.c_uint]  # type: ignore
+    func.argtypes = [callback_type, c.c_void_p, c.c_uint, c.c_uint]
     func(noop, None, 2, 0)
     return "GOMP_parallel(num_threads=2)"
 
 
-def _openblas_symbols(lib: object) -> object:
+class _Dlinfo:
+    """Lazily built ctypes view of glibc's ``dladdr`` (which object defines an address)."""
+
+    func = None  # type: Any
+    struct = None  # type: Any
+
+
+def defined_in(ctypes: Any, lib: Any, name: str, path: str) -> bool:
+    """True if ``name`` is defined by ``path`` itself.
+
+    dlsym on a handle also searches the object's dependencies, so an extension linked against
+    libgomp would otherwise look like an OpenMP runtime; dladdr names the defining object.
+    """
+    c = ctypes
+    try:
+        address = c.cast(getattr(lib, name), c.c_void_p).value
+    except AttributeError:
+        return False
+    if _Dlinfo.func is None:
+
+        class DlInfo(c.Structure):  # type: ignore[name-defined]
+            _fields_ = [
+                ("dli_fname", c.c_char_p),
+                ("dli_fbase", c.c_void_p),
+                ("dli_sname", c.c_char_p),
+                ("dli_saddr", c.c_void_p),
+            ]
+
+        func = c.CDLL(None).dladdr
+        func.argtypes = [c.c_void_p, c.POINTER(DlInfo)]
+        _Dlinfo.func, _Dlinfo.struct = func, DlInfo
+    info = _Dlinfo.struct()
+    if not _Dlinfo.func(address, c.byref(info)) or not info.dli_fname:
+        return False
+    owner = os.fsdecode(info.dli_fname)
+    return os.path.realpath(owner) == os.path.realpath(path)
+
+
+def _openblas_symbols(ctypes: Any, lib: Any, path: str) -> tuple[str, str] | None:
     for prefix, suffix in OPENBLAS_VARIANTS:
-        if hasattr(lib, prefix + "openblas_get_config" + suffix):
+        if defined_in(ctypes, lib, prefix + "openblas_get_config" + suffix, path):
             return prefix, suffix
     return None
 
 
-def exercise_openblas(ctypes: object, lib: object, prefix: str, suffix: str) -> str:
+def exercise_openblas(ctypes: Any, lib: Any, prefix: str, suffix: str) -> str:
     """openblas_get_config / get_num_threads and a 64x64 cblas_dgemm (starts the thread server)."""
-    c = ctypes  # type: ignore
+    c = ctypes
     get_config = getattr(lib, prefix + "openblas_get_config" + suffix)
-    get_config.restype = c.c_char_p  # type: ignore
+    get_config.restype = c.c_char_p
     config = (get_config() or b"").decode("ascii", "replace").strip()
     get_threads = getattr(lib, prefix + "openblas_get_num_threads" + suffix, None)
     threads = get_threads() if get_threads is not None else None
-    detail = "%s; threads=%s" % (config, threads)
+    detail = f"{config}; threads={threads}"
     gemm = getattr(lib, prefix + "cblas_dgemm" + suffix, None)
     if gemm is None:
         return detail + "; no cblas_dgemm"
-    integer = c.c_int64 if (suffix or "USE64BITINT" in config) else c.c_int  # type: ignore
+    integer = c.c_int64 if (suffix or "USE64BITINT" in config) else c.c_int
     n = GEMM_N
-    matrix = c.c_double * (n * n)  # type: ignore
+    matrix = c.c_double * (n * n)
     a, b, out = matrix(*([1.0] * (n * n))), matrix(*([1.0] * (n * n))), matrix()
     gemm.restype = None
-    gemm.argtypes = [c.c_int, c.c_int, c.c_int, integer, integer, integer,  # type: ignore
-                     c.c_double, matrix, integer, matrix, integer, c.c_double,  # type: ignore
-                     matrix, integer]
+    gemm.argtypes = [
+        c.c_int,
+        c.c_int,
+        c.c_int,
+        integer,
+        integer,
+        integer,
+        c.c_double,
+        matrix,
+        integer,
+        matrix,
+        integer,
+        c.c_double,
+        matrix,
+        integer,
+    ]
     gemm(101, 111, 111, n, n, n, 1.0, a, n, b, n, 0.0, out, n)  # row-major, no transpose
     if out[0] != float(n):
-        raise RuntimeError("cblas_dgemm returned %r, expected %r" % (out[0], float(n)))
-    return detail + "; cblas_dgemm %dx%d ok" % (n, n)
+        raise RuntimeError(f"cblas_dgemm returned {out[0]!r}, expected {float(n)!r}")
+    return detail + f"; cblas_dgemm {n}x{n} ok"
 
 
-def _exercise_one(ctypes: object, path: str, progress: Progress) -> None:
+def _exercise_one(ctypes: Any, path: str, progress: Progress) -> None:
     lib = _noload(ctypes, path)
     if lib is None:
         return
     calls = []
-    if hasattr(lib, "GOMP_parallel"):
+    if defined_in(ctypes, lib, "GOMP_parallel", path):
         calls.append(("openmp", lambda: exercise_openmp(ctypes, lib)))
-    variant = _openblas_symbols(lib)
+    variant = _openblas_symbols(ctypes, lib, path)
     if variant is not None:
-        prefix, suffix = variant  # type: ignore
+        prefix, suffix = variant
         calls.append(("blas", lambda: exercise_openblas(ctypes, lib, prefix, suffix)))
     for kind, call in calls:
         progress.write(event="exercise", path=path, kind=kind, status="begin")
         try:
             detail = call()
         except Exception as exc:
-            progress.write(event="exercise", path=path, kind=kind, status="error",
-                           **_describe_exception(exc))
+            progress.write(
+                event="exercise", path=path, kind=kind, status="error", **_describe_exception(exc)
+            )
         else:
             progress.write(event="exercise", path=path, kind=kind, status="ok", detail=detail)
 
@@ -245,7 +309,7 @@ def _raise_core_limit() -> None:
         pass
 
 
-def _setup(spec: dict) -> object:
+def _setup(spec: dict) -> IO[str]:
     # The loader has read these already; a subprocess started by a step must not inherit them.
     for name in ("LD_DEBUG", "LD_DEBUG_OUTPUT"):
         os.environ.pop(name, None)
@@ -254,7 +318,7 @@ def _setup(spec: dict) -> object:
     sys.path.insert(0, spec.get("sys_path0") or "")
     if spec.get("core", True):
         _raise_core_limit()
-    fault_file = open(spec["faulthandler"], "w")
+    fault_file = open(spec["faulthandler"], "w")  # noqa: SIM115 - faulthandler keeps it
     faulthandler.enable(file=fault_file, all_threads=True)
     # The parent sends SIGUSR1 on timeout: every thread's Python stack lands in the file.
     faulthandler.register(signal.SIGUSR1, file=fault_file, all_threads=True, chain=False)
@@ -268,8 +332,13 @@ def main(argv: list) -> int:
     fault_file = _setup(spec)
     progress = Progress(spec["progress"])
     tracker = MapTracker()
-    progress.write(event="start", pid=os.getpid(), python=sys.version.split()[0],
-                   executable=sys.executable, new=tracker.new())
+    progress.write(
+        event="start",
+        pid=os.getpid(),
+        python=sys.version.split()[0],
+        executable=sys.executable,
+        new=tracker.new(),
+    )
     if not preload(spec.get("preload", []), spec.get("preload_mode", "global"), progress, tracker):
         return 1
     if not run_steps(spec["steps"], progress, tracker):

@@ -44,7 +44,9 @@ GDB_MAX_LINES = 400
 SYMBOLIZE_MAX_BYTES = 256 * 1024 * 1024
 
 _INIT_RE = re.compile(r"^\s*(\d+):\s+calling init: (.+?)\s*$")
-_FILE_RE = re.compile(r"^\s*(\d+):\s+file=(\S+) \[(\d+)\];\s+(needed by|dynamically loaded by) (\S+)")
+_FILE_RE = re.compile(
+    r"^\s*(\d+):\s+file=(\S+) \[(\d+)\];\s+(needed by|dynamically loaded by) (\S+)"
+)
 
 
 @dataclass(frozen=True)
@@ -147,12 +149,10 @@ def read_core(path: str) -> CoreInfo:
         info.machine, info.path = elf["e_machine"], path
         for segment in elf.iter_segments():
             if segment["p_type"] == "PT_LOAD" and segment["p_filesz"]:
-                info.segments.append(
-                    (segment["p_vaddr"], segment["p_filesz"], segment["p_offset"])
-                )
+                info.segments.append((segment["p_vaddr"], segment["p_filesz"], segment["p_offset"]))
             if segment["p_type"] != "PT_NOTE":
                 continue
-            for note in segment.iter_notes():
+            for note in segment.iter_notes():  # type: ignore[attr-defined]
                 if note["n_type"] == "NT_FILE":
                     info.mappings.extend(_parse_nt_file(note["n_desc"]))
                 elif note["n_type"] == "NT_PRSTATUS":
@@ -297,7 +297,7 @@ def _function_symbols(path: str) -> list[tuple[int, int, str]]:
                     section = elf.get_section_by_name(name)
                     if section is None:
                         continue
-                    for sym in section.iter_symbols():
+                    for sym in section.iter_symbols():  # type: ignore[attr-defined]
                         if sym["st_info"]["type"] == "STT_FUNC" and sym["st_value"]:
                             symbols.append((sym["st_value"], sym["st_size"], sym.name))
     except (OSError, ELFError) as exc:

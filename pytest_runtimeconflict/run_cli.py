@@ -26,29 +26,71 @@ BACKTRACE_LINES = 40
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of the ``run`` subcommand."""
-    parser.add_argument("steps", nargs="+", metavar="STEP",
-                        help="a dotted module name (imported) or a Python statement")
-    parser.add_argument("--preload", action="append", default=[], metavar="LIB",
-                        help="dlopen LIB (path or name like libstdc++.so.6) before the steps")
-    parser.add_argument("--preload-mode", choices=("global", "local"), default="global",
-                        help="RTLD_GLOBAL (default) or RTLD_LOCAL for --preload")
-    parser.add_argument("--ld-preload", action="append", default=[], metavar="LIB",
-                        help="put LIB in the child's LD_PRELOAD")
-    parser.add_argument("--env", action="append", default=[], metavar="K=V",
-                        help="set an environment variable in the child")
-    parser.add_argument("--timeout", type=str, default="60", metavar="S",
-                        help="seconds before the run counts as hung (default 60)")
-    parser.add_argument("--python", default=sys.executable, metavar="EXE",
-                        help="interpreter to run the steps with (default: this one)")
+    parser.add_argument(
+        "steps",
+        nargs="+",
+        metavar="STEP",
+        help="a dotted module name (imported) or a Python statement",
+    )
+    parser.add_argument(
+        "--preload",
+        action="append",
+        default=[],
+        metavar="LIB",
+        help="dlopen LIB (path or name like libstdc++.so.6) before the steps",
+    )
+    parser.add_argument(
+        "--preload-mode",
+        choices=("global", "local"),
+        default="global",
+        help="RTLD_GLOBAL (default) or RTLD_LOCAL for --preload",
+    )
+    parser.add_argument(
+        "--ld-preload",
+        action="append",
+        default=[],
+        metavar="LIB",
+        help="put LIB in the child's LD_PRELOAD",
+    )
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="K=V",
+        help="set an environment variable in the child",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=str,
+        default="60",
+        metavar="S",
+        help="seconds before the run counts as hung (default 60)",
+    )
+    parser.add_argument(
+        "--python",
+        default=sys.executable,
+        metavar="EXE",
+        help="interpreter to run the steps with (default: this one)",
+    )
     parser.add_argument("--json", metavar="FILE", help="write the JSON report to FILE")
-    parser.add_argument("--no-exercise", action="store_true",
-                        help="do not call into loaded OpenMP/BLAS runtimes after the steps")
-    parser.add_argument("--fail-on", choices=("crash", "latent"), default="crash",
-                        help="'latent' also fails (exit 1) when two runtimes of a family were "
-                        "mapped at once without a crash")
+    parser.add_argument(
+        "--no-exercise",
+        action="store_true",
+        help="do not call into loaded OpenMP/BLAS runtimes after the steps",
+    )
+    parser.add_argument(
+        "--fail-on",
+        choices=("crash", "latent"),
+        default="crash",
+        help="'latent' also fails (exit 1) when two runtimes of a family were "
+        "mapped at once without a crash",
+    )
     parser.add_argument("--id", default="run", help="scenario id in the report")
-    parser.add_argument("--keep-run-dir", action="store_true",
-                        help="keep the child's run directory (progress, loader log, core)")
+    parser.add_argument(
+        "--keep-run-dir",
+        action="store_true",
+        help="keep the child's run directory (progress, loader log, core)",
+    )
 
 
 def parse_env(items: Sequence[str]) -> tuple[tuple[str, str], ...]:
@@ -103,7 +145,9 @@ def write_report(path: str, results: Sequence[RunResult]) -> None:
             json.dump(data, fh, indent=2)
             fh.write("\n")
     except OSError as exc:
-        raise UsageError(f"cannot write --json {path!r}: {exc.strerror}; check the directory") from exc
+        raise UsageError(
+            f"cannot write --json {path!r}: {exc.strerror}; check the directory"
+        ) from exc
 
 
 def _headline(result: RunResult) -> str:
@@ -129,23 +173,31 @@ def format_result(result: RunResult) -> str:
     if result.message:
         out.append(f"  {result.message}")
     out += _section("libraries blamed", [f"    {p}" for p in result.libraries])
-    out += _section("loaded runtimes", [
-        f"    {r['family']}/{r['runtime']}: {r['path']}" for r in result.loaded_runtimes
-    ])
-    out += _section("findings", [
-        f"    [{f.severity}] {f.rule}: {f.title}\n      fix: {f.advice}" for f in result.findings
-    ])
-    out += _section("exercised", [
-        f"    {e['kind']} {e['path']}: {e['status']} {e.get('detail', '')}".rstrip()
-        for e in result.exercised
-    ])
+    out += _section(
+        "loaded runtimes",
+        [f"    {r['family']}/{r['runtime']}: {r['path']}" for r in result.loaded_runtimes],
+    )
+    out += _section(
+        "findings",
+        [f"    [{f.severity}] {f.rule}: {f.title}\n      fix: {f.advice}" for f in result.findings],
+    )
+    out += _section(
+        "exercised",
+        [
+            f"    {e['kind']} {e['path']}: {e['status']} {e.get('detail', '')}".rstrip()
+            for e in result.exercised
+        ],
+    )
     if result.init_library:
         out.append(f"  initialising: {result.init_library}")
-    out += _section("threads (from the core)", [
-        f"    tid {t['tid']} pc {t['pc']} in {t['library'] or '?'}"
-        + (f" ({t['symbol']})" if t.get("symbol") else "")
-        for t in result.threads
-    ])
+    out += _section(
+        "threads (from the core)",
+        [
+            f"    tid {t['tid']} pc {t['pc']} in {t['library'] or '?'}"
+            + (f" ({t['symbol']})" if t.get("symbol") else "")
+            for t in result.threads
+        ],
+    )
     if result.python_traceback and result.outcome != "passed":
         out += ["  python traceback:", *_indented(result.python_traceback, TRACEBACK_LINES)]
     if result.gdb_backtrace:

@@ -21,6 +21,7 @@ then ``spec.env`` on top (so any of the above can be asked for explicitly).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -321,15 +322,11 @@ def kill_tree(proc: subprocess.Popen[bytes]) -> None:
         descendants = psutil.Process(proc.pid).children(recursive=True)
     except psutil.Error:
         descendants = []
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
     for child in descendants:
-        try:
+        with contextlib.suppress(psutil.Error):
             child.kill()
-        except psutil.Error:
-            pass
     if proc.poll() is None:
         proc.kill()
     proc.wait()

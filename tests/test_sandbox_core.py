@@ -126,8 +126,9 @@ def test_init_library_confirmed_by_gdb(tmp_path: Path) -> None:
     assert result.init_library == str(lib)
 
 
-def test_no_init_library_when_the_crash_is_elsewhere(crasher_dir: Path, tmp_path: Path,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_init_library_when_the_crash_is_elsewhere(
+    crasher_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("PYTEST_RUNTIMECONFLICT_NO_GDB", "1")
     result = _run_crasher(crasher_dir, tmp_path)
     assert result.outcome == "crashed"
