@@ -10,9 +10,11 @@ ground truth the zoo's expectations are checked against.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import os
 import re
+import signal as signal_module
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -151,19 +153,25 @@ def run_plain(python: str, spec: RunSpec) -> PlainResult:
     if spec.ld_preload:
         env["LD_PRELOAD"] = ":".join(spec.ld_preload)
     cmd = [python, "-c", child_source(spec)]
+    # A session of its own, so a hung run's forked children are killed with it.
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        start_new_session=True,
+    )  # fmt: skip
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=spec.timeout)
-    except subprocess.TimeoutExpired as exc:
-        out = exc.stdout.decode() if isinstance(exc.stdout, bytes) else exc.stdout or ""
-        err = exc.stderr.decode() if isinstance(exc.stderr, bytes) else exc.stderr or ""
+        stdout, stderr = proc.communicate(timeout=spec.timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal_module.SIGKILL)
+        out, err = proc.communicate()
         return PlainResult(-9, None, _last_step(err), out, err, (), timed_out=True)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal_module.SIGKILL)
     mapped = tuple(
-        line.split(" ", 1)[1] for line in proc.stdout.splitlines() if line.startswith("zoo-mapped ")
+        line.split(" ", 1)[1] for line in stdout.splitlines() if line.startswith("zoo-mapped ")
     )
     signal = -proc.returncode if proc.returncode < 0 else None
-    return PlainResult(
-        proc.returncode, signal, _last_step(proc.stderr), proc.stdout, proc.stderr, mapped
-    )
+    return PlainResult(proc.returncode, signal, _last_step(stderr), stdout, stderr, mapped)
 
 
 def _last_step(stderr: str) -> int | None:
