@@ -30,7 +30,11 @@ if TYPE_CHECKING:  # scan imports rules; rules imports scan only inside function
 log = logging.getLogger(__name__)
 
 CXX_DUPLICATE_THRESHOLD = 5
-_STD_MARKERS = LIBSTDCXX_MARKERS - {"__gxx_personality_v0"}  # libc++abi defines it too
+# __gxx_personality_v0: libc++abi defines it too; std::filesystem pieces: manylinux builds carry
+# them from libstdc++_nonshared.a (weak, harmless; seen in torch's libtorch_cpu.so)
+_STD_MARKERS = frozenset(
+    s for s in LIBSTDCXX_MARKERS if s != "__gxx_personality_v0" and "filesystem" not in s
+)
 
 
 def _is_libstdcxx_unique(name: str) -> bool:

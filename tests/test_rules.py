@@ -431,3 +431,24 @@ def test_findings_for_mapped_two_libgomp_copies(tmp_path: Path) -> None:
     (dup,) = by_rule(rules.findings_for_mapped(mapped), "openmp-duplicate")
     assert set(dup.libraries) == {str(a), SYSTEM_LIBGOMP}
     assert not rules.findings_for_mapped(describe_paths([SYSTEM_LIBGOMP]))
+
+
+NONSHARED_FS_C = """
+__attribute__((weak)) int fs_pending(void) __asm__("_ZNKSt10filesystem7__cxx1128recursive_directory_iterator17recursion_pendingEv");
+__attribute__((weak)) int fs_pending(void) { return 0; }
+void *PyInit_fsmod(void) { return (void *)&fs_pending; }
+"""
+
+
+def test_nonshared_filesystem_pieces_are_not_a_static_libstdcxx(tmp_path: Path) -> None:
+    # manylinux (devtoolset) builds carry std::filesystem symbols from libstdc++_nonshared.a
+    # while linking the shared libstdc++ (torch's libtorch_cpu.so): not an exported copy
+    module = ext("fsmod", tmp_path, source=NONSHARED_FS_C, needed=("libstdc++.so.6",))
+    facts = read_elf_facts(str(module))
+    assert (
+        "_ZNKSt10filesystem7__cxx1128recursive_directory_iterator17recursion_pendingEv"
+        in facts.defined_symbols
+    )
+    assert not rules.exports_libstdcxx(facts)
+    findings = scan_rules(make_wheel(tmp_path, "torchish", {"torchish/fsmod.so": module}))
+    assert not [f for f in findings if f.family == "libstdc++"]
