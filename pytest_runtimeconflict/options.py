@@ -202,7 +202,7 @@ def read_settings(get: Callable[[OptionDef], tuple[Any, bool]]) -> Settings:
     def value(flag: str) -> tuple[Any, str, str]:
         option = next(o for o in OPTIONS if o.flag == flag)
         raw, from_cli = get(option)
-        return (option.default if raw is None else raw), flag, _where(from_cli)
+        return flag, (option.default if raw is None else raw), _where(from_cli)
 
     enabled = _bool(*value("--runtime-conflicts"))
     return Settings(
@@ -212,7 +212,7 @@ def read_settings(get: Callable[[OptionDef], tuple[Any, bool]]) -> Settings:
         timeout=_seconds(*value("--rc-timeout")),
         python=_python(*value("--rc-python")) if enabled else "",
         fail_on=_choice(*value("--rc-fail-on")),
-        report=str(value("--rc-report")[0]),
+        report=str(value("--rc-report")[1]),
         exercise=not _bool(*value("--rc-no-exercise")),
         max_runs=_int_in(*value("--rc-max-runs"), 1, 1000),
     )

@@ -100,7 +100,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 def _cache_dir(config: pytest.Config) -> Path:
-    if config.cache is not None:
+    if getattr(config, "cache", None) is not None:
         return Path(config.cache.mkdir("runtimeconflict"))
     return Path(config.rootpath) / ".pytest_cache" / "d" / "runtimeconflict"
 
@@ -142,9 +142,13 @@ def pytest_collection_modifyitems(
         raise pytest.UsageError(str(exc)) from None
     if not plan.sequences:
         return
-    collector = PlanCollector.from_parent(session, name=PLAN_NODE)
+    collector = PlanCollector.from_parent(session, name=PLAN_NODE, nodeid=PLAN_NODE)
     collector.plan = plan
-    items.extend(collector.collect())
+    planned = collector.collect()
+    # Report the synthetic collector like a collected file, so the terminal counts its items.
+    report = pytest.CollectReport(PLAN_NODE, "passed", None, result=list(planned))
+    config.hook.pytest_collectreport(report=report)
+    items.extend(planned)
 
 
 class ScenarioFile(pytest.File):

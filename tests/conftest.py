@@ -7,7 +7,4 @@ import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-try:  # the zoo fixtures (zoo_wheels, zoo_venv) live in tests/zoo_support.py
-    from zoo_support import *  # noqa: F403
-except ImportError:  # pragma: no cover - only while the zoo is being written
-    pass
+from zoo_support import *  # noqa: E402,F403  (fixtures zoo_wheels, zoo_venv)
