@@ -25,13 +25,16 @@ from pytest_runtimeconflict import sandbox  # noqa: E402
 from pytest_runtimeconflict.model import RunSpec  # noqa: E402
 
 
-def median_time(func: Callable[[], object], repeat: int) -> float:
-    times = []
+def interleaved_medians(funcs: Sequence[Callable[[], object]], repeat: int) -> list[float]:
+    """Median wall time of each function, measured in rounds (one call of each per round) so
+    background load on a shared machine hits every variant alike."""
+    times: list[list[float]] = [[] for _ in funcs]
     for _ in range(repeat):
-        start = time.perf_counter()
-        func()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for i, func in enumerate(funcs):
+            start = time.perf_counter()
+            func()
+            times[i].append(time.perf_counter() - start)
+    return [statistics.median(t) for t in times]
 
 
 def pick_modules(python: str, requested: Sequence[str]) -> list[str]:
@@ -74,14 +77,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     spec = RunSpec(steps=tuple(modules), python=args.python, timeout=120)
     sandboxed(spec)  # warm the facts cache and the OS page cache
     bare(args.python, modules)
-    rows = [
-        ("bare python -c", median_time(lambda: bare(args.python, modules), args.repeat)),
-        ("run_scenario", median_time(lambda: sandboxed(spec), args.repeat)),
-        ("run_scenario --no-exercise", median_time(
-            lambda: sandboxed(RunSpec(**{**spec.__dict__, "exercise": False})), args.repeat)),
-        ("run_scenario without LD_DEBUG", median_time(
-            lambda: without_ld_debug(spec), args.repeat)),
-    ]  # fmt: skip
+    no_exercise = RunSpec(**{**spec.__dict__, "exercise": False})
+    variants: list[tuple[str, Callable[[], object]]] = [
+        ("bare python -c", lambda: bare(args.python, modules)),
+        ("run_scenario", lambda: sandboxed(spec)),
+        ("run_scenario --no-exercise", lambda: sandboxed(no_exercise)),
+        ("run_scenario without LD_DEBUG", lambda: without_ld_debug(spec)),
+    ]
+    medians = interleaved_medians([f for _, f in variants], args.repeat)
+    rows = [(name, t) for (name, _), t in zip(variants, medians)]
     base = rows[0][1]
     out = [f"modules: {' '.join(modules)}  python: {args.python}  repeat: {args.repeat}"]
     out += [f"  {name:32s} {t * 1000:8.1f} ms  x{t / base:.2f}" for name, t in rows]
