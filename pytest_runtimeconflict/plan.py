@@ -31,6 +31,7 @@ import logging
 import math
 import random
 from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from functools import lru_cache
 from itertools import combinations, permutations
@@ -125,7 +126,10 @@ def is_blocked(tup: Sequence[str], blocked: Iterable[Sequence[str]]) -> bool:
 
 
 def repair_plan(
-    remaining: set[Tuple], modules: Sequence[str], strength: int, blocked: set[Tuple]
+    remaining: AbstractSet[Tuple],
+    modules: Sequence[str],
+    strength: int,
+    blocked: AbstractSet[Tuple],
 ) -> list[Tuple]:
     """Extra sequences that cover the ``remaining`` tuples not yet exercised.
 
@@ -551,21 +555,61 @@ def _drop_one(
 
 
 def _greedy_generic(n: int, t: int, rng: random.Random) -> list[list[int]]:
-    """Best-of-candidates greedy for any strength (each step covers at least one new tuple)."""
+    """Best-of-candidates greedy for any strength (each step covers at least one new tuple).
+
+    Candidates are hill-climbed like the t = 3 engine (one module moved to its best slot)
+    when that is affordable, here by plain set look-ups instead of bitsets.
+    """
     uncovered = set(permutations(range(n), t))
+    # climbing costs ~ n^2 C(n-1, t-1) look-ups per sweep, times ~t! sequences: keep it ~1 s
+    climb = n * n * math.comb(n - 1, t - 1) * math.factorial(t) <= 30_000
     seqs: list[list[int]] = []
     while uncovered:
         candidates = [_around(min(uncovered), n, rng)]
         if seqs:
             candidates.append(seqs[-1][::-1])
-        for _ in range(12):
+        for _ in range(2 if climb else 12):
             p = list(range(n))
             rng.shuffle(p)
             candidates.append(p)
+        if climb:
+            candidates = [_climb_generic(c, t, uncovered, rng) for c in candidates]
         best = max(candidates, key=lambda s: len(uncovered.intersection(combinations(s, t))))
         uncovered.difference_update(combinations(best, t))
         seqs.append(best)
     return seqs
+
+
+def _climb_generic(
+    seq: list[int], t: int, uncovered: set[tuple[int, ...]], rng: random.Random
+) -> list[int]:
+    """Move one module at a time to the slot covering the most uncovered tuples."""
+    seq = list(seq)
+    improved = True
+    while improved:
+        improved = False
+        order = list(seq)
+        rng.shuffle(order)
+        for x in order:
+            i = seq.index(x)
+            rest = seq[:i] + seq[i + 1 :]
+            gains = [_gain_at(rest, x, k, t, uncovered) for k in range(len(seq))]
+            k = gains.index(max(gains))
+            if gains[k] > gains[i]:
+                rest.insert(k, x)
+                seq = rest
+                improved = True
+    return seq
+
+
+def _gain_at(rest: list[int], x: int, k: int, t: int, uncovered: set[tuple[int, ...]]) -> int:
+    """Uncovered tuples containing x that ``rest`` with x inserted at index k covers."""
+    total = 0
+    for combo in combinations(range(len(rest)), t - 1):
+        j = sum(1 for c in combo if c < k)
+        tup = tuple(rest[c] for c in combo[:j]) + (x,) + tuple(rest[c] for c in combo[j:])
+        total += tup in uncovered
+    return total
 
 
 def _around(tup: tuple[int, ...], n: int, rng: random.Random) -> list[int]:
@@ -586,7 +630,7 @@ def _is_subsequence(tup: Sequence[str], position: Mapping[str, int]) -> bool:
     return -1 not in spots and all(x < y for x, y in zip(spots, spots[1:]))
 
 
-def _merge_targets(targets: list[Tuple], blocked: set[Tuple]) -> Tuple:
+def _merge_targets(targets: list[Tuple], blocked: AbstractSet[Tuple]) -> Tuple:
     """One sequence holding ``targets[0]`` and as many further targets as fit consistently."""
     seq = list(targets[0])
     for tup in targets[1:]:
