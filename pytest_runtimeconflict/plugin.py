@@ -260,6 +260,9 @@ class Reporter:
         self.state = state
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        # user_properties ride on every phase's report; the call phase carries the results.
+        if report.when != "call":
+            return
         for name, value in report.user_properties:
             if name == PROPERTY:
                 self.state.collected.append((report.nodeid, json.loads(value)))
