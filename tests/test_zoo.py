@@ -58,6 +58,8 @@ def test_scenario_run_matches_manifest(zoo_venv: ZooVenv, name: str, run_id: str
     zoo_venv.wheels.check(name)
     scenario = zoo_venv.scenarios[name]
     run = next(r for r in scenario.runs if r.id == run_id)
+    if run.spec.exercise and run.expect.outcome == "crashed" and run.expect.failed_step is None:
+        pytest.skip("crash expected from runtime exercising after the steps (sandbox only)")
     result = run_plain(zoo_venv.python, run.spec)
     outcome = classify(result, scenario)
     ok, why = run.expect.matches(outcome, result.signal, result.failed_step, result.text)
