@@ -187,6 +187,11 @@ def diagnose(
     minimal_spec = dataclasses.replace(spec, steps=steps)
     evidence = gather_evidence(minimal, result)
     verdict = attribute(evidence)
+    if verdict.rule == "cxx-symbol-duplicate" and any("RTLD_GLOBAL" in s for s in steps):
+        verdict.cause += (
+            "; a step loads modules with RTLD_GLOBAL, so the first copy's symbols interpose on "
+            "every later object"
+        )
     tried: list[AvoidedBy] = []
     planned: list[Experiment] = []
     if experiments and result.outcome != "passed":
@@ -419,10 +424,14 @@ def is_import_step(step: str) -> bool:
     return bool(_IMPORT_STEP.match(step) or _IMPORT_STMT.match(step))
 
 
-def reversed_imports(steps: Sequence[str]) -> tuple[str, ...] | None:
+def reversed_imports(
+    steps: Sequence[str], eligible: Iterable[int] | None = None
+) -> tuple[str, ...] | None:
     """The steps with the import steps in reverse order, in the slots imports held; None if
-    there are fewer than two imports (nothing to reorder)."""
-    positions = [i for i, step in enumerate(steps) if is_import_step(step)]
+    there are fewer than two imports (nothing to reorder). ``eligible`` limits the reordering
+    to those step indices (the imports that mapped native code)."""
+    allowed = set(range(len(steps))) if eligible is None else set(eligible)
+    positions = [i for i, step in enumerate(steps) if is_import_step(step) and i in allowed]
     if len(positions) < 2:
         return None
     out = list(steps)
@@ -909,8 +918,8 @@ def _verdict(
 
 
 _GENERIC_AUTHOR_ADVICE = (
-    "run the minimal sequence under gdb and check which library's code crashed; vendor no "
-    "private copies of shared runtimes"
+    "reproduce the minimal sequence under gdb (thread apply all bt) to see which library's "
+    "code fails or waits; vendor no private copies of shared runtimes"
 )
 
 
@@ -953,6 +962,9 @@ def _role(path: str, info: Any, evidence: Evidence, rule: str | None) -> str:
         return "innermost non-libc code of the crashing thread"
     if path in evidence.failing_libraries:
         return "loaded by the failing step"
+    if real in evidence.runtimes and real in evidence.necessary:
+        family, runtime = evidence.runtimes[real]
+        return f"{runtime} ({family}) mapped by a step the failure needs"
     return "loaded"
 
 
@@ -986,6 +998,8 @@ def _cause(rule: str | None, libraries: list[LibraryRole], evidence: Evidence) -
         if labels:
             return f"{what}; no known runtime conflict explains it (libraries involved: {', '.join(labels)})"
         return f"{what}; no known runtime conflict explains it"
+    if rule == "soname-version-shadow":
+        return ""  # filled in by _version_shadow, which knows the SONAME and the version
     exporters = [_label(x.path, evidence) for x in libraries if "static" in x.role]
     others = [_label(x.path, evidence) for x in libraries if "static" not in x.role]
     runtimes = sorted({x.runtime for x in libraries if x.runtime})
@@ -1006,7 +1020,22 @@ def _what_broke(evidence: Evidence) -> str:
 
 
 def _fallback(evidence: Evidence, ranked: list[Finding]) -> Verdict:
-    """No static finding is confirmed by the run: name duplicated families, or the evidence."""
+    """No static finding is confirmed by the run: objects the failure needs that export the
+    same C++ symbols, duplicated families, or else whatever the evidence points at."""
+    shared = shared_cxx_exports(evidence)
+    if shared:
+        first, second, symbols = shared[0]
+        findings = [f for f in ranked if f.rule == "cxx-symbol-duplicate"]
+        verdict = _verdict(evidence, "cxx-symbol-duplicate", [first, second], findings, 2)
+        example = ", ".join(symbols[:2])
+        verdict.libraries = [
+            dataclasses.replace(
+                lib,
+                role=f"exports {len(symbols)} C++ symbols also exported by the other (e.g. {example})",
+            )
+            for lib in verdict.libraries
+        ]
+        return verdict
     dup = sorted(_dup_families(evidence))
     if dup:
         family = dup[0]
@@ -1022,6 +1051,12 @@ def _fallback(evidence: Evidence, ranked: list[Finding]) -> Verdict:
         }.get(family)
         findings = [f for f in ranked if f.rule == rule]
         return _verdict(evidence, rule, paths, findings, 1 + (1 if findings else 0))
+    # Runtimes mapped by the steps the failure needs are the prime suspects (e.g. a hang in a
+    # runtime's thread pool after fork).
+    needed_runtimes = sorted(
+        (p for p in evidence.runtimes if p in evidence.necessary),
+        key=lambda p: evidence.load_order.get(p, 1 << 30),
+    )
     paths = _dedupe(
         p
         for p in (
@@ -1029,10 +1064,32 @@ def _fallback(evidence: Evidence, ranked: list[Finding]) -> Verdict:
             _unless_libc(evidence.crash_library),
             evidence.init_library,
             *evidence.failing_libraries,
+            *needed_runtimes,
         )
         if p
     )
     return _verdict(evidence, None, paths[:4], [], 0)
+
+
+def shared_cxx_exports(evidence: Evidence) -> list[tuple[str, str, list[str]]]:
+    """Pairs of objects mapped by the necessary steps that export the same C++ symbols.
+
+    The static rule needs many shared symbols to speak up (scans must not be noisy); here the
+    minimisation has already shown both objects are needed, so any shared export counts.
+    """
+    needed = [
+        o
+        for p, o in sorted(evidence.objects.items())
+        if p in evidence.necessary and o.facts.cxx_exports and o.kind is None
+    ]
+    pairs = []
+    for index, first in enumerate(needed):
+        for second in needed[index + 1 :]:
+            common = sorted(set(first.facts.cxx_exports) & set(second.facts.cxx_exports))
+            if common:
+                pairs.append((first.facts.path, second.facts.path, common))
+    pairs.sort(key=lambda pair: -len(pair[2]))
+    return pairs
 
 
 def _unless_libc(path: str | None) -> str | None:
@@ -1065,13 +1122,27 @@ def plan_experiments(spec: RunSpec, evidence: Evidence, verdict: Verdict) -> lis
     ``OPENBLAS_NUM_THREADS=1``.
     """
     planned: list[Experiment] = []
-    reordered = reversed_imports(spec.steps)
+    native = [i for i, libs in enumerate(evidence.result.step_libraries or ()) if libs]
+    reordered = reversed_imports(spec.steps, native)
+    if reordered is None:
+        reordered = reversed_imports(spec.steps)
     if reordered is not None:
+        # With two exported copies of one C++ library the order only picks which copy wins.
+        odr = verdict.rule == "cxx-symbol-duplicate"
+        note = " (unsafe: only changes which copy's symbols win)" if odr else ""
         planned.append(
             Experiment(
-                f"reverse the import order: {' -> '.join(s for s in reordered if is_import_step(s))}",
+                "reverse the import order: "
+                + " -> ".join(
+                    s
+                    for i, s in enumerate(reordered)
+                    if s != spec.steps[i] or i in native
+                    if is_import_step(s)
+                )
+                + note,
                 "order",
                 dataclasses.replace(spec, steps=reordered),
+                unsafe=odr,
             )
         )
     families = set(verdict.families)

@@ -105,12 +105,11 @@ def _first_line(text: str | None) -> str:
 
 
 def _order(steps: Sequence[str]) -> str:
-    return (
-        " > ".join(
-            f"import {s}" if is_import_step(s) and not s.startswith("import ") else s for s in steps
-        )
-        or "(no steps)"
-    )
+    """Steps on one line: ``import a > import b > a.f()`` (newlines in a step shown as \\n)."""
+    shown = [
+        f"import {s}" if is_import_step(s) and not s.startswith("import ") else s for s in steps
+    ]
+    return " > ".join(s.strip().replace("\n", "\\n ") for s in shown) or "(no steps)"
 
 
 # ---------------------------------------------------------------- the failure text
