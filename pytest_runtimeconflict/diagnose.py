@@ -155,7 +155,8 @@ class Diagnosis:
             "cap_hit": self.cap_hit,
             "avoided_by": [e.to_json() for e in self.avoided_by],
             "experiments": [e.to_json() for e in self.experiments],
-            "libraries": [lib.to_json() for lib in self.libraries],
+            "libraries": [lib.path for lib in self.libraries],
+            "library_details": [lib.to_json() for lib in self.libraries],
             "findings": [f.to_json() for f in self.findings],
             "verdict": self.verdict_json(),
         }

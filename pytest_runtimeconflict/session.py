@@ -144,11 +144,14 @@ class RCState:
         exercised: set[tuple[str, ...]] = set()
         diagnoses: dict[str, Any] = {}
         outcome = _PlanOutcome()
-        work = [tuple(sequence)]
+        # (steps, forced): a repair after a conflict that struck once every step had run
+        # (runtime exercising) is forced, since it may hide a further conflict although
+        # every tuple was imported.
+        work: list[tuple[tuple[str, ...], bool]] = [(tuple(sequence), True)]
         budget = 2 * len(sequence) + 2
         while work and budget > 0:
-            steps = work.pop(0)
-            if steps != tuple(sequence) and not (tuples_covered(steps, strength) & wanted) - exercised:
+            steps, forced = work.pop(0)
+            if not forced and not (tuples_covered(steps, strength) & wanted) - exercised:
                 continue
             budget -= 1
             entry, cut, diagnosis = self._run_plan_steps(index, sequence, steps, diagnoses)
@@ -157,7 +160,8 @@ class RCState:
             if diagnosis is not None:
                 outcome.add(self, entry, diagnosis)
             if cut is not None:
-                work.extend(_repairs(steps, cut, diagnosis))
+                after_steps = len(entry["plan"]["executed"]) == len(steps)
+                work.extend((r, after_steps) for r in _repairs(steps, cut, diagnosis))
         return outcome.verdict()
 
     def _run_plan_steps(
@@ -187,6 +191,10 @@ class RCState:
             diagnosis = diagnoses[quick.key] = self._diagnose(spec, result)
         entry.update(diagnosis.to_json())
         entry["plan"]["conflict"] = diagnosis.key
+        if cut is None:
+            # Every step ran and the conflict struck after them (runtime exercising, exit):
+            # the step that brought the conflict in is the last import of the minimal order.
+            cut = _last_minimal_step(steps, diagnosis.minimal_steps)
         return entry, cut, (result, diagnosis)
 
     def earlier_owner(self, index: int, diagnosis: Any) -> str | None:
@@ -386,6 +394,12 @@ def _repairs(steps: tuple[str, ...], cut: int, pair: Any) -> list[tuple[str, ...
         if partners:
             repairs.append(tuple(s for s in steps if s not in partners))
     return [r for r in repairs if r]
+
+
+def _last_minimal_step(steps: Sequence[str], minimal: Sequence[str]) -> int | None:
+    """Index in ``steps`` of the last import step of the minimal reproducer."""
+    positions = [steps.index(s) for s in minimal if s in steps and _IMPORT_STEP.fullmatch(s)]
+    return max(positions) if positions else None
 
 
 def _cut_step(result: Any) -> int | None:

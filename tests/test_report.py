@@ -73,8 +73,8 @@ def test_summary_line_and_json(static_cxx: tuple[object, Diagnosis]) -> None:
     for key in ("minimal_steps", "avoided_by", "libraries", "findings", "verdict", "outcome"):
         assert key in first, key
     assert first["verdict"]["rule"] == "libstdcxx-static-exported"
-    assert {lib["role"] for lib in first["libraries"]} >= {"static libstdc++ exporter"}
-    assert all(lib["path"].startswith("/") for lib in first["libraries"])
+    assert {lib["role"] for lib in first["library_details"]} >= {"static libstdc++ exporter"}
+    assert all(lib["path"].startswith("/") for lib in first["library_details"])
     assert data["scenarios"][1] == {"id": "ready-made"}
 
 
