@@ -26,21 +26,42 @@ def _default_scenarios() -> Path:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--scenarios", type=Path, default=None, metavar="DIR",
+        "--scenarios",
+        type=Path,
+        default=None,
+        metavar="DIR",
         help="directory of scenario folders (default: ./scenarios or the bundled zoo)",
     )
     parser.add_argument(
-        "--venv", type=Path, default=None, metavar="DIR",
+        "--venv",
+        type=Path,
+        default=None,
+        metavar="DIR",
         help="where to create the zoo venv (default: a temporary directory, removed after)",
     )
-    parser.add_argument("--cache", type=Path, default=None, metavar="DIR",
-                        help="wheel cache (default: $RC_ZOO_CACHE or ~/.cache/pytest-runtimeconflict/zoo)")
-    parser.add_argument("-n", "--workers", default="2" if (os.cpu_count() or 1) > 1 else "0",
-                        help="pytest-xdist workers for the run (0 = serial; default 2)")
-    parser.add_argument("--report", type=Path, default=None, metavar="FILE",
-                        help="also keep the JSON report here")
-    parser.add_argument("-k", dest="select", default=None, metavar="EXPR",
-                        help="only scenarios/runs matching this pytest -k expression")
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="wheel cache (default: $RC_ZOO_CACHE or ~/.cache/pytest-runtimeconflict/zoo)",
+    )
+    parser.add_argument(
+        "-n",
+        "--workers",
+        default="2" if (os.cpu_count() or 1) > 1 else "0",
+        help="pytest-xdist workers for the run (0 = serial; default 2)",
+    )
+    parser.add_argument(
+        "--report", type=Path, default=None, metavar="FILE", help="also keep the JSON report here"
+    )
+    parser.add_argument(
+        "-k",
+        dest="select",
+        default=None,
+        metavar="EXPR",
+        help="only scenarios/runs matching this pytest -k expression",
+    )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -66,14 +87,28 @@ def main(args: argparse.Namespace) -> int:
     return 0 if code == 0 else 1
 
 
-def _run_pytest(scenarios: Path, python: Path, report: Path, args: argparse.Namespace,
-                tmp: Path) -> int:
+def _run_pytest(
+    scenarios: Path, python: Path, report: Path, args: argparse.Namespace, tmp: Path
+) -> int:
     ini = tmp / "pytest.ini"
     ini.write_text("[pytest]\n")
     cmd = [
-        sys.executable, "-m", "pytest", str(scenarios), "-c", str(ini), "--rootdir", str(scenarios),
-        "-p", "no:cacheprovider", "--runtime-conflicts", f"--rc-python={python}",
-        "--rc-modules=none", f"--rc-report={report}", "-rxXfE", "-v",
+        sys.executable,
+        "-m",
+        "pytest",
+        str(scenarios),
+        "-c",
+        str(ini),
+        "--rootdir",
+        str(scenarios),
+        "-p",
+        "no:cacheprovider",
+        "--runtime-conflicts",
+        f"--rc-python={python}",
+        "--rc-modules=none",
+        f"--rc-report={report}",
+        "-rxXfE",
+        "-v",
     ]
     if args.workers not in ("0", 0, None):
         cmd += ["-n", str(args.workers)]
@@ -94,8 +129,16 @@ def _print_table(report: dict[str, Any]) -> None:
             observed += f" {entry['signal']}"
         libs = ", ".join(os.path.basename(lib) for lib in entry.get("libraries", []))
         avoided = [a["change"] for a in entry.get("avoided_by", []) if a.get("outcome") == "passed"]
-        rows.append((f"{scen.get('name')}::{scen.get('run')}", expected, observed,
-                     "ok" if scen.get("matched") else "MISMATCH", libs, avoided[:1]))
+        rows.append(
+            (
+                f"{scen.get('name')}::{scen.get('run')}",
+                expected,
+                observed,
+                "ok" if scen.get("matched") else "MISMATCH",
+                libs,
+                avoided[:1],
+            )
+        )
     _say("")
     _say(f"{'scenario::run':58} {'expected':9} {'observed':17} {'':8} libraries")
     for name, expected, observed, ok, libs, avoided in sorted(rows):

@@ -42,15 +42,23 @@ def _dest(option: OptionDef) -> str:
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("runtime-conflicts", "native runtime conflicts (pytest-runtimeconflict)")
+    group = parser.getgroup(
+        "runtime-conflicts", "native runtime conflicts (pytest-runtimeconflict)"
+    )
     for option in OPTIONS:
         if option.is_flag:
-            group.addoption(option.flag, action="store_true", default=None, dest=_dest(option),
-                            help=option.help)
+            group.addoption(
+                option.flag, action="store_true", default=None, dest=_dest(option), help=option.help
+            )
             parser.addini(option.ini, option.help, type="bool", default=False)
         else:
-            group.addoption(option.flag, default=None, dest=_dest(option),
-                            metavar=option.metavar, help=option.help)
+            group.addoption(
+                option.flag,
+                default=None,
+                dest=_dest(option),
+                metavar=option.metavar,
+                help=option.help,
+            )
             parser.addini(option.ini, option.help, default=option.default)
 
 
@@ -265,7 +273,7 @@ class Reporter:
             return
         for name, value in report.user_properties:
             if name == PROPERTY:
-                self.state.collected.append((report.nodeid, json.loads(value)))
+                self.state.collected.append((report.nodeid, json.loads(str(value))))
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         for line in self.state.summary_lines():

@@ -13,7 +13,9 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
+from pytest_runtimeconflict import report
 from pytest_runtimeconflict.errors import UsageError
 from pytest_runtimeconflict.model import RunSpec
 from pytest_runtimeconflict.sandbox import RunResult, run_scenario
@@ -85,6 +87,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="'latent' also fails (exit 1) when two runtimes of a family were "
         "mapped at once without a crash",
     )
+    parser.add_argument(
+        "--no-diagnose",
+        action="store_true",
+        help="do not minimise a failing run or run counter-experiments",
+    )
+    parser.add_argument(
+        "--max-runs",
+        type=int,
+        default=40,
+        metavar="N",
+        help="cap on the extra child runs of the diagnosis (default 40)",
+    )
     parser.add_argument("--id", default="run", help="scenario id in the report")
     parser.add_argument(
         "--keep-run-dir",
@@ -137,9 +151,9 @@ def exit_code(result: RunResult, fail_on: str = "crash") -> int:
     return 0
 
 
-def write_report(path: str, results: Sequence[RunResult]) -> None:
+def write_report(path: str, entries: Sequence[dict[str, Any]]) -> None:
     """Write the JSON report file (schema ``pytest-runtimeconflict/report/1``)."""
-    data = {"schema": REPORT_SCHEMA, "scenarios": [r.to_json() for r in results]}
+    data = {"schema": REPORT_SCHEMA, "scenarios": list(entries)}
     try:
         with open(path, "w", encoding="utf-8") as fh:
             json.dump(data, fh, indent=2)
@@ -216,8 +230,16 @@ def main(args: argparse.Namespace) -> int:
     spec = spec_from_args(args)
     if args.json and os.path.isdir(args.json):
         raise UsageError(f"--json {args.json!r} is a directory; give a file name")
+    if args.max_runs < 0:
+        raise UsageError(f"invalid --max-runs {args.max_runs}: expected a count >= 0")
     result = run_scenario(spec, keep_run_dir=args.keep_run_dir)
+    diagnosis = None
+    if result.outcome != "passed" and not args.no_diagnose:
+        from pytest_runtimeconflict.diagnose import diagnose
+
+        diagnosis = diagnose(spec, result, max_runs=args.max_runs)
+        sys.stdout.write(report.format_failure(result, diagnosis).rstrip() + "\n\n")
     sys.stdout.write(format_result(result) + "\n")
     if args.json:
-        write_report(args.json, [result])
+        write_report(args.json, [report.scenario_entry(result, diagnosis)])
     return exit_code(result, args.fail_on)

@@ -165,7 +165,10 @@ class RCState:
         return outcome.verdict()
 
     def _run_plan_steps(
-        self, index: int, sequence: tuple[str, ...], steps: tuple[str, ...],
+        self,
+        index: int,
+        sequence: tuple[str, ...],
+        steps: tuple[str, ...],
         diagnoses: dict[str, Any],
     ) -> tuple[dict[str, Any], int | None, Any]:
         """One child run of ``steps``; diagnosed (once per distinct conflict) when cut short."""
@@ -263,7 +266,9 @@ class RCState:
                 "passed: the conflict no longer happens; update the scenario's [run.expect]"
             )
         else:
-            verdict.failure = f"expected {expected} but {why}\n\n" + format_failure(result, diagnosis)
+            verdict.failure = f"expected {expected} but {why}\n\n" + format_failure(
+                result, diagnosis
+            )
         return verdict
 
     # ------------------------------------------------------------ aggregation
@@ -334,7 +339,9 @@ class RCState:
             lines.append(f"    seen in: {', '.join(nodes)}")
         coverage = self.coverage()
         if coverage is not None:
-            name = {2: "pairs", 3: "triples"}.get(coverage["strength"], f"{coverage['strength']}-tuples")
+            name = {2: "pairs", 3: "triples"}.get(
+                coverage["strength"], f"{coverage['strength']}-tuples"
+            )
             lines.append(
                 f"ordered {name} exercised: {coverage['tuples_exercised']}/{coverage['tuples_total']}"
                 f" (blocked by a conflict: {len(coverage['blocked'])}, not run: {coverage['not_run']})"

@@ -20,7 +20,9 @@ def make_env(tmp_path: Path, modules: dict[str, str]) -> str:
     python = venv / "bin" / "python"
     site = subprocess.run(
         [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout.strip()
     for name, source in modules.items():
         (Path(site) / f"{name}.py").write_text(textwrap.dedent(source))
@@ -40,7 +42,9 @@ ORDER_CRASH = {
 
 
 def test_inert_without_flag(pytester: pytest.Pytester) -> None:
-    pytester.makefile(".toml", scenario='[scenario]\nname="x"\ndescription="d"\n[[run]]\nsteps=["json"]\n')
+    pytester.makefile(
+        ".toml", scenario='[scenario]\nname="x"\ndescription="d"\n[[run]]\nsteps=["json"]\n'
+    )
     pytester.makepyfile(test_one="def test_one():\n    pass\n")
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     result.assert_outcomes(passed=1)
@@ -55,15 +59,33 @@ def test_help_lists_options(pytester: pytest.Pytester) -> None:
 @pytest.mark.parametrize(
     ("args", "ini", "expected"),
     [
-        (["--rc-strength=abc"], "", "*invalid --rc-strength 'abc' (from command line): expected an integer 1-4*"),
-        (["--rc-timeout=0"], "", "*invalid --rc-timeout '0' (from command line): expected seconds > 0*"),
-        (["--rc-fail-on=never"], "", "*invalid --rc-fail-on 'never' (from command line): expected one of crash, error, latent*"),
+        (
+            ["--rc-strength=abc"],
+            "",
+            "*invalid --rc-strength 'abc' (from command line): expected an integer 1-4*",
+        ),
+        (
+            ["--rc-timeout=0"],
+            "",
+            "*invalid --rc-timeout '0' (from command line): expected seconds > 0*",
+        ),
+        (
+            ["--rc-fail-on=never"],
+            "",
+            "*invalid --rc-fail-on 'never' (from command line): expected one of crash, error, latent*",
+        ),
         ([], "runtime_conflicts_timeout = soon", "*invalid --rc-timeout 'soon' (from ini file)*"),
-        (["--rc-python=/nonexistent/python"], "", "*invalid --rc-python '/nonexistent/python'*no such executable*"),
+        (
+            ["--rc-python=/nonexistent/python"],
+            "",
+            "*invalid --rc-python '/nonexistent/python'*no such executable*",
+        ),
         (["--rc-modules=numpy,3d"], "", "*invalid --rc-modules*'3d' is not a module name*"),
     ],
 )
-def test_bad_option_values(pytester: pytest.Pytester, args: list[str], ini: str, expected: str) -> None:
+def test_bad_option_values(
+    pytester: pytest.Pytester, args: list[str], ini: str, expected: str
+) -> None:
     pytester.makeini(f"[pytest]\n{ini}\n")
     result = pytester.runpytest_subprocess("--runtime-conflicts", *args)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
@@ -75,7 +97,9 @@ def test_collect_only_shows_plan(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest_subprocess(
         "--runtime-conflicts", "--rc-modules=rc_a,rc_b,rc_c", "--collect-only", "-q"
     )
-    result.stdout.fnmatch_lines(["runtime-conflicts::rc_a>rc_b>rc_c", "runtime-conflicts::rc_c>rc_b>rc_a"])
+    result.stdout.fnmatch_lines(
+        ["runtime-conflicts::rc_a>rc_b>rc_c", "runtime-conflicts::rc_c>rc_b>rc_a"]
+    )
     assert "2 tests collected" in result.stdout.str()
 
 
@@ -83,8 +107,13 @@ def test_order_dependent_crash_is_one_failure(pytester: pytest.Pytester, tmp_pat
     python = make_env(tmp_path, ORDER_CRASH)
     report = tmp_path / "report.json"
     result = pytester.runpytest_subprocess(
-        "--runtime-conflicts", "--rc-modules=rc_a,rc_b,rc_c", f"--rc-python={python}",
-        f"--rc-report={report}", "--rc-timeout=30", "-p", "no:cacheprovider",
+        "--runtime-conflicts",
+        "--rc-modules=rc_a,rc_b,rc_c",
+        f"--rc-python={python}",
+        f"--rc-report={report}",
+        "--rc-timeout=30",
+        "-p",
+        "no:cacheprovider",
     )
     result.assert_outcomes(failed=1, passed=1)
     result.stdout.fnmatch_lines(["*runtime-conflicts::rc_a>rc_b>rc_c*", "*SIGSEGV*", "*rc_a*rc_b*"])
@@ -104,8 +133,13 @@ def test_same_outcome_with_xdist(pytester: pytest.Pytester, tmp_path: Path) -> N
     for extra in ([], ["-n", "2"]):
         report = tmp_path / f"report{len(extra)}.json"
         result = pytester.runpytest_subprocess(
-            "--runtime-conflicts", "--rc-modules=rc_a,rc_b,rc_c", f"--rc-python={python}",
-            f"--rc-report={report}", "-p", "no:cacheprovider", *extra,
+            "--runtime-conflicts",
+            "--rc-modules=rc_a,rc_b,rc_c",
+            f"--rc-python={python}",
+            f"--rc-report={report}",
+            "-p",
+            "no:cacheprovider",
+            *extra,
         )
         result.assert_outcomes(failed=1, passed=1)
         data = json.loads(report.read_text())
@@ -113,9 +147,12 @@ def test_same_outcome_with_xdist(pytester: pytest.Pytester, tmp_path: Path) -> N
     assert outcomes[0] == outcomes[1]
 
 
-def test_scenario_file_expected_failure_and_xpass(pytester: pytest.Pytester, tmp_path: Path) -> None:
+def test_scenario_file_expected_failure_and_xpass(
+    pytester: pytest.Pytester, tmp_path: Path
+) -> None:
     python = make_env(tmp_path, ORDER_CRASH)
-    pytester.path.joinpath("order.scenario.toml").write_text(textwrap.dedent("""
+    pytester.path.joinpath("order.scenario.toml").write_text(
+        textwrap.dedent("""
         [scenario]
         name = "order"
         description = "rc_b crashes after rc_a"
@@ -133,10 +170,15 @@ def test_scenario_file_expected_failure_and_xpass(pytester: pytest.Pytester, tmp
         steps = ["rc_b", "rc_a"]
         [run.expect]
         outcome = "crashed"
-    """))
+    """)
+    )
     result = pytester.runpytest_subprocess(
-        "--runtime-conflicts", "--rc-modules=none", f"--rc-python={python}", "-rxXf",
-        "-p", "no:cacheprovider",
+        "--runtime-conflicts",
+        "--rc-modules=none",
+        f"--rc-python={python}",
+        "-rxXf",
+        "-p",
+        "no:cacheprovider",
     )
     result.assert_outcomes(xfailed=1, failed=1)
     result.stdout.fnmatch_lines(["*XPASS(strict)*b-then-a*conflict no longer happens*"])
@@ -151,12 +193,14 @@ def test_malformed_scenario_file_is_one_line(pytester: pytest.Pytester) -> None:
 
 
 def test_runtime_sandbox_fixture(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile(test_fixture="""
+    pytester.makepyfile(
+        test_fixture="""
         def test_crash(runtime_sandbox):
             result = runtime_sandbox.run(["import os, signal", "os.kill(os.getpid(), signal.SIGABRT)"])
             assert result.outcome == "crashed"
             assert result.signal == "SIGABRT"
             assert result.failed_step == 1
-    """)
+    """
+    )
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     result.assert_outcomes(passed=1)
