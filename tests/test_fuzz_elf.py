@@ -114,7 +114,9 @@ TRIED = {"inputs": 0, "facts": 0, "errors": 0}
 _lock = threading.Lock()
 
 
-def mutate(data: bytes, regions: list[tuple[str, int, int]], edits: list, cut: float | None) -> bytes:
+def mutate(
+    data: bytes, regions: list[tuple[str, int, int]], edits: list, cut: float | None
+) -> bytes:
     """Apply ``edits`` (region pick, offset pick, bytes) and an optional truncation."""
     out = bytearray(data)
     for which, where, patch in edits:
