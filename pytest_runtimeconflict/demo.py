@@ -62,33 +62,55 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="EXPR",
         help="only scenarios/runs matching this pytest -k expression",
     )
+    parser.add_argument(
+        "--no-plan",
+        action="store_true",
+        help="skip part 2: planned import orders over every zoo module, without manifests",
+    )
 
 
 def main(args: argparse.Namespace) -> int:
     from pytest_runtimeconflict import zoo
+    from pytest_runtimeconflict.scenario_file import load_scenarios
 
     scenarios = (args.scenarios or _default_scenarios()).resolve()
     if not scenarios.is_dir():
         raise UsageError(f"no scenario directory at {scenarios}; pass --scenarios DIR")
     cache = args.cache or zoo.default_cache_dir()
     _say(f"building the scenario zoo from {scenarios} (cache: {cache})")
-    wheels = zoo.build_zoo(scenarios, cache, python=sys.executable)
+    skipped: dict[str, str] = {}
+    wheels = zoo.build_zoo(scenarios, cache, python=sys.executable, skipped=skipped)
+    for name, reason in sorted(skipped.items()):
+        _say(f"SKIPPED scenario {name}: {reason}")
+    ignore = [f"--ignore={s.path.parent}" for s in load_scenarios(scenarios) if s.name in skipped]
     all_wheels = [w for ws in wheels.values() for w in ws]
     with tempfile.TemporaryDirectory(prefix="rc-demo-") as tmp:
         venv_dir = args.venv or Path(tmp) / "venv"
         _say(f"installing {len(all_wheels)} wheels into {venv_dir}")
-        python = zoo.make_venv(venv_dir, all_wheels, python=sys.executable)
+        python = Path(zoo.make_venv(venv_dir, all_wheels, python=sys.executable))
         report = args.report or Path(tmp) / "report.json"
-        code = _run_pytest(scenarios, Path(python), report, args, Path(tmp))
+        _say("\n== part 1: each scenario file's runs, checked against their expected outcome ==")
+        code = _run_pytest(scenarios, python, report, args, Path(tmp), ignore)
         if report.exists():
             _print_table(json.loads(report.read_text()))
+        if not args.no_plan and not args.select:
+            _say("\n== part 2: pytest --runtime-conflicts on the zoo environment, no manifests ==")
+            _say("Import orders are planned over every module that ships ELF objects; each")
+            _say("distinct conflict found is one failure. Conflicts are the point here, so")
+            _say("this part is shown, not judged.")
+            _run_plan(python, args, Path(tmp))
     verdict = "every scenario behaved as its manifest says" if code == 0 else "MISMATCH"
-    _say(f"demo finished: {verdict} (pytest exit code {code})")
+    _say(f"\ndemo finished: {verdict} (pytest exit code {code})")
     return 0 if code == 0 else 1
 
 
 def _run_pytest(
-    scenarios: Path, python: Path, report: Path, args: argparse.Namespace, tmp: Path
+    scenarios: Path,
+    python: Path,
+    report: Path,
+    args: argparse.Namespace,
+    tmp: Path,
+    ignore: list[str],
 ) -> int:
     ini = tmp / "pytest.ini"
     ini.write_text("[pytest]\n")
@@ -109,11 +131,29 @@ def _run_pytest(
         f"--rc-report={report}",
         "-rxXfE",
         "-v",
+        *ignore,
     ]
     if args.workers not in ("0", 0, None):
         cmd += ["-n", str(args.workers)]
     if args.select:
         cmd += ["-k", args.select]
+    _say("running: " + " ".join(cmd))
+    sys.stdout.flush()
+    return subprocess.call(cmd, cwd=tmp)
+
+
+def _run_plan(python: Path, args: argparse.Namespace, tmp: Path) -> int:
+    empty = tmp / "plan"
+    empty.mkdir()
+    ini = empty / "pytest.ini"
+    ini.write_text("[pytest]\n")
+    cmd = [
+        sys.executable, "-m", "pytest", str(empty), "-c", str(ini), "--rootdir", str(empty),
+        "-p", "no:cacheprovider", "--runtime-conflicts", f"--rc-python={python}",
+        f"--rc-report={tmp / 'plan-report.json'}", "--tb=no", "-q",
+    ]  # fmt: skip
+    if args.workers not in ("0", 0, None):
+        cmd += ["-n", str(args.workers)]
     _say("running: " + " ".join(cmd))
     sys.stdout.flush()
     return subprocess.call(cmd, cwd=tmp)
@@ -128,7 +168,7 @@ def _print_table(report: dict[str, Any]) -> None:
         if entry.get("signal"):
             observed += f" {entry['signal']}"
         libs = ", ".join(os.path.basename(lib) for lib in entry.get("libraries", []))
-        avoided = [a["change"] for a in entry.get("avoided_by", []) if a.get("outcome") == "passed"]
+        avoided = [a["change"] for a in entry.get("avoided_by", []) if not a.get("unsafe")]
         rows.append(
             (
                 f"{scen.get('name')}::{scen.get('run')}",

@@ -423,10 +423,17 @@ def _latent_text(result: Any) -> str:
 
 
 def _latent_text_json(entry: dict[str, Any]) -> str:
-    runtimes = ", ".join(
-        f"{rt.get('runtime')} ({rt.get('path')})" for rt in entry.get("loaded_runtimes", [])
-    )
-    return f"latent runtime conflict in {' > '.join(entry.get('steps', []))}: {runtimes}"
+    """One line naming the runtime families mapped more than once, and their files."""
+    by_family: dict[str, list[dict[str, Any]]] = {}
+    for rt in entry.get("loaded_runtimes", []):
+        by_family.setdefault(str(rt.get("family")), []).append(rt)
+    parts = [
+        f"{family}: " + ", ".join(f"{rt.get('runtime')} {rt.get('path')}" for rt in rts)
+        for family, rts in sorted(by_family.items())
+        if len({rt.get("path") for rt in rts}) > 1
+    ]
+    order = " > ".join(entry.get("steps", []))
+    return f"latent runtime conflict in {order}: " + "; ".join(parts)
 
 
 def discover_modules(python: str, rootdir: Path) -> tuple[str, ...]:
