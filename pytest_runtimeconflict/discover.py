@@ -50,10 +50,10 @@ if metadata is not None:
         if not top:
             for f in dist.files or []:
                 part = str(f).split("/")[0]
-                if part.endswith(".dist-info") or part.endswith(".data") or part == "..":
+                if part.endswith((".dist-info", ".data", ".libs", ".pth")) or part == "..":
                     continue
                 mod = part.split(".")[0]
-                if mod and mod not in top and not part.endswith(".pth"):
+                if mod and mod.isidentifier() and mod not in top and mod != "__pycache__":
                     top.append(mod)
         dists.append({"name": name, "files": files, "top_level": sorted(top)})
 print(json.dumps({"executable": sys.executable, "version": sys.version.split()[0],

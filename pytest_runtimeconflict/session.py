@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pytest_runtimeconflict.errors import UsageError
 from pytest_runtimeconflict.model import RunSpec
 from pytest_runtimeconflict.options import Settings
 
@@ -88,6 +89,13 @@ class RCState:
             modules = self.settings.modules
             if modules is None:
                 modules = self._default_modules()
+            elif modules:
+                missing = missing_modules(self.settings.python, modules)
+                if missing:
+                    raise UsageError(
+                        f"invalid --rc-modules: {', '.join(missing)} cannot be imported by "
+                        f"{self.settings.python}; install it there or remove it from the list"
+                    )
             modules = tuple(sorted(dict.fromkeys(modules)))
             strength = min(self.settings.strength, len(modules)) if modules else 0
             sequences = plan_sequences(modules, strength) if strength else []
@@ -129,8 +137,7 @@ class RCState:
     def _diagnose(self, spec: RunSpec, result: Any, *, experiments: bool = True) -> Any:
         from pytest_runtimeconflict.diagnose import diagnose
 
-        max_runs = self.settings.max_runs if experiments else 0
-        return diagnose(spec, result, max_runs=max_runs, experiments=experiments)
+        return diagnose(spec, result, max_runs=self.settings.max_runs, experiments=experiments)
 
     def run_plan_item(self, index: int, sequence: tuple[str, ...]) -> ItemVerdict:
         """Run one planned sequence, and around each conflict that stops it, the sequence
@@ -142,7 +149,6 @@ class RCState:
         strength = self.plan().strength
         wanted = tuples_covered(sequence, strength)
         exercised: set[tuple[str, ...]] = set()
-        diagnoses: dict[str, Any] = {}
         outcome = _PlanOutcome()
         # (steps, forced): a repair after a conflict that struck once every step had run
         # (runtime exercising) is forced, since it may hide a further conflict although
@@ -154,7 +160,7 @@ class RCState:
             if not forced and not (tuples_covered(steps, strength) & wanted) - exercised:
                 continue
             budget -= 1
-            entry, cut, diagnosis = self._run_plan_steps(index, sequence, steps, diagnoses)
+            entry, cut, diagnosis = self._run_plan_steps(index, sequence, steps)
             exercised |= tuples_covered(tuple(entry["plan"]["executed"]), strength)
             outcome.entries.append(entry)
             if diagnosis is not None:
@@ -169,9 +175,8 @@ class RCState:
         index: int,
         sequence: tuple[str, ...],
         steps: tuple[str, ...],
-        diagnoses: dict[str, Any],
     ) -> tuple[dict[str, Any], int | None, Any]:
-        """One child run of ``steps``; diagnosed (once per distinct conflict) when cut short."""
+        """One child run of ``steps``; diagnosed when it did not pass."""
         from pytest_runtimeconflict.sandbox import run_scenario
 
         spec = self.spec(steps, id=">".join(steps))
@@ -188,10 +193,7 @@ class RCState:
         }
         if result.outcome in ("passed", "latent"):
             return entry, cut, None
-        quick = self._diagnose(spec, result, experiments=False)
-        diagnosis = diagnoses.get(quick.key)
-        if diagnosis is None:
-            diagnosis = diagnoses[quick.key] = self._diagnose(spec, result)
+        diagnosis = self._diagnose(spec, result)
         entry.update(diagnosis.to_json())
         entry["plan"]["conflict"] = diagnosis.key
         if cut is None:
@@ -219,6 +221,7 @@ class RCState:
             result = run_scenario(spec)
             if result.outcome in ("passed", "latent"):
                 return None
+            # Minimised like the conflict it is compared with, so the keys are comparable.
             if self._diagnose(spec, result, experiments=False).key == diagnosis.key:
                 return node_id(earlier)
             return None
@@ -434,6 +437,25 @@ def _latent_text_json(entry: dict[str, Any]) -> str:
     ]
     order = " > ".join(entry.get("steps", []))
     return f"latent runtime conflict in {order}: " + "; ".join(parts)
+
+
+def missing_modules(python: str, modules: Sequence[str]) -> list[str]:
+    """Top-level packages of ``modules`` the target interpreter cannot find (nothing is
+    imported: ``importlib.util.find_spec`` of a top-level name only searches ``sys.path``)."""
+    import subprocess
+
+    tops = sorted({m.split(".")[0] for m in modules})
+    code = (
+        "import importlib.util, json, sys\n"
+        "print(json.dumps([m for m in sys.argv[1:] if importlib.util.find_spec(m) is None]))"
+    )
+    try:
+        proc = subprocess.run(
+            [python, "-c", code, *tops], capture_output=True, text=True, timeout=60
+        )
+        return list(json.loads(proc.stdout))
+    except (OSError, ValueError, subprocess.SubprocessError) as exc:
+        raise UsageError(f"cannot ask {python} for its modules ({exc}); is it a Python?") from exc
 
 
 def discover_modules(python: str, rootdir: Path) -> tuple[str, ...]:
