@@ -93,9 +93,14 @@ def test_bad_option_values(
     assert "Traceback" not in result.stderr.str()
 
 
-def test_collect_only_shows_plan(pytester: pytest.Pytester) -> None:
+def test_collect_only_shows_plan(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    python = make_env(tmp_path, ORDER_CRASH)
     result = pytester.runpytest_subprocess(
-        "--runtime-conflicts", "--rc-modules=rc_a,rc_b,rc_c", "--collect-only", "-q"
+        "--runtime-conflicts",
+        "--rc-modules=rc_a,rc_b,rc_c",
+        f"--rc-python={python}",
+        "--collect-only",
+        "-q",
     )
     result.stdout.fnmatch_lines(
         ["runtime-conflicts::rc_a>rc_b>rc_c", "runtime-conflicts::rc_c>rc_b>rc_a"]
@@ -204,3 +209,13 @@ def test_runtime_sandbox_fixture(pytester: pytest.Pytester) -> None:
     )
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     result.assert_outcomes(passed=1)
+
+
+def test_unknown_module_is_a_usage_error(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    python = make_env(tmp_path, ORDER_CRASH)
+    result = pytester.runpytest_subprocess(
+        "--runtime-conflicts", "--rc-modules=rc_a,rc_nowhere", f"--rc-python={python}"
+    )
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*invalid --rc-modules: rc_nowhere cannot be imported by*"])
+    assert "Traceback" not in result.stderr.str()
