@@ -155,7 +155,8 @@ def load_scenario(path: str | Path) -> Scenario:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         match = _TOML_POS.search(str(exc))
-        line = match.group(1) if match else "1"
+        # "(at end of document)" has no position: an unclosed array or table ends there.
+        line = match.group(1) if match else str(max(1, len(text.splitlines())))
         raise ScenarioFileError(
             f"{path}:{line}: invalid TOML: {exc}; fix the syntax (format: docs/scenarios.md)"
         ) from None
