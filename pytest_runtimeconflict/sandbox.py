@@ -36,6 +36,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -50,6 +51,7 @@ log = logging.getLogger(__name__)
 
 CHILD_SCRIPT = str(Path(__file__).with_name("child.py"))
 TAIL_BYTES = 64 * 1024
+RUN_MARKER = "PYTEST_RUNTIMECONFLICT_RUN"  # per-run id in the child environment
 SCRUBBED_VARIABLES = frozenset(
     {
         "KMP_DUPLICATE_LIB_OK",
@@ -219,6 +221,7 @@ def child_environment(spec: RunSpec, run_dir: str) -> dict[str, str]:
     if spec.ld_preload:
         env["LD_PRELOAD"] = " ".join(spec.ld_preload)
     env.update(dict(spec.env))
+    env[RUN_MARKER] = uuid.uuid4().hex  # finds descendants that left the process tree
     return env
 
 
@@ -269,10 +272,12 @@ def _execute(spec: RunSpec, python: str, run_dir: str) -> _ChildRun:
     spec_path = _write_child_spec(spec, run_dir)
     fault_path = os.path.join(run_dir, "faulthandler.txt")
     start = time.monotonic()
+    env = child_environment(spec, run_dir)
+    started_at = time.time() - 1.0  # create_time has clock-tick resolution
     proc = subprocess.Popen(
         [python, CHILD_SCRIPT, spec_path],
         cwd=run_dir,
-        env=child_environment(spec, run_dir),
+        env=env,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -289,6 +294,7 @@ def _execute(spec: RunSpec, python: str, run_dir: str) -> _ChildRun:
         _dump_python_stacks(proc, fault_path)
     finally:
         kill_tree(proc)
+        kill_marked(env[RUN_MARKER], started_at)
     duration = time.monotonic() - start
     for reader in readers:
         reader.join(timeout=5)
@@ -336,6 +342,27 @@ def kill_tree(proc: subprocess.Popen[bytes]) -> None:
         proc.kill()
     proc.wait()
     psutil.wait_procs(descendants, timeout=5)
+
+
+def kill_marked(marker: str, since: float) -> None:
+    """SIGKILL every process started after ``since`` whose environment carries ``marker``.
+
+    A step that double-forks with ``setsid()`` leaves the child's session and is re-parented
+    to init, out of reach of the process group and of ``children()``; it still inherited the
+    run's marker variable. Only processes created after the run started are inspected.
+    """
+    for _ in range(3):
+        found = []
+        for candidate in psutil.process_iter(["create_time"]):
+            if (candidate.info.get("create_time") or 0) < since:
+                continue
+            with contextlib.suppress(psutil.Error):
+                if candidate.environ().get(RUN_MARKER) == marker:
+                    candidate.kill()
+                    found.append(candidate)
+        if not found:
+            return
+        psutil.wait_procs(found, timeout=5)
 
 
 def _read_tail(path: str, limit: int = TAIL_BYTES) -> str:

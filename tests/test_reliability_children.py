@@ -179,10 +179,6 @@ os.waitpid(pid, 0)
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: sandbox.kill_tree misses a setsid double-forked daemon (reparented, own session)",
-)
 def test_daemonized_grandchild_is_killed(tmp_path: Path) -> None:
     marker = uuid.uuid4().hex
     started = time.monotonic()
