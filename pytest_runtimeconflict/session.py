@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pytest_runtimeconflict.errors import UsageError
+from pytest_runtimeconflict.errors import InterpreterError, UsageError
 from pytest_runtimeconflict.model import RunSpec
 from pytest_runtimeconflict.options import Settings
 
@@ -88,7 +88,14 @@ class RCState:
 
             modules = self.settings.modules
             if modules is None:
-                modules = self._default_modules()
+                try:
+                    modules = self._default_modules()
+                except InterpreterError as exc:
+                    # The scan names its own option; here the interpreter came from --rc-python.
+                    text = str(exc)
+                    if text.startswith("--python "):
+                        text = "--rc-python " + text[len("--python ") :]
+                    raise UsageError(text) from None
             elif modules:
                 missing = missing_modules(self.settings.python, modules)
                 if missing:
@@ -454,8 +461,11 @@ def missing_modules(python: str, modules: Sequence[str]) -> list[str]:
             [python, "-c", code, *tops], capture_output=True, text=True, timeout=60
         )
         return list(json.loads(proc.stdout))
-    except (OSError, ValueError, subprocess.SubprocessError) as exc:
-        raise UsageError(f"cannot ask {python} for its modules ({exc}); is it a Python?") from exc
+    except (OSError, ValueError, subprocess.SubprocessError):
+        raise UsageError(
+            f"--rc-python {python}: not a working Python interpreter (it could not look up "
+            "modules); give the path of an environment's python, e.g. .venv/bin/python"
+        ) from None
 
 
 def discover_modules(python: str, rootdir: Path) -> tuple[str, ...]:
