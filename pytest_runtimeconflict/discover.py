@@ -9,15 +9,19 @@ members of one wheel resolve).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import re
 import subprocess
 import sys
+import time
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 from pytest_runtimeconflict.errors import InterpreterError, UsageError
 
@@ -37,6 +41,26 @@ for d in list(getattr(site, "getsitepackages", lambda: [])()) + [
         sysconfig.get_paths().get("purelib"), sysconfig.get_paths().get("platlib")]:
     if d and os.path.isdir(d) and os.path.realpath(d) not in [os.path.realpath(x) for x in dirs]:
         dirs.append(d)
+
+def is_elf(rel):
+    name = rel.rsplit("/", 1)[-1]
+    return name.endswith(".so") or ".so." in name
+
+def record_paths(dist):
+    # RECORD lines are "path,hash,size"; a path with a comma or quote is CSV-quoted.
+    # Reading the text beats dist.files (a PackagePath per line; torch has 12,000).
+    text = dist.read_text("RECORD")
+    if text is None:
+        return None
+    out = []
+    for line in text.splitlines():
+        rel = line.rsplit(",", 2)[0] if line.count(",") >= 2 else line
+        if rel.startswith('"') and rel.endswith('"'):
+            rel = rel[1:-1].replace('""', '"')
+        if rel:
+            out.append(rel)
+    return out
+
 dists = []
 if metadata is not None:
     seen = set()
@@ -45,11 +69,15 @@ if metadata is not None:
         if not name or name.lower() in seen:
             continue
         seen.add(name.lower())
-        files = [os.path.normpath(str(dist.locate_file(f))) for f in (dist.files or [])]
+        rels = record_paths(dist)
+        if rels is None:
+            rels = [str(f) for f in dist.files or []]
+        base = str(dist.locate_file(""))
+        files = [os.path.normpath(os.path.join(base, r)) for r in rels if is_elf(r)]
         top = (dist.read_text("top_level.txt") or "").split()
         if not top:
-            for f in dist.files or []:
-                part = str(f).split("/")[0]
+            for rel in rels:
+                part = rel.split("/")[0]
                 if part.endswith((".dist-info", ".data", ".libs", ".pth")) or part == "..":
                     continue
                 mod = part.split(".")[0]
@@ -85,7 +113,7 @@ def is_elf_candidate(name: str) -> bool:
     return name.endswith(".so") or ".so." in name
 
 
-def _query_interpreter(python: str) -> dict[str, object]:
+def _query_interpreter(python: str) -> dict[str, Any]:
     if not os.path.exists(python):
         raise InterpreterError(
             f"--python {python}: no such file; give the path of a Python interpreter"
@@ -108,35 +136,173 @@ def _query_interpreter(python: str) -> dict[str, object]:
     return data
 
 
-def _walk_so(root: str) -> Iterator[str]:
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        for name in sorted(filenames):
-            if is_elf_candidate(name):
-                path = os.path.join(dirpath, name)
-                if os.path.isfile(path):
-                    yield path
+# A directory modified this close to a listing may change again within the same timestamp
+# tick, so its cached listing is not trusted ("racy git" rule).
+_RACY_NS = 2_000_000_000
 
 
-def discover_environment(python: str | None = None) -> Environment:
+class DiscoveryCache:
+    """Remembers an interpreter's answer and the ``*.so`` listing of each directory under its
+    site dirs, keyed on directory mtimes: a warm scan stats directories instead of running
+    the interpreter and listing 30,000 files (torch + scipy + scikit-learn).
+
+    The answer is reused only while the interpreter file, ``pyvenv.cfg``, every site dir and
+    every ``*.dist-info``/``*.egg-info`` dir in them keep their mtime (installing, upgrading
+    or removing a distribution changes the site dir). A listing is reused only while its
+    directory keeps its mtime. Stored as one JSON file per interpreter, replaced atomically."""
+
+    def __init__(self, root: Path | None, python: str) -> None:
+        self.file = None
+        if root is not None:
+            digest = hashlib.sha256(os.path.abspath(python).encode()).hexdigest()[:32]
+            self.file = root / "discover-1" / f"{digest}.json"
+        self.started = time.time_ns()
+        self.data: dict[str, Any] = self._load()
+        self.dirs: dict[str, list[Any]] = self.data.get("dirs", {})
+        self.new_dirs: dict[str, list[Any]] = {}
+        self.changed = False
+
+    def _load(self) -> dict[str, Any]:
+        if self.file is None:
+            return {}
+        try:
+            data = json.loads(self.file.read_text())
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def answer(self, stamps: dict[str, int]) -> dict[str, Any] | None:
+        """The cached interpreter answer if ``stamps`` (of the interpreter) still match."""
+        cached = self.data.get("answer")
+        if not cached or self.data.get("stamps") != stamps:
+            return None
+        site = _site_stamps(cached["site_dirs"])
+        return cached if site is not None and site == self.data.get("site") else None
+
+    def listing(self, path: str, mtime_ns: int) -> list[Any] | None:
+        entry = self.dirs.get(path)
+        return entry if entry is not None and entry[0] == mtime_ns else None
+
+    def remember(self, path: str, mtime_ns: int, subdirs: list[str], files: list[str]) -> None:
+        if mtime_ns < self.started - _RACY_NS:
+            self.new_dirs[path] = [mtime_ns, subdirs, files]
+        self.changed = self.changed or self.dirs.get(path) != self.new_dirs.get(path)
+
+    def store(self, stamps: dict[str, int], answer: dict[str, Any]) -> None:
+        site = _site_stamps(answer["site_dirs"])
+        if self.file is None or site is None:
+            return
+        if not self.changed and len(self.new_dirs) == len(self.dirs) and self.answer(stamps):
+            return  # nothing new to write
+        if any(m >= self.started - _RACY_NS for m in (*stamps.values(), *site.values())):
+            site = {}  # an install is under way or just ended: do not trust the answer yet
+        data = {"stamps": stamps, "site": site, "answer": answer, "dirs": self.new_dirs}
+        try:
+            self.file.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.file.with_name(f"{self.file.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(data))
+            os.replace(tmp, self.file)
+        except OSError as exc:
+            log.debug("cannot write the discovery cache %s: %s", self.file, exc)
+
+
+def _interpreter_stamps(python: str) -> dict[str, int]:
+    stamps = {}
+    for path in (python, os.path.realpath(python), _pyvenv_cfg(python)):
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        stamps[path] = st.st_mtime_ns ^ (st.st_ino << 1) ^ (st.st_size << 2)
+    return stamps
+
+
+def _pyvenv_cfg(python: str) -> str:
+    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(python))), "pyvenv.cfg")
+
+
+def _site_stamps(site_dirs: list[str]) -> dict[str, int] | None:
+    """mtimes of the site dirs and of the metadata dirs in them (None if one is missing)."""
+    stamps: dict[str, int] = {}
+    try:
+        for site_dir in site_dirs:
+            stamps[site_dir] = os.stat(site_dir).st_mtime_ns
+            with os.scandir(site_dir) as it:
+                for entry in it:
+                    if entry.name.endswith((".dist-info", ".egg-info")):
+                        stamps[entry.path] = entry.stat().st_mtime_ns
+    except OSError:
+        return None
+    return stamps
+
+
+def _walk_so(root: str, cache: DiscoveryCache | None = None) -> Iterator[str]:
+    """``*.so`` files under ``root`` in sorted top-down order, like ``os.walk`` (symlinked
+    directories are not entered, unreadable ones are skipped), using cached listings."""
+    try:
+        mtime = os.stat(root).st_mtime_ns
+    except OSError:
+        return
+    cached = cache.listing(root, mtime) if cache is not None else None
+    if cached is not None:
+        subdirs, files = cached[1], cached[2]
+    else:
+        try:
+            subdirs, files = _list_dir(root)
+        except OSError:
+            return
+    if cache is not None:
+        cache.remember(root, mtime, subdirs, files)
+    for name in files:
+        path = os.path.join(root, name)
+        if os.path.isfile(path):
+            yield path
+    for name in subdirs:
+        yield from _walk_so(os.path.join(root, name), cache)
+
+
+def _list_dir(path: str) -> tuple[list[str], list[str]]:
+    subdirs, files = [], []
+    with os.scandir(path) as it:
+        for entry in it:
+            try:
+                is_dir = entry.is_dir()
+            except OSError:
+                is_dir = False
+            if is_dir:
+                if not entry.is_symlink():
+                    subdirs.append(entry.name)
+            elif is_elf_candidate(entry.name):
+                files.append(entry.name)
+    return sorted(subdirs), sorted(files)
+
+
+def discover_environment(python: str | None = None, cache_dir: Path | None = None) -> Environment:
     """Ask ``python`` (default: the running interpreter) for its environment and list every
-    ELF candidate under its site dirs with the owning distribution."""
-    data = _query_interpreter(python or sys.executable)
-    env = Environment(str(data["executable"]), str(data["version"]), list(data["site_dirs"]))  # type: ignore[call-overload]
+    ELF candidate under its site dirs with the owning distribution. ``cache_dir`` (None: no
+    cache) keeps the answer and directory listings between runs (:class:`DiscoveryCache`)."""
+    python = python or sys.executable
+    cache = DiscoveryCache(cache_dir, python)
+    stamps = _interpreter_stamps(python)
+    data = cache.answer(stamps)
+    if data is None:
+        data = _query_interpreter(python)
+    env = Environment(str(data["executable"]), str(data["version"]), list(data["site_dirs"]))
     owner: dict[str, str] = {}
-    for dist in data["distributions"]:  # type: ignore[attr-defined]
+    for dist in data["distributions"]:
         env.distributions[dist["name"]] = list(dist["top_level"])
         for f in dist["files"]:
             if is_elf_candidate(os.path.basename(f)):
                 owner[os.path.realpath(f)] = dist["name"]
     seen: set[str] = set()
     for site_dir in env.site_dirs:
-        for path in _walk_so(site_dir):
+        for path in _walk_so(site_dir, cache):
             real = os.path.realpath(path)
             if real in seen:
                 continue
             seen.add(real)
             env.candidates.append(Candidate(os.path.abspath(path), owner.get(real)))
+    cache.store(stamps, data)
     return env
 
 

@@ -8,17 +8,16 @@ classified) -> loader model (closures per extension) -> rules -> report (table, 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import os
-import shutil
+import stat
 import sys
-import tempfile
 import time
 import zipfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TextIO
 
 from pytest_runtimeconflict.discover import (
@@ -27,15 +26,15 @@ from pytest_runtimeconflict.discover import (
     discover_environment,
     path_candidates,
 )
-from pytest_runtimeconflict.elffacts import read_elf_facts
+from pytest_runtimeconflict.elffacts import read_elf_facts, read_wheel_member_facts
 from pytest_runtimeconflict.errors import ElfReadError, UsageError
+from pytest_runtimeconflict.factcache import FactsCache, default_cache_dir, resolve_cache_dir
 from pytest_runtimeconflict.families import RuntimeKind, classify
 from pytest_runtimeconflict.model import SEVERITIES, ElfFacts, Finding
 
 log = logging.getLogger(__name__)
 
 SCHEMA = "pytest-runtimeconflict/scan/1"
-CACHE_VERSION = "facts-1"
 
 
 @dataclass(frozen=True)
@@ -109,63 +108,28 @@ class ScanResult:
 
 
 def cache_dir() -> str | None:
-    """Where facts are cached (``RC_FACTS_CACHE``; ``0`` disables), default
-    ``$XDG_CACHE_HOME/pytest-runtimeconflict``."""
-    configured = os.environ.get("RC_FACTS_CACHE")
-    if configured == "0":
-        return None
-    if configured:
-        return configured
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "pytest-runtimeconflict")
-
-
-def _cache_file(key_path: str, stat: os.stat_result, member: str = "") -> str | None:
-    root = cache_dir()
-    if root is None:
-        return None
-    key = (
-        f"{CACHE_VERSION}\0{key_path}\0{member}\0{stat.st_size}\0{stat.st_mtime_ns}\0{stat.st_ino}"
-    )
-    digest = hashlib.sha256(key.encode()).hexdigest()
-    return os.path.join(root, CACHE_VERSION, digest[:2], digest + ".json")
-
-
-def _cache_load(cache_file: str | None) -> ElfFacts | None:
-    if cache_file is None or not os.path.exists(cache_file):
-        return None
-    try:
-        with open(cache_file) as fh:
-            return ElfFacts.from_json(json.load(fh))
-    except (OSError, ValueError, TypeError, KeyError):
-        return None
-
-
-def _cache_store(cache_file: str | None, facts: ElfFacts) -> None:
-    if cache_file is None:
-        return
-    try:
-        os.makedirs(os.path.dirname(cache_file), exist_ok=True)
-        tmp = f"{cache_file}.{os.getpid()}.tmp"
-        with open(tmp, "w") as fh:
-            json.dump(facts.to_json(), fh)
-        os.replace(tmp, cache_file)
-    except OSError as exc:
-        log.debug("cannot write facts cache %s: %s", cache_file, exc)
+    """The user-level facts cache directory (see :func:`factcache.default_cache_dir`)."""
+    root = default_cache_dir()
+    return str(root) if root is not None else None
 
 
 class FactsReader:
-    """Reads (and caches) facts of plain files and of wheel members (``x.whl!/member``)."""
+    """Reads (and caches) facts of plain files and of wheel members (``x.whl!/member``).
 
-    def __init__(self) -> None:
+    ``cache`` is the persistent :class:`FactsCache` (default: the user-level one); call
+    :meth:`close` to write its new entries."""
+
+    def __init__(self, cache: FactsCache | None = None) -> None:
         self._memo: dict[str, ElfFacts | None] = {}
         self._zips: dict[str, zipfile.ZipFile] = {}
         self.errors: dict[str, str] = {}
+        self.cache = cache if cache is not None else FactsCache(resolve_cache_dir(None))
 
     def close(self) -> None:
         for zf in self._zips.values():
             zf.close()
         self._zips.clear()
+        self.cache.flush()
 
     def __call__(self, path: str) -> ElfFacts | None:
         """Facts of ``path`` or None (missing, not ELF: the reason is kept in ``errors``)."""
@@ -182,36 +146,31 @@ class FactsReader:
         if WHEEL_SEP in path:
             return self._read_member(path)
         try:
-            stat = os.stat(path)
+            st = os.stat(path)
         except OSError:
             return None
-        if not os.path.isfile(path):
+        if not stat.S_ISREG(st.st_mode):
             return None
-        cache_file = _cache_file(os.path.abspath(path), stat)
-        facts = _cache_load(cache_file)
+        directory, name = os.path.split(os.path.abspath(path))
+        facts = self.cache.get(directory, name, st)
         if facts is None or facts.path != path:
             facts = read_elf_facts(path)
-            _cache_store(cache_file, facts)
+            self.cache.put(directory, name, st, facts)
         return facts
 
     def _read_member(self, path: str) -> ElfFacts | None:
         wheel, member = path.split(WHEEL_SEP, 1)
         try:
-            stat = os.stat(wheel)
+            st = os.stat(wheel)
             zf = self._zips.get(wheel) or self._zips.setdefault(wheel, zipfile.ZipFile(wheel))
             info = zf.getinfo(member)
         except (OSError, KeyError, zipfile.BadZipFile):
             return None
-        cache_file = _cache_file(os.path.abspath(wheel), stat, member)
-        facts = _cache_load(cache_file)
-        if facts is not None:
-            return facts
-        with tempfile.NamedTemporaryFile(suffix=".so") as tmp:
-            with zf.open(info) as src:
-                shutil.copyfileobj(src, tmp)
-            tmp.flush()
-            facts = read_elf_facts(tmp.name, display_path=path)
-        _cache_store(cache_file, facts)
+        container = os.path.abspath(wheel)
+        facts = self.cache.get(container, member, st)
+        if facts is None or facts.path != path:
+            facts = read_wheel_member_facts(zf, wheel, info, path)
+            self.cache.put(container, member, st, facts)
         return facts
 
 
@@ -236,18 +195,23 @@ def describe_paths(
     Non-ELF, corrupt and missing files are skipped with a logged warning (and appended to
     ``skipped`` as ``(path, reason)`` when given). ``dist_of`` maps paths to distributions.
     """
+    own = reader is None
     reader = reader or FactsReader()
     dist_of = dist_of or {}
     out: list[ObjectInfo] = []
-    for path in paths:
-        facts = reader(path)
-        if facts is None:
-            reason = reader.errors.get(path) or f"{path}: no such file; skipped"
-            log.warning("%s", reason)
-            if skipped is not None:
-                skipped.append((path, reason))
-            continue
-        out.append(info_of(facts, dist_of.get(path)))
+    try:
+        for path in paths:
+            facts = reader(path)
+            if facts is None:
+                reason = reader.errors.get(path) or f"{path}: no such file; skipped"
+                log.warning("%s", reason)
+                if skipped is not None:
+                    skipped.append((path, reason))
+                continue
+            out.append(info_of(facts, dist_of.get(path)))
+    finally:
+        if own:
+            reader.close()
     return out
 
 
@@ -259,10 +223,18 @@ def _python_initial(executable: str) -> tuple[str, ...]:
     return (os.path.realpath(executable),)
 
 
-def scan_environment(python: str | None = None, paths: Sequence[str] = ()) -> ScanResult:
+def scan_environment(
+    python: str | None = None,
+    paths: Sequence[str] = (),
+    cache_dir: Path | str | None = None,
+) -> ScanResult:
     """Scan the environment of ``python`` (default: the running interpreter) plus ``paths``
     (directories, ``.whl`` files). With ``paths`` and no ``python`` only the paths are scanned
-    unless ``python`` is given explicitly."""
+    unless ``python`` is given explicitly.
+
+    ``cache_dir``: where facts are cached (the pytest plugin passes a directory in pytest's
+    cache); None means the user-level cache of :func:`factcache.default_cache_dir`.
+    ``RC_FACTS_CACHE=0`` disables caching either way."""
     from pytest_runtimeconflict.loader import LoaderModel
     from pytest_runtimeconflict.rules import compute_reach, evaluate
 
@@ -270,13 +242,14 @@ def scan_environment(python: str | None = None, paths: Sequence[str] = ()) -> Sc
     candidates: list[Candidate] = []
     distributions: dict[str, list[str]] = {}
     executable = python or sys.executable
+    cache_root = resolve_cache_dir(cache_dir)
     if python is not None or not paths:
-        env = discover_environment(python)
+        env = discover_environment(python, cache_root)
         executable = env.executable
         candidates += env.candidates
         distributions.update(env.distributions)
     candidates += path_candidates(list(paths))
-    reader = FactsReader()
+    reader = FactsReader(FactsCache(cache_root))
     skipped: list[tuple[str, str]] = []
     try:
         dist_of = {c.path: c.distribution for c in candidates if c.distribution}

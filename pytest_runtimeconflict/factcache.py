@@ -1,0 +1,167 @@
+"""A persistent cache of :class:`ElfFacts`, so a second scan of an unchanged environment only
+stats its files.
+
+Layout: ``<root>/facts-<key>/<sha of directory>.marshal``, one shard per directory of
+objects (or per wheel), holding ``{name: (size, mtime_ns, inode, ctime_ns, facts fields)}``.
+``<key>`` changes with the cache format, the Python version (marshal) and the fact extraction
+(:data:`~pytest_runtimeconflict.elffacts.FACTS_VERSION`, the symbol names the registry keeps), so
+an upgrade never reads old facts. An entry is used only when the file's size, mtime, inode
+and ctime all match, so a rewritten or touched file is read again.
+
+Concurrency (pytest-xdist workers, parallel CI jobs sharing a home): readers never lock; they
+see a complete old or new shard because writers write a temporary file and ``os.replace`` it.
+Writers merge under an ``fcntl.flock`` on ``<shard>.lock`` so no worker's entries are lost.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import logging
+import marshal
+import os
+import sys
+from collections.abc import Iterator
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from pytest_runtimeconflict.elffacts import FACTS_VERSION, LIBSTDCXX_MARKERS
+from pytest_runtimeconflict.families import identity_symbol_names
+from pytest_runtimeconflict.model import ElfFacts
+
+log = logging.getLogger(__name__)
+
+FORMAT = 2
+ENV_VAR = "RC_FACTS_CACHE"
+_FIELDS = tuple(f.name for f in fields(ElfFacts))
+_NFIELDS = len(_FIELDS)
+
+Entry = tuple[int, int, int, int, tuple[Any, ...]]
+
+
+def default_cache_dir() -> Path | None:
+    """The user-level cache: ``$RC_FACTS_CACHE`` (``0`` disables), else
+    ``$XDG_CACHE_HOME/pytest-runtimeconflict``, else ``~/.cache/pytest-runtimeconflict``."""
+    configured = os.environ.get(ENV_VAR)
+    if configured == "0":
+        return None
+    if configured:
+        return Path(configured)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "pytest-runtimeconflict"
+
+
+def resolve_cache_dir(cache_dir: Path | str | None) -> Path | None:
+    """``cache_dir`` if given, else :func:`default_cache_dir`; None when ``RC_FACTS_CACHE=0``
+    (the switch wins everywhere, for benchmarks and debugging)."""
+    if os.environ.get(ENV_VAR) == "0":
+        return None
+    return Path(cache_dir) if cache_dir is not None else default_cache_dir()
+
+
+def cache_key() -> str:
+    """What cached facts depend on besides the file: format, Python, extraction, kept names."""
+    kept = "\n".join(sorted(identity_symbol_names() | LIBSTDCXX_MARKERS))
+    digest = hashlib.sha256(f"{FACTS_VERSION}\n{kept}".encode()).hexdigest()[:12]
+    return f"facts-{FORMAT}-py{sys.version_info[0]}{sys.version_info[1]}-{digest}"
+
+
+def _stamp(st: os.stat_result) -> tuple[int, int, int, int]:
+    return (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
+
+
+class FactsCache:
+    """Facts by (container, name, stat stamp). ``container`` is the directory of a plain file
+    or the path of a wheel; ``name`` the file name or the wheel member."""
+
+    def __init__(self, root: Path | str | None) -> None:
+        self.root = Path(root) / cache_key() if root is not None else None
+        self._shards: dict[str, dict[str, Entry]] = {}
+        self._dirty: dict[str, dict[str, Entry]] = {}
+        self.hits = 0
+        self.misses = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.root is not None
+
+    def get(self, container: str, name: str, st: os.stat_result) -> ElfFacts | None:
+        """Cached facts of ``name`` in ``container`` when its stamp still matches ``st``."""
+        if self.root is None:
+            return None
+        entry = self._shard(container).get(name)
+        if entry is None or entry[:4] != _stamp(st) or len(entry[4]) != _NFIELDS:
+            self.misses += 1
+            return None
+        self.hits += 1
+        return _facts_from_fields(entry[4])
+
+    def put(self, container: str, name: str, st: os.stat_result, facts: ElfFacts) -> None:
+        """Remember ``facts`` (written by :meth:`flush`)."""
+        if self.root is None:
+            return
+        entry: Entry = (*_stamp(st), tuple(getattr(facts, f) for f in _FIELDS))
+        self._shard(container)[name] = entry
+        self._dirty.setdefault(container, {})[name] = entry
+
+    def flush(self) -> None:
+        """Write the new entries, merged into what other processes wrote meanwhile."""
+        if self.root is None or not self._dirty:
+            return
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            for container, entries in self._dirty.items():
+                self._write_shard(container, entries)
+        except OSError as exc:
+            log.debug("cannot write the facts cache under %s: %s", self.root, exc)
+        self._dirty.clear()
+
+    def _shard_path(self, container: str) -> Path:
+        assert self.root is not None
+        return self.root / (hashlib.sha256(container.encode()).hexdigest()[:32] + ".marshal")
+
+    def _shard(self, container: str) -> dict[str, Entry]:
+        shard = self._shards.get(container)
+        if shard is None:
+            shard = self._shards[container] = _load(self._shard_path(container), container)
+        return shard
+
+    def _write_shard(self, container: str, entries: dict[str, Entry]) -> None:
+        path = self._shard_path(container)
+        with _locked(path.with_suffix(".lock")):
+            merged = _load(path, container)
+            merged.update(entries)
+            tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+            tmp.write_bytes(marshal.dumps((container, merged)))
+            os.replace(tmp, path)
+        self._shards[container] = merged
+
+
+def _facts_from_fields(values: tuple[Any, ...]) -> ElfFacts:
+    # every field is a str/int/bool/None or nested tuples of them: marshal returns them as is
+    return ElfFacts(*values)
+
+
+def _load(path: Path, container: str) -> dict[str, Entry]:
+    try:
+        data = marshal.loads(path.read_bytes())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError, EOFError, TypeError) as exc:
+        log.debug("ignoring unreadable facts cache shard %s: %s", path, exc)
+        return {}
+    if not (isinstance(data, tuple) and len(data) == 2 and data[0] == container):
+        return {}  # a hash collision or a foreign file: treat as empty
+    return data[1] if isinstance(data[1], dict) else {}
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    with open(path, "a+b") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
