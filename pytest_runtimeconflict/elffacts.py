@@ -756,7 +756,7 @@ SMALL_MEMBER = 4 << 20
 # sit there (7.7 MB for libtorch_cpu.so); a table past it costs a second decompression pass.
 KEEP_HEAD = 64 << 20
 _RAW_CHUNK = 1 << 20
-_OUT_CHUNK = 4 << 20
+_OUT_CHUNK = 1 << 20
 
 
 class WheelMemberImage:
@@ -766,8 +766,16 @@ class WheelMemberImage:
     member is not read to its end; :meth:`whole` (section-level facts) reads it through
     :mod:`zipfile`, which checks it."""
 
-    def __init__(self, zf: zipfile.ZipFile, wheel_path: str, info: zipfile.ZipInfo) -> None:
+    def __init__(
+        self,
+        zf: zipfile.ZipFile,
+        wheel_path: str,
+        info: zipfile.ZipInfo,
+        keep_head: int = KEEP_HEAD,
+    ) -> None:
         self.size = info.file_size
+        self.keep_head = keep_head
+        self.passes = 0  # how often inflation started from the beginning
         self._zf, self._info = zf, info
         self._raw = open(wheel_path, "rb")  # noqa: SIM115  (closed in close())
         self._whole: FileImage | None = None
@@ -790,6 +798,7 @@ class WheelMemberImage:
             raise ValueError(f"no local header at {self._info.header_offset:#x}")
         name_len, extra_len = struct.unpack("<HH", local[26:30])
         self._raw.seek(self._info.header_offset + 30 + name_len + extra_len)
+        self.passes += 1
         self._left = self._info.compress_size
         self._inflate = zlib.decompressobj(-15)
         self._pos = 0  # bytes produced so far
@@ -811,8 +820,8 @@ class WheelMemberImage:
         while self._pos < end:
             at, chunk = self._pos, self._inflate_some()
             self._pos += len(chunk)
-            if at < KEEP_HEAD:
-                self._head += chunk[: KEEP_HEAD - at]
+            if at < self.keep_head:
+                self._head += chunk[: self.keep_head - at]
             lo, hi = max(offset, at), min(end, self._pos)
             if lo < hi:
                 pieces.append(chunk[lo - at : hi - at])
@@ -852,21 +861,27 @@ class WheelMemberImage:
 
 
 def read_wheel_member_facts(
-    zf: zipfile.ZipFile, wheel_path: str, info: zipfile.ZipInfo, display_path: str
+    zf: zipfile.ZipFile,
+    wheel_path: str,
+    info: zipfile.ZipInfo,
+    display_path: str,
+    *,
+    small_member: int = SMALL_MEMBER,
+    keep_head: int = KEEP_HEAD,
 ) -> ElfFacts:
-    """Facts of the wheel member ``info`` without extracting it: small, stored or unusual
-    members are read whole, big deflated ones through :class:`WheelMemberImage`.
-    Raises :class:`ElfReadError` naming ``display_path``."""
+    """Facts of the wheel member ``info`` without extracting it: members up to
+    ``small_member`` bytes, stored or encrypted ones are read whole, bigger deflated ones
+    through :class:`WheelMemberImage`. Raises :class:`ElfReadError` naming ``display_path``."""
     shown = display_path
     streamed = (
-        info.file_size > SMALL_MEMBER
+        info.file_size > small_member
         and info.compress_type == zipfile.ZIP_DEFLATED
         and not info.flag_bits & 0x1  # encrypted
     )
     image: WheelMemberImage | None = None
     try:
         if streamed:
-            image = WheelMemberImage(zf, wheel_path, info)
+            image = WheelMemberImage(zf, wheel_path, info, keep_head)
             if image.read(0, min(4, image.size)) != b"\x7fELF":
                 raise ElfReadError(f"{shown}: not an ELF file (no ELF magic); skipped")
             return facts_from_image(image, shown)
