@@ -171,7 +171,7 @@ class DiscoveryCache:
             return {}
         return data if isinstance(data, dict) else {}
 
-    def answer(self, stamps: dict[str, int]) -> dict[str, Any] | None:
+    def answer(self, stamps: dict[str, list[int]]) -> dict[str, Any] | None:
         """The cached interpreter answer if ``stamps`` (of the interpreter) still match."""
         cached = self.data.get("answer")
         if not cached or self.data.get("stamps") != stamps:
@@ -188,13 +188,14 @@ class DiscoveryCache:
             self.new_dirs[path] = [mtime_ns, subdirs, files]
         self.changed = self.changed or self.dirs.get(path) != self.new_dirs.get(path)
 
-    def store(self, stamps: dict[str, int], answer: dict[str, Any]) -> None:
+    def store(self, stamps: dict[str, list[int]], answer: dict[str, Any]) -> None:
         site = _site_stamps(answer["site_dirs"])
         if self.file is None or site is None:
             return
         if not self.changed and len(self.new_dirs) == len(self.dirs) and self.answer(stamps):
             return  # nothing new to write
-        if any(m >= self.started - _RACY_NS for m in (*stamps.values(), *site.values())):
+        mtimes = [s[0] for s in stamps.values()] + list(site.values())
+        if any(m >= self.started - _RACY_NS for m in mtimes):
             site = {}  # an install is under way or just ended: do not trust the answer yet
         data = {"stamps": stamps, "site": site, "answer": answer, "dirs": self.new_dirs}
         try:
@@ -206,14 +207,15 @@ class DiscoveryCache:
             log.debug("cannot write the discovery cache %s: %s", self.file, exc)
 
 
-def _interpreter_stamps(python: str) -> dict[str, int]:
+def _interpreter_stamps(python: str) -> dict[str, list[int]]:
+    """[mtime_ns, inode, size] of the interpreter (as given and resolved) and pyvenv.cfg."""
     stamps = {}
     for path in (python, os.path.realpath(python), _pyvenv_cfg(python)):
         try:
             st = os.stat(path)
         except OSError:
             continue
-        stamps[path] = st.st_mtime_ns ^ (st.st_ino << 1) ^ (st.st_size << 2)
+        stamps[path] = [st.st_mtime_ns, st.st_ino, st.st_size]
     return stamps
 
 
