@@ -29,18 +29,14 @@ import tempfile
 import zipfile
 import zlib
 from collections.abc import Iterator, Mapping
-from typing import Any, BinaryIO, NamedTuple, Protocol
-
-from elftools.common.exceptions import ELFError
-from elftools.elf.dynamic import DynamicSection
-from elftools.elf.elffile import ELFFile
-from elftools.elf.enums import ENUM_E_MACHINE, ENUM_E_TYPE
-from elftools.elf.gnuversions import GNUVerDefSection, GNUVerNeedSection
-from elftools.elf.sections import SymbolTableSection
+from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple, Protocol
 
 from pytest_runtimeconflict.errors import ElfReadError
 from pytest_runtimeconflict.families import identity_symbol_names
 from pytest_runtimeconflict.model import ElfFacts
+
+if TYPE_CHECKING:  # pyelftools is imported only by the reference path (~70 ms of imports)
+    from elftools.elf.elffile import ELFFile
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +84,9 @@ class DynSym(NamedTuple):
 
 
 def _dynamic_symbols(elf: ELFFile) -> Iterator[DynSym]:
-    """Every symbol of .dynsym (the swappable hot loop)."""
+    """Every symbol of .dynsym (the reference path's hot loop)."""
+    from elftools.elf.sections import SymbolTableSection
+
     for section in elf.iter_sections():
         if section["sh_type"] != "SHT_DYNSYM" or not isinstance(section, SymbolTableSection):
             continue
@@ -137,6 +135,8 @@ def _is_cxx_export(sym: DynSym) -> bool:
 
 
 def _dynamic_info(elf: ELFFile) -> dict[str, Any]:
+    from elftools.elf.dynamic import DynamicSection
+
     info: dict[str, Any] = {"soname": None, "needed": [], "rpath": [], "runpath": [], "flags": 0}
     for section in elf.iter_sections():
         if not isinstance(section, DynamicSection):
@@ -158,6 +158,8 @@ def _dynamic_info(elf: ELFFile) -> dict[str, Any]:
 
 
 def _versions(elf: ELFFile) -> tuple[tuple[str, ...], tuple[tuple[str, tuple[str, ...]], ...]]:
+    from elftools.elf.gnuversions import GNUVerDefSection, GNUVerNeedSection
+
     defs: list[str] = []
     needs: dict[str, set[str]] = {}
     for section in elf.iter_sections():
@@ -182,6 +184,8 @@ def _tls_size(elf: ELFFile) -> int:
 def _has_hidden_libstdcxx(elf: ELFFile, stream: BinaryIO) -> bool:
     """libstdc++ code is present although nothing of it is exported (``-static-libstdc++
     -Wl,--exclude-libs,ALL``): its typeinfo names in .rodata or its local .symtab symbols."""
+    from elftools.elf.sections import SymbolTableSection
+
     for section in elf.iter_sections():
         if section.name == ".rodata" and section["sh_type"] == "SHT_PROGBITS":
             if _file_contains(stream, section["sh_offset"], section["sh_size"]):
@@ -259,6 +263,9 @@ def read_elf_facts_plain(path: str, *, display_path: str | None = None) -> ElfFa
 
     Same contract as :func:`read_elf_facts`; kept for the equality tests of the fast path.
     """
+    from elftools.common.exceptions import ELFError
+    from elftools.elf.elffile import ELFFile
+
     shown = display_path or path
     try:
         with open(path, "rb") as stream:
@@ -373,8 +380,12 @@ def _enum_names(mapping: Mapping[str, Any]) -> dict[int, str]:
     return {v: k for k, v in mapping.items() if k != "_default_"}
 
 
-_MACHINES = _enum_names(ENUM_E_MACHINE)
-_TYPES = _enum_names(ENUM_E_TYPE)
+@functools.cache
+def _enums() -> tuple[dict[int, str], dict[int, str]]:
+    """e_machine and e_type names as pyelftools spells them (imported on first use)."""
+    from elftools.elf.enums import ENUM_E_MACHINE, ENUM_E_TYPE
+
+    return _enum_names(ENUM_E_MACHINE), _enum_names(ENUM_E_TYPE)
 
 
 def _header(image: Image) -> _Header:
@@ -704,9 +715,9 @@ def facts_from_image(image: Image, shown: str) -> ElfFacts:
         needed=tuple(info["needed"]),
         rpath=tuple(info["rpath"]),
         runpath=tuple(info["runpath"]),
-        machine=_MACHINES.get(hdr.e_machine, str(hdr.e_machine)),
+        machine=_enums()[0].get(hdr.e_machine, str(hdr.e_machine)),
         elfclass=64 if hdr.is64 else 32,
-        elf_type=_TYPES.get(hdr.e_type, str(hdr.e_type)),
+        elf_type=_enums()[1].get(hdr.e_type, str(hdr.e_type)),
         static_tls=bool(info["flags"] & DF_STATIC_TLS),
         tls_size=sum(s.memsz for s in segments if s.p_type == PT_TLS),
         version_defs=version_defs,
