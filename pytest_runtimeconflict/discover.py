@@ -251,7 +251,8 @@ def _walk_so(root: str, cache: DiscoveryCache | None = None) -> Iterator[str]:
     else:
         try:
             subdirs, files = _list_dir(root)
-        except OSError:
+        except OSError as exc:
+            log.warning("%s: cannot list (%s); skipped", root, exc.strerror or exc)
             return
     if cache is not None:
         cache.remember(root, mtime, subdirs, files)

@@ -119,7 +119,9 @@ class RCState:
         with _locked(self.cache_dir / "modules.lock"):
             if path.exists():
                 return tuple(json.loads(path.read_text()))
-            modules = discover_modules(self.settings.python, self.rootdir)
+            modules = discover_modules(
+                self.settings.python, self.rootdir, cache_dir=self.cache_dir / "facts"
+            )
             for old in self.cache_dir.glob("modules-*.json"):
                 if time.time() - old.stat().st_mtime > 86400:
                     old.unlink(missing_ok=True)
@@ -468,11 +470,13 @@ def missing_modules(python: str, modules: Sequence[str]) -> list[str]:
         ) from None
 
 
-def discover_modules(python: str, rootdir: Path) -> tuple[str, ...]:
+def discover_modules(
+    python: str, rootdir: Path, cache_dir: Path | None = None
+) -> tuple[str, ...]:
     """Import names worth planning: distributions that ship ELF objects, plus the project."""
     from pytest_runtimeconflict.scan import scan_environment
 
-    result = scan_environment(python=python)
+    result = scan_environment(python=python, cache_dir=cache_dir)
     with_elf = {o.distribution for o in result.objects if o.distribution}
     names: set[str] = set()
     for dist, tops in result.distributions.items():
