@@ -45,7 +45,7 @@ def compile_shared(
     key = _key(source, name, lang, *flags, compiler)
     cached = CACHE / key / name
     if not cached.exists():
-        work = CACHE / (key + ".tmp%d" % os.getpid())
+        work = CACHE / f"{key}.tmp{os.getpid()}"
         work.mkdir(parents=True, exist_ok=True)
         suffix = ".cpp" if lang == "c++" else ".c"
         src = work / ("src" + suffix)
