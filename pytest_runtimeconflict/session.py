@@ -470,9 +470,7 @@ def missing_modules(python: str, modules: Sequence[str]) -> list[str]:
         ) from None
 
 
-def discover_modules(
-    python: str, rootdir: Path, cache_dir: Path | None = None
-) -> tuple[str, ...]:
+def discover_modules(python: str, rootdir: Path, cache_dir: Path | None = None) -> tuple[str, ...]:
     """Import names worth planning: distributions that ship ELF objects, plus the project."""
     from pytest_runtimeconflict.scan import scan_environment
 
