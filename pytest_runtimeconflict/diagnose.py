@@ -664,7 +664,16 @@ def _dist_name(dist_info: str) -> str:
 # ---------------------------------------------------------------- attribution
 
 
+# Rules the diagnosis can name from a live run's evidence alone (no static finding exists for
+# them); documented in docs/rules.md like the scanner's rules.
+VERDICT_ONLY_RULES = ("openmp-fork-hang",)
+
 AUTHOR_ADVICE = {
+    "openmp-fork-hang": (
+        "do not call into an OpenMP runtime's thread pool in a process that will fork, or use "
+        "the 'spawn'/'forkserver' start method; libgomp's pool does not survive fork (LLVM's "
+        "and Intel's runtimes reinitialise in the child)"
+    ),
     "libstdcxx-static-exported": (
         "link the extension with -Wl,--exclude-libs,ALL (or a version script) so the static "
         "libstdc++ it carries stays private, or link the shared libstdc++.so.6; an exported "
@@ -709,6 +718,10 @@ AUTHOR_ADVICE = {
 }
 
 CAUSE = {
+    "openmp-fork-hang": (
+        "the process forked after {libs} had started its thread pool; the child inherits the "
+        "runtime's state but not its worker threads, so its next parallel region waits forever"
+    ),
     "libstdcxx-static-exported": (
         "{exporter} exports the libstdc++ it links statically, and {other} is a second "
         "libstdc++ in the same process: their STB_GNU_UNIQUE symbols (locale facet ids) merge "
@@ -746,6 +759,7 @@ CAUSE = {
 }
 
 FAMILY_OF_RULE = {
+    "openmp-fork-hang": "openmp",
     "libstdcxx-static-exported": "libstdc++",
     "libstdcxx-static-hidden": "libstdc++",
     "openmp-duplicate": "openmp",
@@ -781,6 +795,9 @@ def attribute(evidence: Evidence) -> Verdict:
     shadow = _version_shadow(evidence)
     if shadow is not None:
         return shadow
+    forked = _fork_after_openmp(evidence)
+    if forked is not None:
+        return forked
     ranked = sorted(evidence.findings, key=lambda f: _finding_rank(f, evidence))
     if ranked and _finding_support(ranked[0], evidence) > 0:
         best = ranked[0]
@@ -789,6 +806,27 @@ def attribute(evidence: Evidence) -> Verdict:
         score = 1 + _finding_support(best, evidence)
         return _verdict(evidence, best.rule, paths, same, score)
     return _fallback(evidence, ranked)
+
+
+_FORK_CALL = re.compile(r"\bfork\b|\bos\.fork|multiprocessing|ProcessPoolExecutor|popen_fork")
+
+
+def _fork_after_openmp(evidence: Evidence) -> Verdict | None:
+    """A hang in a run that forked while an OpenMP runtime the failure needs was mapped."""
+    if evidence.outcome != "hung":
+        return None
+    steps = "\n".join(getattr(evidence.result.spec, "steps", ()) or ())
+    traceback = getattr(evidence.result, "python_traceback", "") or ""
+    if not (_FORK_CALL.search(steps) or _FORK_CALL.search(traceback)):
+        return None
+    openmp = sorted(
+        (p for p, (family, _r) in evidence.runtimes.items()
+         if family == "openmp" and p in evidence.necessary),
+        key=lambda p: evidence.load_order.get(p, 1 << 30),
+    )  # fmt: skip
+    if not openmp:
+        return None
+    return _verdict(evidence, "openmp-fork-hang", openmp, [], 2)
 
 
 def _finding_support(finding: Finding, evidence: Evidence) -> int:

@@ -37,6 +37,7 @@ RULE_IDS = (
     "fortran-runtime-duplicate",
     "cxx-symbol-duplicate",
     "static-tls-late",
+    "openmp-fork-hang",  # named by the diagnosis only (diagnose.VERDICT_ONLY_RULES)
 )
 PRELOAD_MODES = ("global", "local")
 TOP_KEYS = ("scenario", "build", "run")

@@ -209,8 +209,9 @@ FIELD_NOTES_AVOIDANCE = {
         ("preload", "libstdc++", False),
         ("ld_preload", "libstdc++", False),
     ],
-    "soname-version-shadow": [("order", "reverse", False)],
+    "libstdcxx-old-shadow": [("order", "reverse", False)],
     "openmp-duplicate": [("env", "KMP_DUPLICATE_LIB_OK", True)],
+    "openmp-fork-hang": [("env", "OMP_NUM_THREADS", False)],
 }
 # Conflicts of two copies of one runtime: the minimal reproducer is the two imports (+ calls).
 TWO_COPY_RULES = {

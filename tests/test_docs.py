@@ -77,14 +77,27 @@ def test_rule_id_reader_catches_an_unreadable_rule() -> None:
     assert emitted_rule_ids("R = 'x-y'\nFinding(rule=R)\nFinding(rule='z')\n") == {"x-y", "z"}
 
 
+def all_rule_ids() -> set[str]:
+    """The scanner's rule ids plus those only the diagnosis names (from a live run)."""
+    from pytest_runtimeconflict.diagnose import VERDICT_ONLY_RULES
+
+    return emitted_rule_ids(RULES_SOURCE.read_text(encoding="utf-8")) | set(VERDICT_ONLY_RULES)
+
+
+def test_scenario_files_accept_every_rule_id() -> None:
+    from pytest_runtimeconflict.scenario_file import RULE_IDS
+
+    assert set(RULE_IDS) == all_rule_ids()
+
+
 def test_every_emitted_rule_has_a_docs_section() -> None:
-    emitted = emitted_rule_ids(RULES_SOURCE.read_text(encoding="utf-8"))
+    emitted = all_rule_ids()
     missing = sorted(emitted - set(documented_rule_ids()))
     assert not missing, f"docs/rules.md has no '## <id>' section for: {', '.join(missing)}"
 
 
 def test_every_rule_section_is_a_rule_the_code_emits() -> None:
-    emitted = emitted_rule_ids(RULES_SOURCE.read_text(encoding="utf-8"))
+    emitted = all_rule_ids()
     documented = documented_rule_ids()
     assert len(documented) == len(set(documented)), "a rule has two sections in docs/rules.md"
     stale = sorted(set(documented) - emitted)
