@@ -669,6 +669,12 @@ def _dist_name(dist_info: str) -> str:
 VERDICT_ONLY_RULES = ("openmp-fork-hang",)
 
 AUTHOR_ADVICE = {
+    "libstdcxx-duplicate": (
+        "do not vendor libstdc++ (auditwheel keeps it external for this reason): link the "
+        "shared system libstdc++.so.6 built by the oldest toolchain you target, or the "
+        "manylinux devtoolset; a renamed copy loads beside every other libstdc++ and their "
+        "STB_GNU_UNIQUE symbols merge"
+    ),
     "openmp-fork-hang": (
         "do not call into an OpenMP runtime's thread pool in a process that will fork, or use "
         "the 'spawn'/'forkserver' start method; libgomp's pool does not survive fork (LLVM's "
@@ -718,6 +724,11 @@ AUTHOR_ADVICE = {
 }
 
 CAUSE = {
+    "libstdcxx-duplicate": (
+        "two shared libstdc++ copies are loaded ({libs}) under different SONAMEs: their "
+        "STB_GNU_UNIQUE symbols (locale facet ids) bind process-wide to the first copy, so the "
+        "second copy runs on the other's tables"
+    ),
     "openmp-fork-hang": (
         "the process forked after {libs} had started its thread pool; the child inherits the "
         "runtime's state but not its worker threads, so its next parallel region waits forever"
@@ -759,6 +770,7 @@ CAUSE = {
 }
 
 FAMILY_OF_RULE = {
+    "libstdcxx-duplicate": "libstdc++",
     "openmp-fork-hang": "openmp",
     "libstdcxx-static-exported": "libstdc++",
     "libstdcxx-static-hidden": "libstdc++",
@@ -854,6 +866,7 @@ def _markers_fit(rule: str, markers: Sequence[str]) -> bool:
         "openmp-mixed": ("omp-error:",),
         "libstdcxx-static-exported": ("terminate:",),
         "libstdcxx-static-hidden": ("terminate:",),
+        "libstdcxx-duplicate": ("terminate:",),
         "cxx-symbol-duplicate": ("terminate:", "undefined:"),
         "static-tls-late": ("static-tls",),
         "soname-version-shadow": ("version:",),
@@ -1014,6 +1027,7 @@ def _assign_copy_roles(libraries: list[LibraryRole], rule: str | None) -> None:
         "openmp-mixed",
         "blas-duplicate",
         "fortran-runtime-duplicate",
+        "libstdcxx-duplicate",
     ):
         return
     names = ("first copy", "second copy", "third copy")
@@ -1087,6 +1101,7 @@ def _fallback(evidence: Evidence, ranked: list[Finding]) -> Verdict:
             "openmp": "openmp-duplicate" if len(runtimes) == 1 else "openmp-mixed",
             "blas": "blas-duplicate",
             "libgfortran": "fortran-runtime-duplicate",
+            "libstdc++": "libstdcxx-duplicate",
         }.get(family)
         findings = [f for f in ranked if f.rule == rule]
         return _verdict(evidence, rule, paths, findings, 1 + (1 if findings else 0))

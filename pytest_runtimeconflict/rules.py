@@ -229,6 +229,35 @@ def _fortran_duplicate(infos: Sequence[ObjectInfo]) -> list[Finding]:
 
 # --- libstdc++ ------------------------------------------------------------------------------
 
+
+def _libstdcxx_duplicate(infos: Sequence[ObjectInfo]) -> list[Finding]:
+    """Two shared libstdc++ files under different SONAMEs (e.g. a vendored, renamed copy):
+    both load, and their STB_GNU_UNIQUE symbols bind process-wide to the first copy."""
+    copies = _distinct_copies(i for i in infos if i.kind and i.kind.runtime == "libstdc++")
+    if len(copies) < 2:
+        return []
+    return [
+        Finding(
+            rule="libstdcxx-duplicate",
+            family="libstdc++",
+            severity="error",
+            title=f"{len(copies)} shared libstdc++ copies can be loaded into one process",
+            detail="Different SONAMEs, so the loader keeps both: "
+            + "; ".join(_describe(c) for c in copies)
+            + ". libstdc++'s STB_GNU_UNIQUE symbols (std::locale::id of every facet) are "
+            "merged process-wide even under RTLD_LOCAL, so the second copy runs on the first "
+            "one's locale tables: std::bad_cast from std::regex, empty stream output, crashes.",
+            libraries=_libs(copies),
+            distributions=_dists(copies),
+            advice="Package authors: do not vendor libstdc++ (auditwheel's policies keep it "
+            "external for this reason); build with the oldest toolchain the target needs or "
+            "the manylinux devtoolset. Users: preload the newest shared libstdc++ before the "
+            "imports: LD_PRELOAD=$(g++ -print-file-name=libstdc++.so.6), or "
+            "ctypes.CDLL('libstdc++.so.6', os.RTLD_GLOBAL).",
+        )
+    ]
+
+
 _STATIC_ADVICE = (
     "Package authors: link with -static-libstdc++ together with -Wl,--exclude-libs,ALL (or a "
     "version script) so libstdc++ stays hidden, or link the shared libstdc++. Users: import "
@@ -460,6 +489,7 @@ def _object_rules(infos: Sequence[ObjectInfo], mapped: bool) -> list[Finding]:
         *_openmp_mixed(infos),
         *_blas_duplicate(infos),
         *_fortran_duplicate(infos),
+        *_libstdcxx_duplicate(infos),
         *_libstdcxx_static(infos, need_other=mapped),
         *_cxx_duplicate(infos),
     ]

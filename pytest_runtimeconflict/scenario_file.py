@@ -33,6 +33,7 @@ RULE_IDS = (
     "blas-duplicate",
     "libstdcxx-static-exported",
     "libstdcxx-static-hidden",
+    "libstdcxx-duplicate",
     "soname-version-shadow",
     "fortran-runtime-duplicate",
     "cxx-symbol-duplicate",
