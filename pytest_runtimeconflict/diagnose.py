@@ -1055,6 +1055,9 @@ def _cause(rule: str | None, libraries: list[LibraryRole], evidence: Evidence) -
         return ""  # filled in by _version_shadow, which knows the SONAME and the version
     exporters = [_label(x.path, evidence) for x in libraries if "static" in x.role]
     others = [_label(x.path, evidence) for x in libraries if "static" not in x.role]
+    if rule == "libstdcxx-static-exported" and len(exporters) > 1 and not others:
+        # Two static exporters and no shared copy: each is the other's second libstdc++.
+        exporters, others = exporters[:1], exporters[1:]
     runtimes = sorted({x.runtime for x in libraries if x.runtime})
     return CAUSE[rule].format(
         exporter=" and ".join(exporters) or "an extension",
