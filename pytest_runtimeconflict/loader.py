@@ -173,7 +173,9 @@ class LoaderModel:
         return state
 
 
-def _file_key(path: str) -> str:
+@lru_cache(maxsize=1 << 16)
+def file_key(path: str) -> str:
+    # Memoised: the loader model asks for the same few hundred paths thousands of times.
     return os.path.realpath(path) if "!/" not in path else path
 
 
@@ -203,7 +205,7 @@ class ProcessState:
 
     def _register(self, path: str, facts: ElfFacts, name: str) -> None:
         self.loaded[path] = facts
-        self.by_file[_file_key(path)] = path
+        self.by_file[file_key(path)] = path
         self.by_name.setdefault(name, path)
         if facts.soname:
             self.by_name.setdefault(facts.soname, path)
@@ -214,7 +216,7 @@ class ProcessState:
         if facts is None:
             log.warning("cannot load %s: not a readable ELF file", path)
             return []
-        if _file_key(path) in self.by_file:
+        if file_key(path) in self.by_file:
             return []
         before = len(self.loaded)
         self._register(path, facts, os.path.basename(path))
@@ -239,14 +241,14 @@ class ProcessState:
         present = self.by_name.get(name)
         if present is not None:
             self.resolved[(req_path, name)] = present
-            if own is not None and _file_key(own) != _file_key(present):
+            if own is not None and file_key(own) != file_key(present):
                 self.shadows.append(ShadowEvent(req_path, name, present, own))
             return None
         if own is None:
             self.missing.append(Missing(req_path, name))
             return None
         self.resolved[(req_path, name)] = own
-        existing = self.by_file.get(_file_key(own))
+        existing = self.by_file.get(file_key(own))
         if existing is not None:  # same file under another name: ld.so reuses it by inode
             self.by_name.setdefault(name, existing)
             self.resolved[(req_path, name)] = existing

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from pytest_runtimeconflict.elffacts import LIBSTDCXX_MARKERS, leading_namespace
-from pytest_runtimeconflict.loader import LoaderModel, ProcessState
+from pytest_runtimeconflict.loader import LoaderModel, ProcessState, file_key
 from pytest_runtimeconflict.model import ElfFacts, Finding
 
 if TYPE_CHECKING:  # scan imports rules; rules imports scan only inside functions
@@ -53,7 +53,7 @@ def exports_libstdcxx(facts: ElfFacts) -> bool:
 
 
 def _key(path: str) -> str:
-    return os.path.realpath(path) if "!/" not in path else path
+    return file_key(path)
 
 
 def _load_name(info: ObjectInfo) -> str:
