@@ -452,3 +452,28 @@ def test_nonshared_filesystem_pieces_are_not_a_static_libstdcxx(tmp_path: Path) 
     assert not rules.exports_libstdcxx(facts)
     findings = scan_rules(make_wheel(tmp_path, "torchish", {"torchish/fsmod.so": module}))
     assert not [f for f in findings if f.family == "libstdc++"]
+
+
+SYSTEM_LIBSTDCXX = "/usr/lib/x86_64-linux-gnu/libstdc++.so.6"
+
+
+def test_findings_for_mapped_two_shared_libstdcxx_sonames_are_an_error(tmp_path: Path) -> None:
+    copy = renamed_copy(SYSTEM_LIBSTDCXX, tmp_path / "pkg.libs", "libstdc++-deadbeef.so.6")
+    mapped = describe_paths([SYSTEM_LIBSTDCXX, str(copy)])
+    (dup,) = by_rule(rules.findings_for_mapped(mapped), "libstdcxx-duplicate")
+    assert set(dup.libraries) == {SYSTEM_LIBSTDCXX, str(copy)}
+    assert dup.severity == "error" and dup.family == "libstdc++"
+    assert "libstdc++-deadbeef.so.6" in dup.detail
+
+
+def test_findings_for_mapped_one_shared_libstdcxx_is_no_duplicate(tmp_path: Path) -> None:
+    if not os.path.exists(SYSTEM_LIBSTDCXX):
+        pytest.skip(f"{SYSTEM_LIBSTDCXX} is missing")
+    assert not by_rule(
+        rules.findings_for_mapped(describe_paths([SYSTEM_LIBSTDCXX])), "libstdcxx-duplicate"
+    )
+    link = tmp_path / "libstdc++.so.6"
+    link.symlink_to(SYSTEM_LIBSTDCXX)
+    same_file = describe_paths([SYSTEM_LIBSTDCXX, str(link)])
+    assert len(same_file) == 2
+    assert not by_rule(rules.findings_for_mapped(same_file), "libstdcxx-duplicate")
