@@ -15,20 +15,18 @@ Writers merge under an ``fcntl.flock`` on ``<shard>.lock`` so no worker's entrie
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import logging
 import marshal
 import os
 import sys
-from collections.abc import Iterator
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 from pytest_runtimeconflict.elffacts import FACTS_VERSION, LIBSTDCXX_MARKERS
 from pytest_runtimeconflict.families import identity_symbol_names
+from pytest_runtimeconflict.locking import file_lock
 from pytest_runtimeconflict.model import ElfFacts
 
 log = logging.getLogger(__name__)
@@ -130,7 +128,7 @@ class FactsCache:
 
     def _write_shard(self, container: str, entries: dict[str, Entry]) -> None:
         path = self._shard_path(container)
-        with _locked(path.with_suffix(".lock")):
+        with file_lock(path.with_suffix(".lock")):
             merged = _load(path, container)
             merged.update(entries)
             tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
@@ -155,13 +153,3 @@ def _load(path: Path, container: str) -> dict[str, Entry]:
     if not (isinstance(data, tuple) and len(data) == 2 and data[0] == container):
         return {}  # a hash collision or a foreign file: treat as empty
     return data[1] if isinstance(data[1], dict) else {}
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    with open(path, "a+b") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)

@@ -8,18 +8,17 @@ verdict, and aggregates results (coverage, conflicts grouped by root cause) for 
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import json
 import logging
 import re
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pytest_runtimeconflict.errors import InterpreterError, UsageError
+from pytest_runtimeconflict.locking import file_lock
 from pytest_runtimeconflict.model import RunSpec
 from pytest_runtimeconflict.options import Settings
 
@@ -55,17 +54,6 @@ class ItemVerdict:
 def node_id(sequence: Sequence[str]) -> str:
     """The node id of a plan item (``runtime-conflicts::a>b>c``)."""
     return f"{PLAN_NODE}::{'>'.join(sequence)}"
-
-
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @dataclass
@@ -116,7 +104,7 @@ class RCState:
         others read it.
         """
         path = self.cache_dir / f"modules-{self.run_id}.json"
-        with _locked(self.cache_dir / "modules.lock"):
+        with file_lock(self.cache_dir / "modules.lock"):
             if path.exists():
                 return tuple(json.loads(path.read_text()))
             modules = discover_modules(

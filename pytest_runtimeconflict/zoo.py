@@ -11,8 +11,6 @@ and are run as ``<python> build.py OUTDIR``; they compile against the *target* i
 from __future__ import annotations
 
 import base64
-import contextlib
-import fcntl
 import fnmatch
 import functools
 import hashlib
@@ -23,11 +21,12 @@ import shutil
 import subprocess
 import sys
 import zipfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from pytest_runtimeconflict.errors import BuildError
+from pytest_runtimeconflict.locking import file_lock
 from pytest_runtimeconflict.scenario_file import Scenario, load_scenarios
 
 log = logging.getLogger(__name__)
@@ -344,19 +343,6 @@ def _extract_member(wheel: Path, member: str, dest: Path) -> Path:
         if not target.exists():
             zf.extract(names[0], dest)
         return target
-
-
-@contextlib.contextmanager
-def file_lock(path: str | Path) -> Iterator[None]:
-    """An exclusive fcntl lock on ``path`` (for concurrent xdist workers)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def output_dir() -> Path:
