@@ -12,7 +12,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -146,7 +146,7 @@ class RCState:
         strength = self.plan().strength
         wanted = tuples_covered(sequence, strength)
         exercised: set[tuple[str, ...]] = set()
-        outcome = _PlanOutcome()
+        outcome = _PlanOutcome(fail_latent=self.fails("latent"))
         # (steps, forced): a repair after a conflict that struck once every step had run
         # (runtime exercising) is forced, since it may hide a further conflict although
         # every tuple was imported.
@@ -315,15 +315,12 @@ class RCState:
     def summary_lines(self) -> list[str]:
         """Terminal summary: conflicts grouped by root cause, latent findings, coverage."""
         groups: dict[str, list[tuple[str, dict[str, Any]]]] = {}
-        latent: dict[str, dict[str, Any]] = {}
         for nodeid, entry in self.collected:
             verdict = entry.get("verdict")
-            if verdict and entry.get("outcome") not in ("passed",):
+            if verdict and entry.get("outcome") in ("crashed", "failed", "hung"):
                 groups.setdefault(verdict["key"], []).append((nodeid, entry))
-            if entry.get("outcome") == "latent":
-                for rt in entry.get("loaded_runtimes", []):
-                    latent.setdefault(rt.get("path", ""), rt)
-        if not groups and not latent and not self.collected:
+        latent = _latent_families(e for _, e in self.collected if e.get("outcome") == "latent")
+        if not self.collected:
             return []
         lines = ["", "=" * 20 + " runtime conflicts " + "=" * 20]
         lines.append(f"{len(groups)} distinct conflict(s) in {len(self.collected)} child run(s)")
@@ -337,6 +334,13 @@ class RCState:
             if verdict.get("user_advice"):
                 lines.append(f"    avoid: {verdict['user_advice']}")
             lines.append(f"    seen in: {', '.join(nodes)}")
+        if latent:
+            lines.append(
+                "latent: runtimes mapped more than once without a crash "
+                "(a warning; --rc-fail-on=latent fails on it):"
+            )
+            for family, runtimes in sorted(latent.items()):
+                lines.append(f"- {family}: " + ", ".join(sorted(runtimes)))
         coverage = self.coverage()
         if coverage is not None:
             name = {2: "pairs", 3: "triples"}.get(
@@ -349,6 +353,23 @@ class RCState:
         return lines
 
 
+def _latent_families(entries: Iterable[dict[str, Any]]) -> dict[str, set[str]]:
+    """Family -> the files (``dir/name`` and runtime) of every family mapped more than once."""
+    out: dict[str, set[str]] = {}
+    for entry in entries:
+        by_family: dict[str, set[tuple[str, str]]] = {}
+        for rt in entry.get("loaded_runtimes", []):
+            path = str(rt.get("path", ""))
+            parts = Path(path).parts
+            # dist/lib/x.so reads better than lib/x.so; pkg.libs/x.so is already clear
+            short = "/".join(parts[-3:] if len(parts) > 2 and parts[-2] == "lib" else parts[-2:])
+            by_family.setdefault(str(rt.get("family")), set()).add((short, str(rt.get("runtime"))))
+        for family, files in by_family.items():
+            if len(files) > 1:
+                out.setdefault(family, set()).update(f"{f} ({r})" for f, r in files)
+    return out
+
+
 @dataclass
 class _PlanOutcome:
     """Failures, duplicates and latent warnings gathered over the runs of one plan item."""
@@ -357,6 +378,7 @@ class _PlanOutcome:
     failures: dict[str, str] = field(default_factory=dict)
     duplicates: dict[str, str] = field(default_factory=dict)
     latent: list[str] = field(default_factory=list)
+    fail_latent: bool = False
 
     def add(self, state: RCState, entry: dict[str, Any], pair: tuple[Any, Any]) -> None:
         from pytest_runtimeconflict.report import format_failure
@@ -379,6 +401,8 @@ class _PlanOutcome:
         for entry in self.entries:
             if entry.get("outcome") == "latent":
                 self.latent.append(_latent_text_json(entry))
+                if self.fail_latent:  # --rc-fail-on=latent
+                    self.failures.setdefault("latent", _latent_text_json(entry))
         if self.failures:
             verdict.failure = "\n\n".join(self.failures.values())
         elif self.duplicates:

@@ -99,3 +99,23 @@ def test_fixed_conflict_is_xpass_strict(pytester: pytest.Pytester, zoo_venv: Zoo
     result, _ = _run(pytester, zoo_venv, "--rc-modules=none")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*XPASS(strict)*expected crashed but the run passed*"])
+
+
+def test_latent_copies_are_listed_in_the_summary(
+    pytester: pytest.Pytester, zoo_venv: ZooVenv
+) -> None:
+    zoo_venv.wheels.check("blas-duplicate")
+    result, data = _run(pytester, zoo_venv, "--rc-modules=zoo_blas32,zoo_blas64")
+    result.assert_outcomes(passed=2, warnings=2)
+    result.stdout.fnmatch_lines(
+        [
+            "*latent: runtimes mapped more than once without a crash*",
+            "- blas: zoo_blas32.libs/libscipy_openblas-*.so (openblas), "
+            "zoo_blas64.libs/libscipy_openblas64_-*.so (openblas)",
+        ]
+    )
+    assert {s["outcome"] for s in data["scenarios"]} == {"latent"}
+    strict, _ = _run(
+        pytester, zoo_venv, "--rc-modules=zoo_blas32,zoo_blas64", "--rc-fail-on=latent"
+    )
+    strict.assert_outcomes(failed=2)
