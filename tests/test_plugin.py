@@ -3,30 +3,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+from venvs import make_env
 
 pytest_plugins = ["pytester"]
-
-
-def make_env(tmp_path: Path, modules: dict[str, str]) -> str:
-    """A real venv (no pip: fast) whose site-packages holds ``modules``; returns its python."""
-    venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
-    python = venv / "bin" / "python"
-    site = subprocess.run(
-        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
-    for name, source in modules.items():
-        (Path(site) / f"{name}.py").write_text(textwrap.dedent(source))
-    return str(python)
 
 
 # "rc_b" segfaults when imported after "rc_a": an order-dependent crash; "rc_c" is harmless.

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 import textwrap
 from collections import Counter
 from pathlib import Path
 
 import pytest
 from cbuild import compile_shared
+from venvs import make_venv
 
 pytest_plugins = ["pytester"]
 
@@ -136,16 +135,8 @@ def _fake_distribution(site: Path) -> None:
 
 def test_default_discovery_is_identical_on_every_worker(pytester: pytest.Pytester) -> None:
     """Without --rc-modules every worker derives the plan from a scan of the environment."""
-    venv = pytester.path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
-    python = venv / "bin" / "python"
-    site = subprocess.run(
-        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
-    _fake_distribution(Path(site))
+    python, site = make_venv(pytester.path / "venv")
+    _fake_distribution(site)
     pytester.makeini(textwrap.dedent(f"[pytest]\nruntime_conflicts_python = {python}\n"))
     report = pytester.path / "report.json"
     result = pytester.runpytest_subprocess(
