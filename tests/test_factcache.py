@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 from cbuild import compile_shared
+from venvs import make_venv
 
 from pytest_runtimeconflict import discover
 from pytest_runtimeconflict.factcache import FactsCache, resolve_cache_dir
@@ -157,9 +156,7 @@ def cache_from(previous: discover.DiscoveryCache) -> discover.DiscoveryCache:
 
 def test_interpreter_answer_is_cached_until_a_distribution_appears(tmp_path: Path) -> None:
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
-    python = str(venv / "bin" / "python")
-    site = next((venv / "lib").glob("python*/site-packages"))
+    python, site = make_venv(venv)
     _age(site, *site.iterdir(), venv / "pyvenv.cfg")
     cache_root = tmp_path / "c"
     cold = discover.discover_environment(python, cache_root)
