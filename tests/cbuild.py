@@ -13,7 +13,11 @@ import sys
 import sysconfig
 from pathlib import Path
 
-CACHE = Path(os.environ.get("RC_TEST_BUILD_CACHE", Path(__file__).parent / ".build-cache"))
+# Outside tests/ so the throwaway venvs built here (with their own test files) are not mixed
+# into the project's tests. The one definition every test module uses.
+CACHE = Path(
+    os.environ.get("RC_TEST_BUILD_CACHE", Path(__file__).resolve().parent.parent / ".test-cache")
+)
 
 
 def _key(*parts: str) -> str:
@@ -34,7 +38,7 @@ def compile_shared(
 ) -> Path:
     """Compile ``source`` into ``outdir/name`` (a shared object) and return its path.
 
-    The result is cached under tests/.build-cache by (source, flags, compiler); a copy is
+    The result is cached under .test-cache/ by (source, flags, compiler); a copy is
     placed in ``outdir`` when given, so callers may patch it freely.
     """
     compiler = "g++" if lang == "c++" else "gcc"

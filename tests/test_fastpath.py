@@ -10,7 +10,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from cbuild import compile_shared
+from cbuild import CACHE, compile_shared
 from elftools.elf.elffile import ELFFile
 from test_scan_cli import SCI_VENV, _make_venv
 
@@ -26,8 +26,7 @@ from pytest_runtimeconflict.elffacts import (
 from pytest_runtimeconflict.errors import ElfReadError
 from pytest_runtimeconflict.scan import FactsReader
 
-HERE = Path(__file__).parent
-BUILD_CACHE = HERE / ".build-cache"
+BUILD_CACHE = CACHE
 TORCH_WHEEL = Path("/opt/wheels/torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl")
 
 C_LIB = """
@@ -126,7 +125,7 @@ def test_compiled_test_objects_match_the_reference() -> None:
         p for p in _elf_files(BUILD_CACHE) if "venv-sci" not in p.parts and "zoo" not in p.parts
     ]
     if not paths:
-        pytest.skip("no compiled objects in tests/.build-cache yet")
+        pytest.skip("no compiled objects in .test-cache/ yet")
     assert_same_facts(paths)
 
 

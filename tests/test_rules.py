@@ -140,7 +140,7 @@ def libomp_path() -> str:
 
 
 def libiomp5_path() -> str:
-    """libiomp5.so from the intel-openmp wheel (pip download, cached under tests/.build-cache)."""
+    """libiomp5.so from the intel-openmp wheel (pip download, cached under .test-cache/)."""
     root = CACHE / "intel-openmp"
     found = glob.glob(str(root / "x" / "**" / "libiomp5.so"), recursive=True)
     if not found:

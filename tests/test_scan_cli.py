@@ -13,13 +13,14 @@ import time
 from pathlib import Path
 
 import pytest
+from cbuild import CACHE
 from test_rules import SYSTEM_LIBGOMP, make_wheel, renamed_copy, static_cxx_ext, vendoring_wheel
 
 from pytest_runtimeconflict import scan
 from pytest_runtimeconflict.errors import InterpreterError, UsageError
 
 HERE = Path(__file__).parent
-SCI_VENV = HERE / ".build-cache" / "venv-sci"
+SCI_VENV = CACHE / "venv-sci"
 OBJECT_KEYS = {
     "path",
     "distribution",
@@ -126,7 +127,7 @@ def _make_venv(path: Path, packages: tuple[str, ...]) -> Path:
     """A real venv with ``packages`` from the configured index; skip when pip cannot get them."""
     python = path / "bin" / "python"
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(f"{path}.lock", "w") as lock:  # xdist workers share tests/.build-cache
+    with open(f"{path}.lock", "w") as lock:  # xdist workers share the test cache
         fcntl.flock(lock, fcntl.LOCK_EX)
         return _create_venv(path, python, packages)
 

@@ -1,7 +1,7 @@
 """Session fixtures for the scenario zoo: built wheels and one venv holding all of them.
 
 Import into a conftest (``from zoo_support import *  # noqa``). Builds are cached under
-``$RC_ZOO_CACHE`` or tests/.build-cache/zoo; file locks make concurrent xdist workers safe
+``$RC_ZOO_CACHE`` or .test-cache/zoo; file locks make concurrent xdist workers safe
 (the first builds, the others wait and reuse).
 
 ``run_plain`` runs a scenario's steps in a plain child interpreter (no sandbox code), the
@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from cbuild import CACHE
 
 from pytest_runtimeconflict import zoo
 from pytest_runtimeconflict.errors import BuildError
@@ -45,9 +46,9 @@ _DOTTED = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 
 
 def zoo_cache_dir() -> Path:
-    """``$RC_ZOO_CACHE`` or tests/.build-cache/zoo."""
+    """``$RC_ZOO_CACHE`` or .test-cache/zoo."""
     env = os.environ.get(zoo.CACHE_ENV)
-    return Path(env) if env else Path(__file__).resolve().parent / ".build-cache" / "zoo"
+    return Path(env) if env else CACHE / "zoo"
 
 
 class ZooWheels(dict):  # type: ignore[type-arg]
