@@ -136,7 +136,8 @@ def _int_in(flag: str, value: str, where: str, lo: int, hi: int) -> int:
     return number
 
 
-def _seconds(flag: str, value: str, where: str) -> float:
+def parse_seconds(flag: str, value: str, where: str) -> float:
+    """Seconds > 0 or a UsageError naming the option, the value and where it came from."""
     try:
         number = float(value)
     except ValueError:
@@ -209,7 +210,7 @@ def read_settings(get: Callable[[OptionDef], tuple[Any, bool]]) -> Settings:
         enabled=enabled,
         modules=_modules(*value("--rc-modules")),
         strength=_int_in(*value("--rc-strength"), 1, 4),
-        timeout=_seconds(*value("--rc-timeout")),
+        timeout=parse_seconds(*value("--rc-timeout")),
         python=_python(*value("--rc-python")) if enabled else "",
         fail_on=_choice(*value("--rc-fail-on")),
         report=str(value("--rc-report")[1]),

@@ -203,6 +203,19 @@ class _RCItem(pytest.Item):
     def record(self, entry: dict[str, Any]) -> None:
         self.user_properties.append((PROPERTY, json.dumps(entry, default=str)))
 
+    def apply(self, verdict: session.ItemVerdict) -> None:
+        """Record the runs, then warn, xfail, fail or skip as the verdict says."""
+        for entry in verdict.entries:
+            self.record(entry)
+        if verdict.warning:
+            warnings.warn(verdict.warning, RuntimeConflictWarning, stacklevel=2)
+        if verdict.xfail:
+            pytest.xfail(verdict.xfail)
+        if verdict.failure:
+            raise ConflictFailure(verdict.failure)
+        if verdict.skip:
+            pytest.skip(verdict.skip)
+
     @property
     def state(self) -> session.RCState:
         state = _state(self.config)
@@ -219,15 +232,7 @@ class ScenarioItem(_RCItem):
         self.run = run
 
     def runtest(self) -> None:
-        verdict = self.state.run_scenario_item(self.scenario, self.run)
-        for entry in verdict.entries:
-            self.record(entry)
-        if verdict.warning:
-            warnings.warn(verdict.warning, RuntimeConflictWarning, stacklevel=1)
-        if verdict.xfail:
-            pytest.xfail(verdict.xfail)
-        if verdict.failure:
-            raise ConflictFailure(verdict.failure)
+        self.apply(self.state.run_scenario_item(self.scenario, self.run))
 
     def reportinfo(self) -> tuple[Path, int | None, str]:
         steps = " ; ".join(self.run.spec.steps)
@@ -256,15 +261,7 @@ class PlanItem(_RCItem):
         self.add_marker("runtime_conflicts")
 
     def runtest(self) -> None:
-        verdict = self.state.run_plan_item(self.index, self.sequence)
-        for entry in verdict.entries:
-            self.record(entry)
-        if verdict.warning:
-            warnings.warn(verdict.warning, RuntimeConflictWarning, stacklevel=1)
-        if verdict.failure:
-            raise ConflictFailure(verdict.failure)
-        if verdict.skip:
-            pytest.skip(verdict.skip)
+        self.apply(self.state.run_plan_item(self.index, self.sequence))
 
     def reportinfo(self) -> tuple[str, int | None, str]:
         return PLAN_NODE, None, f"{PLAN_NODE}::{self.name}"

@@ -18,6 +18,7 @@ from typing import Any
 from pytest_runtimeconflict import report
 from pytest_runtimeconflict.errors import UsageError
 from pytest_runtimeconflict.model import RunSpec
+from pytest_runtimeconflict.options import parse_seconds
 from pytest_runtimeconflict.sandbox import RunResult, run_scenario
 
 REPORT_SCHEMA = "pytest-runtimeconflict/report/1"
@@ -119,14 +120,8 @@ def parse_env(items: Sequence[str]) -> tuple[tuple[str, str], ...]:
 
 
 def parse_timeout(text: str) -> float:
-    """Seconds > 0, or ``UsageError`` in pytest-timeout's wording."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value > 0:
-        raise UsageError(f"invalid --timeout {text!r} (from command line): expected seconds > 0")
-    return value
+    """Seconds > 0, or ``UsageError`` in pytest-timeout's wording (the plugin's validator)."""
+    return parse_seconds("--timeout", text, "from command line")
 
 
 def spec_from_args(args: argparse.Namespace) -> RunSpec:
