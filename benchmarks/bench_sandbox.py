@@ -50,7 +50,7 @@ def bare(python: str, modules: Sequence[str]) -> None:
 
 
 def sandboxed(spec: RunSpec) -> None:
-    result = sandbox.run_scenario(spec)
+    result = sandbox.run_spec(spec)
     if result.outcome not in ("passed", "latent"):
         raise SystemExit(f"sandbox run {result.outcome}: {result.message}")
 

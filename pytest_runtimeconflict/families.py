@@ -1,11 +1,18 @@
-"""The catalogue of native runtime families: one record per implementation.
+"""The catalogue of native runtime families: one record per implementation, identity and
+behaviour together (threadpoolctl's controllers are the model).
 
-A record names the family (``openmp``, ``blas``, ...), the implementation (``libgomp``,
-``openblas``, ...), the symbols or version definitions that prove its identity, and the file
-name / SONAME patterns that suggest it. :func:`classify` decides by identity evidence first
-and by names second, so auditwheel-renamed copies (``libgomp-a34b3233.so.1.0.0``) and copies
-with a changed SONAME are still recognised. New runtimes are one more entry in
-:data:`FAMILIES`, never a new branch of code (threadpoolctl's idiom).
+Identity: the family (``openmp``, ``blas``, ...), the implementation (``libgomp``,
+``openblas``, ...), the symbols or version definitions that prove it, and the file name /
+SONAME patterns that suggest it. :func:`classify` decides by identity evidence first and by
+names second, so auditwheel-renamed copies (``libgomp-a34b3233.so.1.0.0``) and copies with a
+changed SONAME are still recognised.
+
+Behaviour: the exercise probe the sandbox's child runs on a mapped copy (a parallel region, a
+small dgemm), the environment variables that cap its threads (scrubbed from children so thread
+servers really start; tried as counter-experiments), the variables that hide a conflict instead
+of removing it, the library name worth preloading, and whether two copies may share a process.
+
+A new runtime is one :func:`register` call, never a new branch of code.
 """
 
 from __future__ import annotations
@@ -16,15 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache, lru_cache
 
-from pytest_runtimeconflict.model import ElfFacts
-
-
-@dataclass(frozen=True)
-class RuntimeKind:
-    """What an object is: ``family`` (``openmp``) and ``runtime`` (``libgomp``)."""
-
-    family: str
-    runtime: str
+from pytest_runtimeconflict.model import ElfFacts, RuntimeKind
 
 
 @dataclass(frozen=True)
@@ -35,6 +34,13 @@ class Family:
     ``symbol_suffixes`` applied, e.g. OpenBLAS's ``scipy_openblas_get_config64_``) proves it,
     provided none of ``absent_symbols`` is defined. ``version_defs``: any of these version
     definitions proves it too. ``name_patterns`` match the file name or SONAME (weaker evidence).
+
+    ``probe``: the child's exercise probe for a mapped copy (``gomp-parallel``: one parallel
+    region through ``GOMP_parallel``; ``openblas-dgemm``: ``openblas_get_config`` and a 64x64
+    ``cblas_dgemm`` with each prefix/suffix spelling). ``thread_env``: variables that cap its
+    threads. ``unsafe_env``: settings that hide a conflict (tried, flagged unsafe).
+    ``preload_name``: the name to preload when the family is involved but no copy is mapped
+    (``libstdc++.so.6``). ``copies_coexist``: False when a second initialised copy aborts.
     """
 
     family: str
@@ -45,6 +51,11 @@ class Family:
     version_defs: tuple[str, ...] = ()
     symbol_prefixes: tuple[str, ...] = ()
     symbol_suffixes: tuple[str, ...] = ()
+    probe: str | None = None
+    thread_env: tuple[str, ...] = ()
+    unsafe_env: tuple[tuple[str, str], ...] = ()
+    preload_name: str | None = None
+    copies_coexist: bool = True
 
     @property
     def kind(self) -> RuntimeKind:
@@ -71,18 +82,26 @@ _INTEL_OMP_ONLY = (
 
 # Ordered: more specific records first (libiomp5 before libomp before libgomp, because LLVM and
 # Intel OpenMP also export the GOMP_* compatibility ABI).
-FAMILIES: tuple[Family, ...] = (
+FAMILIES: list[Family] = [
     Family(
         "openmp",
         "libiomp5",
         name_patterns=(r"^libiomp5([-.]|$)", r"^libiomp5md"),
         identity_symbols=_INTEL_OMP_ONLY,
+        probe="gomp-parallel",
+        thread_env=("OMP_NUM_THREADS",),
+        unsafe_env=(("KMP_DUPLICATE_LIB_OK", "TRUE"),),
+        copies_coexist=False,
     ),
     Family(
         "openmp",
         "libomp",
         name_patterns=(r"^libomp([-.]|$)", r"^libomp5([-.]|$)"),
         identity_symbols=("__kmpc_fork_call",),
+        probe="gomp-parallel",
+        thread_env=("OMP_NUM_THREADS",),
+        unsafe_env=(("KMP_DUPLICATE_LIB_OK", "TRUE"),),
+        copies_coexist=False,
     ),
     Family(
         "openmp",
@@ -90,6 +109,8 @@ FAMILIES: tuple[Family, ...] = (
         name_patterns=(r"^libgomp([-.]|$)",),
         identity_symbols=("GOMP_parallel", "GOMP_parallel_start"),
         absent_symbols=("__kmpc_fork_call",),
+        probe="gomp-parallel",
+        thread_env=("OMP_NUM_THREADS",),
     ),
     Family(
         "blas",
@@ -98,18 +119,22 @@ FAMILIES: tuple[Family, ...] = (
         identity_symbols=("openblas_get_config", "openblas_set_num_threads"),
         symbol_prefixes=("scipy_",),
         symbol_suffixes=("64_",),
+        probe="openblas-dgemm",
+        thread_env=("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS"),
     ),
     Family(
         "blas",
         "mkl",
         name_patterns=(r"^libmkl_rt([-.]|$)", r"^libmkl_core([-.]|$)"),
         identity_symbols=("MKL_Get_Max_Threads", "mkl_get_max_threads"),
+        thread_env=("MKL_NUM_THREADS",),
     ),
     Family(
         "blas",
         "blis",
         name_patterns=(r"^libblis([-.]|$)",),
         identity_symbols=("bli_thread_get_num_threads", "bli_info_get_version_str"),
+        thread_env=("BLIS_NUM_THREADS",),
     ),
     Family(
         "blas",
@@ -122,6 +147,7 @@ FAMILIES: tuple[Family, ...] = (
         "libstdc++",
         name_patterns=(r"^libstdc\+\+([-.]|$)",),
         version_defs=("GLIBCXX_3.4",),
+        preload_name="libstdc++.so.6",
     ),
     Family(
         "libc++",
@@ -149,7 +175,45 @@ FAMILIES: tuple[Family, ...] = (
         name_patterns=(r"^libgcc_s([-.]|$)",),
         version_defs=("GCC_3.0",),
     ),
-)
+]
+
+
+def register(family: Family, *, before: str | None = None) -> Family:
+    """Add a runtime implementation to the registry (third parties: before the scan runs).
+
+    Records are tried in order, so a more specific implementation is registered ``before``
+    the runtime it shares symbols with (as libiomp5 precedes libomp)."""
+    if any(f.kind == family.kind for f in FAMILIES):
+        raise ValueError(f"runtime {family.family}/{family.runtime} is already registered")
+    index = next((i for i, f in enumerate(FAMILIES) if f.runtime == before), len(FAMILIES))
+    FAMILIES.insert(index, family)
+    identity_symbol_names.cache_clear()
+    return family
+
+
+def of_family(family: str) -> list[Family]:
+    """The implementations registered for ``family`` (``openmp`` -> libiomp5, libomp, libgomp)."""
+    return [f for f in FAMILIES if f.family == family]
+
+
+def thread_variables() -> frozenset[str]:
+    """Every registered thread-count variable."""
+    return frozenset(v for f in FAMILIES for v in f.thread_env)
+
+
+def unsafe_variables() -> frozenset[str]:
+    """Every registered variable that hides a conflict."""
+    return frozenset(name for f in FAMILIES for name, _value in f.unsafe_env)
+
+
+def probes() -> list[dict[str, object]]:
+    """What the child needs to exercise mapped runtimes: per probe, the identity symbols
+    (every prefix/suffix spelling) that select it. Plain data: the child imports nothing."""
+    out: dict[str, set[str]] = {}
+    for fam in FAMILIES:
+        if fam.probe:
+            out.setdefault(fam.probe, set()).update(fam.symbol_variants())
+    return [{"probe": p, "symbols": sorted(s)} for p, s in sorted(out.items())]
 
 
 @lru_cache(maxsize=1)

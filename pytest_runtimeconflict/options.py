@@ -14,8 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pytest_runtimeconflict.errors import UsageError
-
-FAIL_ON_CHOICES = ("crash", "error", "latent")
+from pytest_runtimeconflict.vocabulary import FAIL_ON_CHOICES
 
 
 @dataclass(frozen=True)

@@ -23,10 +23,10 @@ import pytest
 from pytest_runtimeconflict import session
 from pytest_runtimeconflict.errors import RuntimeConflictError
 from pytest_runtimeconflict.options import OPTIONS, OptionDef, Settings, read_settings
+from pytest_runtimeconflict.vocabulary import PLAN_NODE
 
 STATE = pytest.StashKey["session.RCState"]()
 PROPERTY = "runtime_conflicts"
-PLAN_NODE = "runtime-conflicts"
 
 
 class RuntimeConflictWarning(UserWarning):
@@ -180,7 +180,7 @@ class ScenarioFile(pytest.File):
     """A scenario manifest: one item per ``[[run]]``."""
 
     def collect(self) -> Iterator[pytest.Item]:
-        from pytest_runtimeconflict.scenario_file import load_scenario
+        from pytest_runtimeconflict.scenario import load_scenario
 
         scenario = load_scenario(self.path)
         for run in scenario.runs:
@@ -319,7 +319,7 @@ class RuntimeSandbox:
     def run(self, steps: list[str] | tuple[str, ...], **kwargs: Any) -> Any:
         """Run ``steps`` (dotted name = import, else a statement); returns the RunResult."""
         from pytest_runtimeconflict.model import RunSpec
-        from pytest_runtimeconflict.sandbox import run_scenario
+        from pytest_runtimeconflict.sandbox.runner import run_spec
 
         for key in ("preload", "ld_preload"):
             if key in kwargs:
@@ -329,11 +329,11 @@ class RuntimeSandbox:
         kwargs.setdefault("python", self.python)
         kwargs.setdefault("timeout", self.timeout)
         kwargs.setdefault("exercise", self.exercise)
-        return run_scenario(RunSpec(steps=tuple(steps), **kwargs))
+        return run_spec(RunSpec(steps=tuple(steps), **kwargs))
 
     def diagnose(self, result: Any, **kwargs: Any) -> Any:
         """Minimise a failing result and run the counter-experiments (a Diagnosis)."""
-        from pytest_runtimeconflict.diagnose import diagnose
+        from pytest_runtimeconflict.diagnosis import diagnose
 
         return diagnose(result.spec, result, **kwargs)
 

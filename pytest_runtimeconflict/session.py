@@ -21,14 +21,9 @@ from pytest_runtimeconflict.errors import InterpreterError, UsageError
 from pytest_runtimeconflict.locking import file_lock
 from pytest_runtimeconflict.model import RunSpec
 from pytest_runtimeconflict.options import Settings
+from pytest_runtimeconflict.vocabulary import PLAN_NODE, REPORT_SCHEMA, fails, is_import_step
 
 log = logging.getLogger(__name__)
-
-REPORT_SCHEMA = "pytest-runtimeconflict/report/1"
-PLAN_NODE = "runtime-conflicts"
-FAILING = {"crash": ("crashed", "hung"), "error": ("crashed", "hung", "failed")}
-FAILING["latent"] = (*FAILING["error"], "latent")
-_IMPORT_STEP = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 
 
 @dataclass(frozen=True)
@@ -129,12 +124,15 @@ class RCState:
         return dataclasses.replace(base, **changes)
 
     def fails(self, outcome: str) -> bool:
-        return outcome in FAILING[self.settings.fail_on]
+        return fails(outcome, self.settings.fail_on)
 
     def _diagnose(self, spec: RunSpec, result: Any, *, experiments: bool = True) -> Any:
-        from pytest_runtimeconflict.diagnose import diagnose
+        from pytest_runtimeconflict.diagnosis import diagnose
+        from pytest_runtimeconflict.sandbox.runner import run_spec
 
-        return diagnose(spec, result, max_runs=self.settings.max_runs, experiments=experiments)
+        return diagnose(
+            spec, result, max_runs=self.settings.max_runs, experiments=experiments, run=run_spec
+        )
 
     def run_plan_item(self, index: int, sequence: tuple[str, ...]) -> ItemVerdict:
         """Run one planned sequence, and around each conflict that stops it, the sequence
@@ -174,10 +172,10 @@ class RCState:
         steps: tuple[str, ...],
     ) -> tuple[dict[str, Any], int | None, Any]:
         """One child run of ``steps``; diagnosed when it did not pass."""
-        from pytest_runtimeconflict.sandbox import run_scenario
+        from pytest_runtimeconflict.sandbox.runner import run_spec
 
         spec = self.spec(steps, id=">".join(steps))
-        result = run_scenario(spec)
+        result = run_spec(spec)
         entry = result.to_json()
         cut = _cut_step(result)
         entry["plan"] = {
@@ -205,9 +203,9 @@ class RCState:
         Deterministic without talking to other workers: the earlier sequence's shortest prefix
         holding the conflict's modules is re-run here and diagnosed (one extra child run).
         """
-        from pytest_runtimeconflict.sandbox import run_scenario
+        from pytest_runtimeconflict.sandbox.runner import run_spec
 
-        wanted = {s for s in diagnosis.minimal_steps if _IMPORT_STEP.fullmatch(s)}
+        wanted = {s for s in diagnosis.minimal_steps if is_import_step(s) and " " not in s}
         if not wanted:
             return None
         for earlier in self.plan().sequences[:index]:
@@ -215,7 +213,7 @@ class RCState:
                 continue
             end = max(earlier.index(m) for m in wanted) + 1
             spec = self.spec(earlier[:end])
-            result = run_scenario(spec)
+            result = run_spec(spec)
             if result.outcome in ("passed", "latent"):
                 return None
             # Minimised like the conflict it is compared with, so the keys are comparable.
@@ -226,8 +224,8 @@ class RCState:
 
     def run_scenario_item(self, scenario: Any, run: Any) -> ItemVerdict:
         """Run one ``[[run]]`` of a scenario file and compare with its expectation."""
-        from pytest_runtimeconflict.report import format_failure, format_summary_line
-        from pytest_runtimeconflict.sandbox import run_scenario
+        from pytest_runtimeconflict.report.text import format_failure, format_summary_line
+        from pytest_runtimeconflict.sandbox.runner import run_spec
 
         spec = dataclasses.replace(
             run.spec,
@@ -235,7 +233,7 @@ class RCState:
             exercise=run.spec.exercise and self.settings.exercise,
             id=f"{scenario.name}::{run.id}",
         )
-        result = run_scenario(spec)
+        result = run_spec(spec)
         entry = result.to_json()
         diagnosis = None
         if result.outcome != "passed":
@@ -381,7 +379,7 @@ class _PlanOutcome:
     fail_latent: bool = False
 
     def add(self, state: RCState, entry: dict[str, Any], pair: tuple[Any, Any]) -> None:
-        from pytest_runtimeconflict.report import format_failure
+        from pytest_runtimeconflict.report.text import format_failure
 
         result, diagnosis = pair
         key = diagnosis.key
@@ -429,7 +427,7 @@ def _repairs(steps: tuple[str, ...], cut: int, pair: Any) -> list[tuple[str, ...
 
 def _last_minimal_step(steps: Sequence[str], minimal: Sequence[str]) -> int | None:
     """Index in ``steps`` of the last import step of the minimal reproducer."""
-    positions = [steps.index(s) for s in minimal if s in steps and _IMPORT_STEP.fullmatch(s)]
+    positions = [steps.index(s) for s in minimal if s in steps and is_import_step(s)]
     return max(positions) if positions else None
 
 
@@ -484,15 +482,15 @@ def missing_modules(python: str, modules: Sequence[str]) -> list[str]:
 
 def discover_modules(python: str, rootdir: Path, cache_dir: Path | None = None) -> tuple[str, ...]:
     """Import names worth planning: distributions that ship ELF objects, plus the project."""
-    from pytest_runtimeconflict.scan import scan_environment
+    from pytest_runtimeconflict.static.scan import scan_environment
 
     result = scan_environment(python=python, cache_dir=cache_dir)
     with_elf = {o.distribution for o in result.objects if o.distribution}
     names: set[str] = set()
     for dist, tops in result.distributions.items():
         if dist in with_elf:
-            public = [t for t in tops if _IMPORT_STEP.fullmatch(t) and not t.startswith("_")]
-            names.update(public or [t for t in tops if _IMPORT_STEP.fullmatch(t)])
+            public = [t for t in tops if is_import_step(t) and not t.startswith("_")]
+            names.update(public or [t for t in tops if is_import_step(t)])
     names.update(_project_modules(rootdir))
     return tuple(sorted(names))
 

@@ -2,7 +2,7 @@
 
 Scenario ``build.py`` scripts import this module (``from pytest_runtimeconflict import zoo``)
 and are run as ``<python> build.py OUTDIR``; they compile against the *target* interpreter
-(``$RC_ZOO_PYTHON``, default: the running one), vendor libraries the way auditwheel does
+(``$PYTEST_RUNTIMECONFLICT_ZOO_PYTHON``, default: the running one), vendor libraries the way auditwheel does
 (``<pkg>.libs/<stem>-<sha8>.so[.N]`` with that SONAME and a ``$ORIGIN`` RUNPATH) and write
 ``*.whl`` files into OUTDIR. ``build_zoo`` runs every scenario's script and caches the wheels;
 ``make_venv`` installs wheels into a throwaway virtual environment.
@@ -27,12 +27,13 @@ from pathlib import Path
 
 from pytest_runtimeconflict.errors import BuildError
 from pytest_runtimeconflict.locking import file_lock
-from pytest_runtimeconflict.scenario_file import Scenario, load_scenarios
+from pytest_runtimeconflict.scenario import Scenario, load_scenarios
+from pytest_runtimeconflict.vocabulary import env_setting
 
 log = logging.getLogger(__name__)
 
-CACHE_ENV = "RC_ZOO_CACHE"
-TARGET_ENV = "RC_ZOO_PYTHON"
+CACHE_ENV = "PYTEST_RUNTIMECONFLICT_ZOO_CACHE"
+TARGET_ENV = "PYTEST_RUNTIMECONFLICT_ZOO_PYTHON"
 BUILD_TIMEOUT = 900.0
 # How to get each toolchain piece a manifest may list in ``requires``.
 INSTALL_HINTS = {
@@ -48,14 +49,14 @@ _WHEEL_DATE = (2020, 1, 1, 0, 0, 0)
 
 
 def default_cache_dir() -> Path:
-    """``$RC_ZOO_CACHE`` or ``~/.cache/pytest-runtimeconflict/zoo``."""
-    env = os.environ.get(CACHE_ENV)
+    """``$PYTEST_RUNTIMECONFLICT_ZOO_CACHE`` or ``~/.cache/pytest-runtimeconflict/zoo``."""
+    env = env_setting("ZOO_CACHE")
     return Path(env) if env else Path.home() / ".cache" / "pytest-runtimeconflict" / "zoo"
 
 
 def target_python() -> str:
-    """The interpreter the zoo builds for: ``$RC_ZOO_PYTHON`` or the running one."""
-    return os.environ.get(TARGET_ENV) or sys.executable
+    """The interpreter the zoo builds for: ``$PYTEST_RUNTIMECONFLICT_ZOO_PYTHON`` or the running one."""
+    return env_setting("ZOO_PYTHON") or sys.executable
 
 
 @dataclass(frozen=True)

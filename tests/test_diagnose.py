@@ -20,17 +20,13 @@ from cbuild import compile_shared, extension_suffix, python_extension_flags
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pytest_runtimeconflict.diagnose import (
-    Diagnosis,
-    ddmin,
-    diagnose,
-    failure_signature,
-    is_import_step,
-    reversed_imports,
-)
+from pytest_runtimeconflict.diagnosis import Diagnosis, diagnose
+from pytest_runtimeconflict.diagnosis.minimise import ddmin, reversed_imports
+from pytest_runtimeconflict.diagnosis.signature import failure_signature
 from pytest_runtimeconflict.model import RunSpec
-from pytest_runtimeconflict.sandbox import run_scenario
-from pytest_runtimeconflict.scenario_file import load_scenarios
+from pytest_runtimeconflict.sandbox.runner import run_spec
+from pytest_runtimeconflict.scenario import load_scenarios
+from pytest_runtimeconflict.vocabulary import is_import_step
 
 SCENARIOS_DIR = Path(__file__).resolve().parent.parent / "scenarios"
 KILL = "import os; os.kill(os.getpid(), 11)"
@@ -44,7 +40,7 @@ class CountingRun:
 
     def __call__(self, spec: RunSpec) -> object:
         self.specs.append(spec)
-        return run_scenario(spec)
+        return run_spec(spec)
 
 
 def spec_of(*steps: str, **kw: object) -> RunSpec:
@@ -53,7 +49,7 @@ def spec_of(*steps: str, **kw: object) -> RunSpec:
 
 
 def diagnosed(spec: RunSpec, **kw: object) -> tuple[object, Diagnosis, CountingRun]:
-    result = run_scenario(spec)
+    result = run_spec(spec)
     counter = CountingRun()
     return result, diagnose(spec, result, run=counter, **kw), counter  # type: ignore[arg-type]
 
@@ -117,7 +113,7 @@ def test_a_different_failure_is_not_the_same_failure() -> None:
 
 def test_same_exception_type_different_key_text_is_rejected() -> None:
     steps = ("v = '2.0'", "v = '1.0'", "raise ImportError('version ' + repr(v) + ' not found')")
-    result = run_scenario(spec_of(*steps))
+    result = run_spec(spec_of(*steps))
     assert result.outcome == "failed"
     d = diagnose(spec_of(*steps), result, experiments=False)
     # dropping "v = '1.0'" still raises ImportError, but about version '2.0': different text
@@ -139,10 +135,10 @@ def test_passed_run_needs_no_children() -> None:
 
 
 def test_signature_compares_signal_and_markers() -> None:
-    abrt = run_scenario(spec_of("import os; os.abort()"))
-    segv = run_scenario(spec_of(KILL))
+    abrt = run_spec(spec_of("import os; os.abort()"))
+    segv = run_spec(spec_of(KILL))
     assert failure_signature(abrt) != failure_signature(segv)
-    assert failure_signature(segv) == failure_signature(run_scenario(spec_of("x=1", KILL)))
+    assert failure_signature(segv) == failure_signature(run_spec(spec_of("x=1", KILL)))
 
 
 # ---------------------------------------------------------------- SONAME version shadow
@@ -185,7 +181,7 @@ def shadow_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_soname_shadow_verdict_and_experiments(shadow_dir: Path) -> None:
     env = (("PYTHONPATH", str(shadow_dir)),)
     spec = spec_of("shadow_old", "x = 1", "shadow_new", "shadow_new.f()", env=env)
-    result = run_scenario(spec)
+    result = run_spec(spec)
     assert result.outcome == "failed" and "FOO_2.0" in result.message
     d = diagnose(spec, result)
     assert d.minimal_steps == ("shadow_old", "shadow_new")
@@ -247,7 +243,7 @@ def test_zoo_scenario_diagnosis(zoo_venv: object, name: str, run_id: str) -> Non
     scenario = zoo_venv.scenarios[name]  # type: ignore[attr-defined]
     run = next(r for r in scenario.runs if r.id == run_id)
     spec = dataclasses.replace(run.spec, python=zoo_venv.python)  # type: ignore[attr-defined]
-    result = run_scenario(spec)
+    result = run_spec(spec)
     assert result.outcome == run.expect.outcome, result.message
     d = diagnose(spec, result)
 
@@ -300,7 +296,7 @@ def test_key_is_independent_of_import_order(zoo_venv: object) -> None:
     keys = set()
     for order in (("zoo_iomp_a", "zoo_iomp_b"), ("zoo_iomp_b", "zoo_iomp_a")):
         spec = RunSpec(steps=order, python=zoo_venv.python)  # type: ignore[attr-defined]
-        result = run_scenario(spec)
+        result = run_spec(spec)
         assert result.outcome == "crashed"
         keys.add(diagnose(spec, result, max_runs=0, experiments=False).key)
     assert len(keys) == 1 and keys.pop().startswith("openmp-duplicate:")

@@ -17,7 +17,7 @@ from pytest_runtimeconflict.options import OPTIONS
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
-RULES_SOURCE = ROOT / "pytest_runtimeconflict" / "rules.py"
+RULES_SOURCES = sorted((ROOT / "pytest_runtimeconflict" / "static" / "rules").glob("*.py"))
 SECTION = re.compile(r"^## (\S+)\s*$", re.MULTILINE)
 
 
@@ -35,9 +35,9 @@ def _string_constants(tree: ast.Module) -> dict[str, str]:
 def emitted_rule_ids(source: str) -> set[str]:
     """Every rule id a ``Finding(rule=...)`` in ``source`` can carry.
 
-    rules.py has no registry; its findings are built as ``Finding(rule="<id>", ...)``. A rule
-    given some other way (an expression this cannot resolve) fails loudly instead of being
-    missed.
+    Detectors build their findings as ``Finding(rule="<id>", ...)``; every such id must be a
+    registered rule. A rule given some other way (an expression this cannot resolve) fails
+    loudly instead of being missed.
     """
     tree = ast.parse(source)
     constants = _string_constants(tree)
@@ -65,8 +65,15 @@ def documented_rule_ids() -> list[str]:
     return SECTION.findall((DOCS / "rules.md").read_text(encoding="utf-8"))
 
 
+def _emitted_by_detectors() -> set[str]:
+    ids: set[str] = set()
+    for source in RULES_SOURCES:
+        ids |= emitted_rule_ids(source.read_text(encoding="utf-8"))
+    return ids
+
+
 def test_emitted_rule_ids_are_read_from_the_code() -> None:
-    ids = emitted_rule_ids(RULES_SOURCE.read_text(encoding="utf-8"))
+    ids = _emitted_by_detectors()
     # The ids the team brief fixes; the scanner must keep emitting them.
     assert {"openmp-duplicate", "libstdcxx-static-exported", "soname-version-shadow"} <= ids
 
@@ -78,14 +85,24 @@ def test_rule_id_reader_catches_an_unreadable_rule() -> None:
 
 
 def all_rule_ids() -> set[str]:
-    """The scanner's rule ids plus those only the diagnosis names (from a live run)."""
-    from pytest_runtimeconflict.diagnose import VERDICT_ONLY_RULES
+    """Every registered rule (static detectors and verdict-only rules alike)."""
+    from pytest_runtimeconflict.static.rules import RULES
 
-    return emitted_rule_ids(RULES_SOURCE.read_text(encoding="utf-8")) | set(VERDICT_ONLY_RULES)
+    return set(RULES)
+
+
+def test_every_finding_a_detector_emits_is_a_registered_rule() -> None:
+    from pytest_runtimeconflict.static.rules import RULES
+
+    unregistered = _emitted_by_detectors() - set(RULES)
+    assert not unregistered, f"findings of unregistered rules: {sorted(unregistered)}"
+    verdict_only = {r.id for r in RULES.values() if r.verdict_only}
+    static = {r.id for r in RULES.values() if not r.verdict_only}
+    assert static <= _emitted_by_detectors() and "openmp-fork-hang" in verdict_only
 
 
 def test_scenario_files_accept_every_rule_id() -> None:
-    from pytest_runtimeconflict.scenario_file import RULE_IDS
+    from pytest_runtimeconflict.scenario import RULE_IDS
 
     assert set(RULE_IDS) == all_rule_ids()
 
@@ -102,6 +119,29 @@ def test_every_rule_section_is_a_rule_the_code_emits() -> None:
     assert len(documented) == len(set(documented)), "a rule has two sections in docs/rules.md"
     stale = sorted(set(documented) - emitted)
     assert not stale, f"docs/rules.md documents rules the code never emits: {', '.join(stale)}"
+
+
+def test_rules_reference_is_generated_from_the_registry() -> None:
+    from pytest_runtimeconflict import docgen_rules
+
+    committed = (DOCS / "rules.md").read_text(encoding="utf-8")
+    assert committed == docgen_rules.render(committed), (
+        f"docs/rules.md is stale; regenerate it: {docgen_rules.GENERATOR}"
+    )
+    for rule_id in all_rule_ids():
+        assert f"<!-- registry:{rule_id} -->" in committed
+        assert f"[`{rule_id}`](#{rule_id})" in committed
+
+
+def test_rules_reference_follows_a_new_rule() -> None:
+    from pytest_runtimeconflict import docgen_rules
+    from pytest_runtimeconflict.static.rules import RULES, Rule
+
+    extra = Rule(id="zz-new", family="x", severity="info", summary="s", scope="run")
+    text = "<!-- registry:table -->\n<!-- /registry:table -->\n\n## zz-new\n\nprose\n"
+    out = docgen_rules.render(text, [*RULES.values(), extra])
+    assert "[`zz-new`](#zz-new)" in out and "<!-- registry:zz-new -->" in out
+    assert docgen_rules.render(out, [*RULES.values(), extra]) == out
 
 
 @pytest.mark.parametrize(

@@ -9,10 +9,15 @@ import cbuild
 import pytest
 from test_rules import NEEDS_GLIBCXX_3_4_30, TLS_C, ext, fake_lib, static_cxx_ext
 
-from pytest_runtimeconflict.elffacts import leading_namespace, read_elf_facts
 from pytest_runtimeconflict.errors import ElfReadError
 from pytest_runtimeconflict.model import ElfFacts
-from pytest_runtimeconflict.rules import exports_libstdcxx
+from pytest_runtimeconflict.static.elffacts import leading_namespace, read_elf_facts
+from pytest_runtimeconflict.static.symbols import exports_libstdcxx as _exports
+
+
+def exports_libstdcxx(facts: ElfFacts) -> bool:
+    return _exports(facts.defined_symbols, facts.unique_symbols)
+
 
 SYSTEM_LIBSTDCXX = "/usr/lib/x86_64-linux-gnu/libstdc++.so.6"
 

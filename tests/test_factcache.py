@@ -12,9 +12,10 @@ import pytest
 from cbuild import compile_shared
 from venvs import make_venv
 
-from pytest_runtimeconflict import discover
-from pytest_runtimeconflict.factcache import FactsCache, resolve_cache_dir
-from pytest_runtimeconflict.scan import FactsReader, scan_environment
+from pytest_runtimeconflict.static import discover
+from pytest_runtimeconflict.static.factcache import FactsCache, resolve_cache_dir
+from pytest_runtimeconflict.static.objects import FactsReader
+from pytest_runtimeconflict.static.scan import scan_environment
 
 HOUR_AGO = time.time() - 3600
 

@@ -17,8 +17,8 @@ from test_rules import (
     renamed_copy,
 )
 
-from pytest_runtimeconflict.elffacts import read_elf_facts
 from pytest_runtimeconflict.families import FAMILIES, RuntimeKind, classify
+from pytest_runtimeconflict.static.elffacts import read_elf_facts
 
 
 def kind_of(path: Path | str) -> RuntimeKind | None:

@@ -14,17 +14,16 @@ from cbuild import CACHE, compile_shared
 from elftools.elf.elffile import ELFFile
 from test_scan_cli import SCI_VENV, _make_venv
 
-from pytest_runtimeconflict.discover import is_elf_candidate
-from pytest_runtimeconflict.elffacts import (
+from pytest_runtimeconflict.errors import ElfReadError
+from pytest_runtimeconflict.static.discover import is_elf_candidate
+from pytest_runtimeconflict.static.elffacts import read_elf_facts, read_elf_facts_plain
+from pytest_runtimeconflict.static.elffast import facts_from_image
+from pytest_runtimeconflict.static.objects import FactsReader
+from pytest_runtimeconflict.static.wheelmember import (
     _OUT_CHUNK,
     WheelMemberImage,
-    facts_from_image,
-    read_elf_facts,
-    read_elf_facts_plain,
     read_wheel_member_facts,
 )
-from pytest_runtimeconflict.errors import ElfReadError
-from pytest_runtimeconflict.scan import FactsReader
 
 BUILD_CACHE = CACHE
 TORCH_WHEEL = Path("/opt/wheels/torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl")

@@ -23,9 +23,9 @@ from elftools.elf.elffile import ELFFile
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pytest_runtimeconflict.elffacts import read_elf_facts
 from pytest_runtimeconflict.errors import ElfReadError
 from pytest_runtimeconflict.model import ElfFacts
+from pytest_runtimeconflict.static.elffacts import read_elf_facts
 
 WATCHDOG_S = 5.0
 MAX_EXAMPLES = 300

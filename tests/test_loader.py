@@ -11,9 +11,9 @@ import cbuild
 import pytest
 from test_rules import ext, fake_lib, make_wheel
 
-from pytest_runtimeconflict.discover import path_candidates
-from pytest_runtimeconflict.loader import LoaderModel, expand_tokens, system_ld_cache
-from pytest_runtimeconflict.scan import FactsReader
+from pytest_runtimeconflict.static.discover import path_candidates
+from pytest_runtimeconflict.static.loader import LoaderModel, expand_tokens, system_ld_cache
+from pytest_runtimeconflict.static.objects import FactsReader
 
 
 def force_rpath(path: Path, rpath: str) -> Path:

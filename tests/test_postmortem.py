@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from cbuild import compile_shared
 
-from pytest_runtimeconflict import postmortem
+from pytest_runtimeconflict.sandbox import postmortem
 
 CRASH = "__attribute__((noinline)) void rc_pm_crash(void) { *(volatile int *)0 = 1; }\n"
 

@@ -24,7 +24,7 @@ import pytest
 from cbuild import compile_shared, extension_suffix, python_extension_flags
 
 from pytest_runtimeconflict.model import RunSpec
-from pytest_runtimeconflict.sandbox import run_scenario
+from pytest_runtimeconflict.sandbox.runner import run_spec
 
 pytest_plugins = ["pytester"]
 
@@ -76,9 +76,7 @@ def run(
     workdir = tmp_path / "runs"
     workdir.mkdir(exist_ok=True)
     before = set(os.listdir(os.getcwd()))
-    result = run_scenario(
-        RunSpec(steps=steps, timeout=timeout, env=env, **kw), workdir=str(workdir)
-    )  # type: ignore[arg-type]
+    result = run_spec(RunSpec(steps=steps, timeout=timeout, env=env, **kw), workdir=str(workdir))  # type: ignore[arg-type]
     assert os.listdir(workdir) == [], "the run directory (and any core in it) must be removed"
     assert not {n for n in set(os.listdir(os.getcwd())) - before if n.startswith("core")}
     assert reap(marker) == [], "a process of the run survived it"
@@ -183,7 +181,7 @@ def test_daemonized_grandchild_is_killed(tmp_path: Path) -> None:
     marker = uuid.uuid4().hex
     started = time.monotonic()
     try:
-        result = run_scenario(
+        result = run_spec(
             RunSpec(steps=(DAEMON_STEP,), timeout=30, env=((MARKER_VAR, marker),)),
             workdir=str(tmp_path),
         )
@@ -200,8 +198,8 @@ def test_daemonized_grandchild_is_killed(tmp_path: Path) -> None:
 FLOOD_DRIVER = """
 import json, resource, sys
 from pytest_runtimeconflict.model import RunSpec
-from pytest_runtimeconflict.sandbox import run_scenario
-r = run_scenario(RunSpec(steps=(sys.argv[1],), timeout=120))
+from pytest_runtimeconflict.sandbox.runner import run_spec
+r = run_spec(RunSpec(steps=(sys.argv[1],), timeout=120))
 print(json.dumps({"outcome": r.outcome, "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
                   "stdout_tail": len(r.stdout_tail), "stderr_tail": len(r.stderr_tail),
                   "tail_end": r.stdout_tail[-20:] + r.stderr_tail[-20:]}))

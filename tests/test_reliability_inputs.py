@@ -147,7 +147,7 @@ def test_special_files_never_block(tmp_path: Path) -> None:
 def test_read_elf_facts_on_a_fifo_raises(tmp_path: Path) -> None:
     os.mkfifo(tmp_path / "fifo.so")
     code = (
-        "import sys\nfrom pytest_runtimeconflict.elffacts import read_elf_facts\n"
+        "import sys\nfrom pytest_runtimeconflict.static.elffacts import read_elf_facts\n"
         "from pytest_runtimeconflict.errors import ElfReadError\n"
         "try:\n    read_elf_facts(sys.argv[1])\nexcept ElfReadError as e:\n    print('ERR', e)\n"
     )

@@ -8,17 +8,17 @@ import sys
 
 import pytest
 
-from pytest_runtimeconflict.diagnose import Diagnosis, diagnose
+from pytest_runtimeconflict.diagnosis import Diagnosis, diagnose
 from pytest_runtimeconflict.model import RunSpec
-from pytest_runtimeconflict.report import (
-    REPORT_SCHEMA,
+from pytest_runtimeconflict.report.jsonreport import report_json
+from pytest_runtimeconflict.report.text import (
     crashing_thread_backtrace,
     format_failure,
     format_result,
     format_summary_line,
-    report_json,
 )
-from pytest_runtimeconflict.sandbox import run_scenario
+from pytest_runtimeconflict.sandbox.runner import run_spec
+from pytest_runtimeconflict.vocabulary import REPORT_SCHEMA
 
 KILL = "import os; os.kill(os.getpid(), 11)"
 
@@ -30,7 +30,7 @@ def static_cxx(zoo_venv: object) -> tuple[object, Diagnosis]:
     scenario = zoo_venv.scenarios["libstdcxx-static-exported"]  # type: ignore[attr-defined]
     run = next(r for r in scenario.runs if r.expect.outcome == "crashed")
     spec = dataclasses.replace(run.spec, python=zoo_venv.python)  # type: ignore[attr-defined]
-    result = run_scenario(spec)
+    result = run_spec(spec)
     assert result.outcome == "crashed"
     return result, diagnose(spec, result)
 
@@ -82,7 +82,7 @@ def test_summary_line_and_json(static_cxx: tuple[object, Diagnosis]) -> None:
 def test_unsafe_only_avoidance_is_flagged_in_the_third_line(zoo_venv: object) -> None:
     zoo_venv.wheels.check("openmp-duplicate")  # type: ignore[attr-defined]
     spec = RunSpec(steps=("zoo_iomp_a", "zoo_iomp_b"), python=zoo_venv.python)  # type: ignore[attr-defined]
-    result = run_scenario(spec)
+    result = run_spec(spec)
     d = diagnose(spec, result)
     do = format_failure(result, d).splitlines()[2]
     assert "unsafe" in do and "KMP_DUPLICATE_LIB_OK=TRUE" in do
@@ -91,7 +91,7 @@ def test_unsafe_only_avoidance_is_flagged_in_the_third_line(zoo_venv: object) ->
 
 def test_crash_text_without_a_known_conflict() -> None:
     spec = RunSpec(steps=("import json", KILL), python=sys.executable)
-    result = run_scenario(spec)
+    result = run_spec(spec)
     d = diagnose(spec, result)
     text = format_failure(result, d)
     assert text.splitlines()[0].startswith("CRASHED: SIGSEGV (signal 11)")
@@ -106,7 +106,7 @@ def test_backtrace_shows_the_crashing_thread_not_the_others() -> None:
         "threading.Thread(target=time.sleep, args=(30,), daemon=True).start()",
         KILL,
     )
-    result = run_scenario(RunSpec(steps=steps, python=sys.executable))
+    result = run_spec(RunSpec(steps=steps, python=sys.executable))
     if not result.gdb_backtrace:
         pytest.skip("gdb is not installed")
     frames = crashing_thread_backtrace(result, limit=40)
@@ -114,7 +114,7 @@ def test_backtrace_shows_the_crashing_thread_not_the_others() -> None:
 
 
 def test_format_result_of_a_passing_run() -> None:
-    result = run_scenario(RunSpec(steps=("import json",), python=sys.executable))
+    result = run_spec(RunSpec(steps=("import json",), python=sys.executable))
     text = format_result(result, None)
     assert text.startswith("PASSED: import json")
     assert "Do:" not in text  # nothing to diagnose, nothing to advise

@@ -19,10 +19,12 @@ from pathlib import Path
 import cbuild
 import pytest
 
-from pytest_runtimeconflict import rules
-from pytest_runtimeconflict.elffacts import read_elf_facts
 from pytest_runtimeconflict.model import Finding
-from pytest_runtimeconflict.scan import describe_paths, scan_environment
+from pytest_runtimeconflict.static import rules
+from pytest_runtimeconflict.static.elffacts import read_elf_facts
+from pytest_runtimeconflict.static.objects import describe_paths
+from pytest_runtimeconflict.static.scan import scan_environment
+from pytest_runtimeconflict.static.symbols import exports_libstdcxx
 
 SYSTEM_LIBGOMP = "/usr/lib/x86_64-linux-gnu/libgomp.so.1"
 CACHE = cbuild.CACHE
@@ -449,7 +451,7 @@ def test_nonshared_filesystem_pieces_are_not_a_static_libstdcxx(tmp_path: Path) 
         "_ZNKSt10filesystem7__cxx1128recursive_directory_iterator17recursion_pendingEv"
         in facts.defined_symbols
     )
-    assert not rules.exports_libstdcxx(facts)
+    assert not exports_libstdcxx(facts.defined_symbols, facts.unique_symbols)
     findings = scan_rules(make_wheel(tmp_path, "torchish", {"torchish/fsmod.so": module}))
     assert not [f for f in findings if f.family == "libstdc++"]
 

@@ -11,8 +11,8 @@ import pytest
 from cbuild import compile_shared
 
 from pytest_runtimeconflict.errors import InterpreterError, UsageError
-from pytest_runtimeconflict.model import RunSpec
-from pytest_runtimeconflict.sandbox import TAIL_BYTES, RunResult, run_scenario
+from pytest_runtimeconflict.model import RunResult, RunSpec
+from pytest_runtimeconflict.sandbox.runner import TAIL_BYTES, run_spec
 
 CONTRACT_KEYS = {
     "id", "steps", "preload", "env", "outcome", "signal", "returncode", "failed_step",
@@ -22,7 +22,7 @@ CONTRACT_KEYS = {
 
 def run(*steps: str, **kwargs: object) -> RunResult:
     kwargs.setdefault("timeout", 30.0)
-    return run_scenario(RunSpec(steps=steps, **kwargs))  # type: ignore[arg-type]
+    return run_spec(RunSpec(steps=steps, **kwargs))  # type: ignore[arg-type]
 
 
 @pytest.fixture(autouse=True)
@@ -183,7 +183,7 @@ def test_output_is_captured_but_bounded() -> None:
 
 
 def test_run_directory_is_removed(tmp_path: os.PathLike) -> None:
-    run_scenario(RunSpec(steps=("json",)), workdir=str(tmp_path))
+    run_spec(RunSpec(steps=("json",)), workdir=str(tmp_path))
     assert os.listdir(str(tmp_path)) == []
 
 
@@ -205,7 +205,7 @@ def test_invalid_specs_are_usage_errors() -> None:
     with pytest.raises(UsageError, match="timeout"):
         run("json", timeout=0)
     with pytest.raises(UsageError, match="at least one step"):
-        run_scenario(RunSpec(steps=()))
+        run_spec(RunSpec(steps=()))
     with pytest.raises(UsageError, match="preload mode"):
         run("json", preload_mode="sideways")
 
@@ -223,7 +223,7 @@ def test_target_needs_no_plugin() -> None:
 
 @pytest.mark.skipif(sys.platform != "linux", reason="Linux /proc and ELF")
 def test_step_names_decide_import_or_statement() -> None:
-    from pytest_runtimeconflict.child import is_module_name
+    from pytest_runtimeconflict.sandbox.child import is_module_name
 
     assert is_module_name("numpy") and is_module_name("scipy.linalg")
     assert not is_module_name("pass") and not is_module_name("import numpy")

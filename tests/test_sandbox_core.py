@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from cbuild import compile_shared, extension_suffix, python_extension_flags
 
-from pytest_runtimeconflict.model import RunSpec
-from pytest_runtimeconflict.sandbox import RunResult, run_scenario
+from pytest_runtimeconflict.model import RunResult, RunSpec
+from pytest_runtimeconflict.sandbox.runner import run_spec
 
 # An extension whose crash() starts a helper thread (parked in nanosleep, i.e. in libc) and
 # then writes through a NULL pointer in a function of its own.
@@ -67,7 +67,7 @@ def _run_crasher(crasher_dir: Path, workdir: Path) -> RunResult:
         env=(("PYTHONPATH", str(crasher_dir)),),
         timeout=60,
     )
-    return run_scenario(spec, workdir=str(workdir))
+    return run_spec(spec, workdir=str(workdir))
 
 
 def test_core_attributes_each_thread_and_is_removed(
@@ -108,7 +108,7 @@ def test_crash_in_a_library_initialiser_names_it(
 ) -> None:
     monkeypatch.setenv("PYTEST_RUNTIMECONFLICT_NO_GDB", "1")
     lib = compile_shared(BAD_INIT, "librcbadinit.so", outdir=tmp_path / "lib")
-    result = run_scenario(
+    result = run_spec(
         RunSpec(steps=("json", f"import ctypes; ctypes.CDLL({str(lib)!r})"), timeout=60)
     )
     assert (result.outcome, result.signal, result.failed_step) == ("crashed", "SIGSEGV", 1)
@@ -121,7 +121,7 @@ def test_crash_in_a_library_initialiser_names_it(
 @pytest.mark.skipif(shutil.which("gdb") is None, reason="gdb is not installed")
 def test_init_library_confirmed_by_gdb(tmp_path: Path) -> None:
     lib = compile_shared(BAD_INIT, "librcbadinit.so", outdir=tmp_path / "lib")
-    result = run_scenario(RunSpec(steps=(f"import ctypes; ctypes.CDLL({str(lib)!r})",)))
+    result = run_spec(RunSpec(steps=(f"import ctypes; ctypes.CDLL({str(lib)!r})",)))
     assert result.gdb_backtrace and "_dl_init" in result.gdb_backtrace
     assert result.init_library == str(lib)
 

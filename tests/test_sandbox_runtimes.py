@@ -12,8 +12,8 @@ import pytest
 from cbuild import patchelf
 
 from pytest_runtimeconflict.errors import BuildError
-from pytest_runtimeconflict.model import RunSpec
-from pytest_runtimeconflict.sandbox import RunResult, run_scenario
+from pytest_runtimeconflict.model import RunResult, RunSpec
+from pytest_runtimeconflict.sandbox.runner import run_spec
 
 SYSTEM_GOMP = "/usr/lib/x86_64-linux-gnu/libgomp.so.1"
 
@@ -35,7 +35,7 @@ def load_steps(paths: list[str]) -> tuple[str, ...]:
 
 
 def run(steps: tuple[str, ...], **kwargs: object) -> RunResult:
-    return run_scenario(RunSpec(steps=steps, timeout=60, **kwargs))  # type: ignore[arg-type]
+    return run_spec(RunSpec(steps=steps, timeout=60, **kwargs))  # type: ignore[arg-type]
 
 
 @pytest.fixture(autouse=True)
@@ -73,7 +73,7 @@ def test_one_openmp_runtime_is_exercised_and_passes() -> None:
     gomp = [e for e in result.exercised if e["kind"] == "openmp"]
     assert [os.path.realpath(e["path"]) for e in gomp] == [os.path.realpath(SYSTEM_GOMP)]
     assert gomp[0]["status"] == "ok" and "GOMP_parallel" in gomp[0]["detail"]
-    assert [r["runtime"] for r in result.loaded_runtimes] == ["libgomp"]
+    assert [r.runtime for r in result.loaded_runtimes] == ["libgomp"]
 
 
 def test_no_exercise_calls_nothing() -> None:
@@ -85,7 +85,7 @@ def test_two_libgomp_copies_are_latent(gomp_copies: list[str]) -> None:
     result = run(load_steps(gomp_copies))
     assert result.outcome == "latent", result.message
     assert "2 openmp runtimes" in result.message
-    assert sorted(r["path"] for r in result.loaded_runtimes) == sorted(gomp_copies)
+    assert sorted(r.path for r in result.loaded_runtimes) == sorted(gomp_copies)
     assert {e["path"] for e in result.exercised if e["status"] == "ok"} == set(gomp_copies)
     assert set(result.libraries) == set(gomp_copies)
     assert [f.rule for f in result.findings] == ["openmp-duplicate"]

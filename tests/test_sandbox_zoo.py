@@ -10,8 +10,9 @@ import os
 import pytest
 from zoo_support import SCENARIOS_DIR, ZooVenv
 
-from pytest_runtimeconflict.sandbox import RunResult, run_scenario
-from pytest_runtimeconflict.scenario_file import load_scenarios
+from pytest_runtimeconflict.model import RunResult
+from pytest_runtimeconflict.sandbox.runner import run_spec
+from pytest_runtimeconflict.scenario import load_scenarios
 
 pytestmark = pytest.mark.slow
 
@@ -36,13 +37,13 @@ def test_zoo_run(zoo_venv: ZooVenv, scenario_name: str, run_id: str,
     scenario = zoo_venv.scenarios[scenario_name]
     run = next(r for r in scenario.runs if r.id == run_id)
     spec = dataclasses.replace(run.spec, python=zoo_venv.python, id=f"{scenario_name}::{run_id}")
-    result = run_scenario(spec)
+    result = run_spec(spec)
     if run.expect.outcome == "latent" and result.phase == "exercise":
         # Exercising (on by default, issue 4) drives a latent duplicate to the crash it would
         # cause in use (two libiomp5: OMP Error #15). Without it the manifest's "latent" holds.
         assert result.outcome == "crashed" and result.failed_step is None, _explain(result)
         assert scenario.rule in [f.rule for f in result.findings], _explain(result)
-        result = run_scenario(dataclasses.replace(spec, exercise=False))
+        result = run_spec(dataclasses.replace(spec, exercise=False))
     ok, why = run.expect.matches(
         result.outcome, result.signal, result.failed_step, result.message + result.stderr_tail
     )

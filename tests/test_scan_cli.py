@@ -16,8 +16,9 @@ import pytest
 from cbuild import CACHE
 from test_rules import SYSTEM_LIBGOMP, make_wheel, renamed_copy, static_cxx_ext, vendoring_wheel
 
-from pytest_runtimeconflict import scan
+from pytest_runtimeconflict.cli import scan as scan_cli
 from pytest_runtimeconflict.errors import InterpreterError, UsageError
+from pytest_runtimeconflict.static import scan
 
 HERE = Path(__file__).parent
 SCI_VENV = CACHE / "venv-sci"
@@ -46,8 +47,8 @@ FINDING_KEYS = {
 
 def run_main(*argv: str) -> int:
     parser = argparse.ArgumentParser()
-    scan.add_arguments(parser)
-    return scan.main(parser.parse_args(list(argv)))
+    scan_cli.add_arguments(parser)
+    return scan_cli.main(parser.parse_args(list(argv)))
 
 
 def run_cli(*argv: str) -> subprocess.CompletedProcess[str]:
@@ -119,7 +120,7 @@ def test_non_elf_files_are_skipped(tmp_path: Path, caplog: pytest.LogCaptureFixt
     (tmp_path / "trunc.so.1").write_bytes(b"\x7fELF\x02\x01\x01")
     result = scan.scan_environment(paths=[str(tmp_path)])
     assert {Path(p).name for p, _ in result.skipped} == {"fake.so", "trunc.so.1"}
-    assert result.objects == [] and result.findings == []
+    assert result.objects == () and result.findings == ()
     assert "fake.so: not an ELF file" in caplog.text
 
 
@@ -184,7 +185,7 @@ def test_real_scientific_venv(
 def test_pure_python_venv_has_no_finding(tmp_path: Path) -> None:
     python = _make_venv(tmp_path / "venv-pure", ())
     result = scan.scan_environment(python=str(python))
-    assert result.findings == []
+    assert result.findings == ()
     assert "pip" in result.distributions
     assert Path(result.python or "").name.startswith("python")
 

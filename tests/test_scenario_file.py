@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from pytest_runtimeconflict.errors import ScenarioFileError
-from pytest_runtimeconflict.scenario_file import (
+from pytest_runtimeconflict.scenario.manifest import (
     Expectation,
     load_scenario,
     load_scenarios,

@@ -22,7 +22,7 @@ from zoo_support import (
 
 from pytest_runtimeconflict import zoo
 from pytest_runtimeconflict.errors import BuildError
-from pytest_runtimeconflict.scenario_file import load_scenario, load_scenarios
+from pytest_runtimeconflict.scenario import load_scenario, load_scenarios
 
 pytestmark = pytest.mark.slow
 

@@ -26,7 +26,7 @@ from cbuild import CACHE
 from pytest_runtimeconflict import zoo
 from pytest_runtimeconflict.errors import BuildError
 from pytest_runtimeconflict.model import RunSpec
-from pytest_runtimeconflict.scenario_file import Scenario, load_scenarios
+from pytest_runtimeconflict.scenario import Scenario, load_scenarios
 
 __all__ = [
     "ZooVenv",

@@ -198,6 +198,15 @@ def _is_sigframe(core: CoreInfo, memory: bytes, frame: int, address: int) -> boo
     )
 
 
+def is_elf(path: str) -> bool:
+    """Whether ``path`` is a readable file starting with the ELF magic."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(4) == b"\x7fELF"
+    except OSError:
+        return False
+
+
 def find_core(run_dir: str, pid: int | None) -> str | None:
     """The core file the kernel wrote for ``pid`` in ``run_dir`` (``core`` or ``core.<pid>``)."""
     names = [f"core.{pid}"] if pid is not None else []

@@ -8,12 +8,13 @@ It appends one JSON line per event to the progress file named in the spec (flush
 the lines survive a crash): ``start``, ``preload``, ``step`` (``begin`` then ``ok``/``error``),
 ``exercise`` (``begin`` then ``ok``/``error`` per runtime) and ``done``. Each finished event
 carries ``new``: the ELF objects that appeared in ``/proc/self/maps`` since the previous event.
-The parent (sandbox.py) turns these lines into a ``RunResult``.
+The parent (sandbox.runner and sandbox.assess) turns these lines into a ``RunResult``.
 """
 
 from __future__ import annotations
 
 import faulthandler
+import functools
 import json
 import os
 import re
@@ -25,7 +26,14 @@ MAGIC = b"\x7fELF"
 # Only a mapped file whose name looks like an OpenMP/BLAS runtime makes the child import ctypes
 # (when the steps did not import it already): keeps the sandbox overhead small for plain runs.
 RUNTIME_NAME = re.compile(r"omp|openblas|blas|lapack|mkl", re.IGNORECASE)
-OPENBLAS_VARIANTS = (("", ""), ("scipy_", ""), ("", "64_"), ("scipy_", "64_"))
+# Used when the parent sends no probes (the family registry's list arrives in the spec).
+DEFAULT_PROBES = [
+    {"probe": "gomp-parallel", "symbols": ["GOMP_parallel"]},
+    {
+        "probe": "openblas-dgemm",
+        "symbols": [p + "openblas_get_config" + s for p in ("", "scipy_") for s in ("", "64_")],
+    },
+]
 GEMM_N = 64  # large enough that OpenBLAS hands the dgemm to its thread server
 
 _elf_cache = {}  # type: dict
@@ -216,13 +224,6 @@ def defined_in(ctypes: Any, lib: Any, name: str, path: str) -> bool:
     return os.path.realpath(owner) == os.path.realpath(path)
 
 
-def _openblas_symbols(ctypes: Any, lib: Any, path: str) -> tuple[str, str] | None:
-    for prefix, suffix in OPENBLAS_VARIANTS:
-        if defined_in(ctypes, lib, prefix + "openblas_get_config" + suffix, path):
-            return prefix, suffix
-    return None
-
-
 def exercise_openblas(ctypes: Any, lib: Any, prefix: str, suffix: str) -> str:
     """openblas_get_config / get_num_threads and a 64x64 cblas_dgemm (starts the thread server)."""
     c = ctypes
@@ -262,18 +263,31 @@ def exercise_openblas(ctypes: Any, lib: Any, prefix: str, suffix: str) -> str:
     return detail + f"; cblas_dgemm {n}x{n} ok"
 
 
-def _exercise_one(ctypes: Any, path: str, progress: Progress) -> None:
+def _probe_calls(ctypes: Any, lib: Any, path: str, probes: list) -> list:
+    """The exercise calls the parent's family registry asks for on ``path``: a probe applies
+    when ``path`` itself defines one of its identity symbols."""
+    calls = []
+    for probe in probes:
+        defined = [s for s in probe["symbols"] if defined_in(ctypes, lib, s, path)]
+        if not defined:
+            continue
+        if probe["probe"] == "gomp-parallel" and defined_in(ctypes, lib, "GOMP_parallel", path):
+            calls.append(("openmp", lambda: exercise_openmp(ctypes, lib)))
+        elif probe["probe"] == "openblas-dgemm":
+            config = next((s for s in defined if "openblas_get_config" in s), None)
+            if config is not None:
+                prefix, suffix = config.split("openblas_get_config", 1)
+                calls.append(
+                    ("blas", functools.partial(exercise_openblas, ctypes, lib, prefix, suffix))
+                )
+    return calls
+
+
+def _exercise_one(ctypes: Any, path: str, progress: Progress, probes: list) -> None:
     lib = _noload(ctypes, path)
     if lib is None:
         return
-    calls = []
-    if defined_in(ctypes, lib, "GOMP_parallel", path):
-        calls.append(("openmp", lambda: exercise_openmp(ctypes, lib)))
-    variant = _openblas_symbols(ctypes, lib, path)
-    if variant is not None:
-        prefix, suffix = variant
-        calls.append(("blas", lambda: exercise_openblas(ctypes, lib, prefix, suffix)))
-    for kind, call in calls:
+    for kind, call in _probe_calls(ctypes, lib, path, probes):
         progress.write(event="exercise", path=path, kind=kind, status="begin")
         try:
             detail = call()
@@ -285,7 +299,7 @@ def _exercise_one(ctypes: Any, path: str, progress: Progress) -> None:
             progress.write(event="exercise", path=path, kind=kind, status="ok", detail=detail)
 
 
-def exercise(tracker: MapTracker, progress: Progress) -> None:
+def exercise(tracker: MapTracker, progress: Progress, probes: list) -> None:
     """Call into every mapped OpenMP runtime and OpenBLAS, so latent duplicates show."""
     candidates = tracker.order
     if "ctypes" not in sys.modules:
@@ -295,7 +309,7 @@ def exercise(tracker: MapTracker, progress: Progress) -> None:
     import ctypes
 
     for path in candidates:
-        _exercise_one(ctypes, path, progress)
+        _exercise_one(ctypes, path, progress, probes)
 
 
 def _raise_core_limit() -> None:
@@ -344,7 +358,7 @@ def main(argv: list) -> int:
     if not run_steps(spec["steps"], progress, tracker):
         return 1
     if spec.get("exercise", True):
-        exercise(tracker, progress)
+        exercise(tracker, progress, spec.get("probes") or DEFAULT_PROBES)
     progress.write(event="done", new=tracker.new())
     fault_file.flush()
     return 0

@@ -13,16 +13,10 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from pytest_runtimeconflict.diagnose import (
-    AvoidedBy,
-    Diagnosis,
-    backtrace_library,
-    crashing_thread_frames,
-    duplicated_families,
-    is_import_step,
-)
+from pytest_runtimeconflict.diagnosis.evidence import backtrace_library, crashing_thread_frames
+from pytest_runtimeconflict.model import AvoidedBy, Diagnosis, LibraryRole, RunResult
+from pytest_runtimeconflict.vocabulary import is_import_step
 
-REPORT_SCHEMA = "pytest-runtimeconflict/report/1"
 TAIL_LINES = 8
 BACKTRACE_LINES = 12
 
@@ -38,7 +32,7 @@ _OUTCOME_WORD = {
 # ---------------------------------------------------------------- the three lines
 
 
-def what_broke(result: Any, diagnosis: Diagnosis | None) -> str:
+def what_broke(result: RunResult, diagnosis: Diagnosis | None) -> str:
     """Line 1: outcome, signal or error, and the (minimal) order of steps that does it."""
     steps = diagnosis.minimal_steps if diagnosis is not None else tuple(result.spec.steps)
     word = _OUTCOME_WORD.get(result.outcome, result.outcome.upper())
@@ -65,7 +59,7 @@ def what_to_do(diagnosis: Diagnosis | None) -> str:
     return f"Do: {diagnosis.user_advice}. Package author: {diagnosis.author_advice}."
 
 
-def _failure_detail(result: Any) -> str:
+def _failure_detail(result: RunResult) -> str:
     if result.outcome == "crashed":
         sig = result.signal or f"signal {result.signum}"
         extra = _key_line(result)
@@ -79,18 +73,16 @@ def _failure_detail(result: Any) -> str:
     return _first_line(result.message) or result.outcome
 
 
-def _latent_detail(result: Any) -> str:
+def _latent_detail(result: RunResult) -> str:
     """``2 openmp runtimes mapped at once (libgomp-1a2b.so.1, libiomp5.so)``."""
     parts = []
-    for family in duplicated_families(result):
-        names = [
-            os.path.basename(r["path"]) for r in result.loaded_runtimes if r["family"] == family
-        ]
+    for family in result.duplicated_families():
+        names = [os.path.basename(r.path) for r in result.loaded_runtimes if r.family == family]
         parts.append(f"{len(names)} {family} runtimes mapped at once ({', '.join(names)})")
     return "; ".join(parts) or _first_line(result.message) or "latent"
 
 
-def _key_line(result: Any) -> str:
+def _key_line(result: RunResult) -> str:
     """The most telling line of a crash's stderr (an OpenMP error, an uncaught exception)."""
     for line in reversed((result.stderr_tail or "").splitlines()):
         text = line.strip()
@@ -115,7 +107,7 @@ def _order(steps: Sequence[str]) -> str:
 # ---------------------------------------------------------------- the failure text
 
 
-def format_failure(result: Any, diagnosis: Diagnosis | None) -> str:
+def format_failure(result: RunResult, diagnosis: Diagnosis | None) -> str:
     """The full failure text: three summary lines, then evidence and experiments."""
     lines = [what_broke(result, diagnosis), why(diagnosis), what_to_do(diagnosis), ""]
     if diagnosis is not None and diagnosis.libraries:
@@ -129,14 +121,14 @@ def format_failure(result: Any, diagnosis: Diagnosis | None) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-def _library_line(lib: Any) -> str:
+def _library_line(lib: LibraryRole) -> str:
     kind = "/".join(x for x in (lib.family, lib.runtime) if x and x != lib.family) or lib.family
     where = lib.distribution or "not from a Python distribution"
     tag = f", {kind}" if kind else ""
     return f"{lib.role}: {lib.path} ({where}{tag})"
 
 
-def _evidence(result: Any) -> list[str]:
+def _evidence(result: RunResult) -> list[str]:
     lines = ["Evidence:"]
     failed = result.failed_step
     if isinstance(failed, int) and 0 <= failed < len(result.spec.steps):
@@ -144,7 +136,7 @@ def _evidence(result: Any) -> list[str]:
         new = result.step_libraries[failed] if failed < len(result.step_libraries) else []
         if new:
             lines.append(f"  mapped by that step: {_names(new)}")
-    elif result.outcome != "passed" and getattr(result, "phase", None):
+    elif result.outcome != "passed" and result.phase:
         lines.append(f"  where: {_first_line(result.message)}")
     if result.init_library:
         lines.append(f"  initialiser running: {result.init_library}")
@@ -161,7 +153,7 @@ def _evidence(result: Any) -> list[str]:
     if runtimes:
         lines.append(
             "  runtimes mapped: "
-            + ", ".join(f"{os.path.basename(r['path'])} ({r['runtime']})" for r in runtimes)
+            + ", ".join(f"{os.path.basename(r.path)} ({r.runtime})" for r in runtimes)
         )
     lines += _tail("Python traceback", _python_frames(result), TAIL_LINES)
     native = crashing_thread_backtrace(result)
@@ -172,7 +164,7 @@ def _evidence(result: Any) -> list[str]:
     return lines if len(lines) > 1 else []
 
 
-def _python_frames(result: Any) -> str:
+def _python_frames(result: RunResult) -> str:
     """faulthandler's text without the sandbox's own frames (they are the same every time)."""
     out: list[str] = []
     skipping = False
@@ -186,7 +178,7 @@ def _python_frames(result: Any) -> str:
     return "\n".join(out)
 
 
-def crashing_thread_backtrace(result: Any, limit: int = BACKTRACE_LINES) -> str:
+def crashing_thread_backtrace(result: RunResult, limit: int = BACKTRACE_LINES) -> str:
     """The innermost ``limit`` frames of the crashing thread (gdb), each line shortened."""
     frames = crashing_thread_frames(result)
     # Start just below the first frame outside glibc: the raise()/abort() frames are noise.
@@ -260,41 +252,74 @@ def format_summary_line(diagnosis: Diagnosis) -> str:
     )
 
 
-def format_result(result: Any, diagnosis: Diagnosis | None) -> str:
-    """``run``'s human output: the failure text when diagnosed, else the plain run facts."""
-    if result.outcome != "passed" and diagnosis is not None:
-        return format_failure(result, diagnosis)
-    lines = [f"{_OUTCOME_WORD.get(result.outcome, result.outcome)}: {_order(result.spec.steps)}"]
+def format_result(result: RunResult, diagnosis: Diagnosis | None) -> str:
+    """``run``'s human output, each fact once: the steps (where it stopped), then the
+    diagnosis's text when there is one, else every fact of the run."""
+    spec = result.spec
+    out = [f"scenario {spec.id or '-'}: {_headline(result)} in {result.duration_s:.2f} s"]
+    for i, step in enumerate(spec.steps):
+        mark = "  <-- here" if i == result.failed_step else ""
+        out.append(f"  step {i}: {step}{mark}")
+    if diagnosis is not None and result.outcome != "passed":
+        return "\n".join(out) + "\n\n" + format_failure(result, diagnosis).rstrip() + "\n"
     if result.message:
-        lines.append(f"  {_first_line(result.message)}")
-    lines += _evidence(result)
-    return "\n".join(lines).rstrip() + "\n"
+        out.append(f"  {result.message}")
+    return "\n".join(out + _run_details(result)).rstrip() + "\n"
 
 
-# ---------------------------------------------------------------- JSON
+TRACEBACK_LINES = 30
+RUN_BACKTRACE_LINES = 40
 
 
-def scenario_entry(result: Any, diagnosis: Diagnosis | None = None) -> dict[str, Any]:
-    """One report entry: the run's keys, overlaid with the diagnosis's keys when there is one.
-
-    The diagnosis's ``libraries`` (objects with path, distribution, family, runtime, role) and
-    ``findings`` replace the sandbox's; ``libraries`` keeps every blamed path under ``path``.
-    """
-    entry = dict(result.to_json())
-    if diagnosis is not None:
-        entry.update(diagnosis.to_json())
-    return entry
+def _headline(result: RunResult) -> str:
+    if result.outcome == "crashed":
+        return f"CRASHED ({result.signal})"
+    return result.outcome.upper()
 
 
-def report_json(entries: Iterable[Any]) -> dict[str, Any]:
-    """``{"schema": ..., "scenarios": [...]}`` from entries given as ready dicts, as
-    ``(result, diagnosis_or_None)`` pairs, or as bare results."""
-    scenarios = []
-    for entry in entries:
-        if isinstance(entry, Mapping):
-            scenarios.append(dict(entry))
-        elif isinstance(entry, tuple):
-            scenarios.append(scenario_entry(*entry))
-        else:
-            scenarios.append(scenario_entry(entry))
-    return {"schema": REPORT_SCHEMA, "scenarios": scenarios}
+def _indented(text: str, limit: int) -> list[str]:
+    lines = text.rstrip().splitlines()
+    if len(lines) > limit:
+        lines = [f"... ({len(lines) - limit} lines omitted)", *lines[-limit:]]
+    return ["    " + ln for ln in lines]
+
+
+def _run_details(result: RunResult) -> list[str]:
+    """Every fact of one run, for a run nobody diagnosed."""
+    out = _section("libraries blamed", [f"    {p}" for p in result.libraries])
+    out += _section(
+        "loaded runtimes",
+        [f"    {r.family}/{r.runtime}: {r.path}" for r in result.loaded_runtimes],
+    )
+    out += _section(
+        "findings",
+        [f"    [{f.severity}] {f.rule}: {f.title}\n      fix: {f.advice}" for f in result.findings],
+    )
+    out += _section(
+        "exercised",
+        [
+            f"    {e['kind']} {e['path']}: {e['status']} {e.get('detail', '')}".rstrip()
+            for e in result.exercised
+        ],
+    )
+    if result.init_library:
+        out.append(f"  initialising: {result.init_library}")
+    out += _section(
+        "threads (from the core)",
+        [
+            f"    tid {t['tid']} pc {t['pc']} in {t['library'] or '?'}"
+            + (f" ({t['symbol']})" if t.get("symbol") else "")
+            for t in result.threads
+        ],
+    )
+    if result.python_traceback and result.outcome != "passed":
+        out += ["  python traceback:", *_indented(result.python_traceback, TRACEBACK_LINES)]
+    if result.gdb_backtrace:
+        out += ["  gdb backtrace:", *_indented(result.gdb_backtrace, RUN_BACKTRACE_LINES)]
+    if result.stderr_tail.strip() and result.outcome != "passed":
+        out += ["  stderr (tail):", *_indented(result.stderr_tail, TRACEBACK_LINES)]
+    return out
+
+
+def _section(title: str, lines: list[str]) -> list[str]:
+    return [f"  {title}:", *lines] if lines else []

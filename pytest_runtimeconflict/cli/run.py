@@ -2,29 +2,25 @@
 
 Prints a readable report and, with ``--json FILE``, writes the report file
 ``{"schema": "pytest-runtimeconflict/report/1", "scenarios": [...]}``.
-Exit status: 0 passed (and latent, unless ``--fail-on latent``), 1 crashed/failed/hung,
-2 usage or input error (raised as ``RuntimeConflictError``; cli.py prints it).
+Exit status: 1 when the outcome fails under ``--fail-on`` (default ``error``: crashed, failed,
+hung; the same meaning as the plugin's ``--rc-fail-on``), else 0; 2 for a usage or input
+error (raised as ``RuntimeConflictError``; the CLI prints it).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
 
-from pytest_runtimeconflict import report
 from pytest_runtimeconflict.errors import UsageError
-from pytest_runtimeconflict.model import RunSpec
+from pytest_runtimeconflict.model import RunResult, RunSpec
 from pytest_runtimeconflict.options import parse_seconds
-from pytest_runtimeconflict.sandbox import RunResult, run_scenario
-
-REPORT_SCHEMA = "pytest-runtimeconflict/report/1"
-FAILING = frozenset({"crashed", "failed", "hung"})
-TRACEBACK_LINES = 30
-BACKTRACE_LINES = 40
+from pytest_runtimeconflict.report.jsonreport import report_json, write_report
+from pytest_runtimeconflict.report.text import format_result
+from pytest_runtimeconflict.sandbox.runner import run_spec
+from pytest_runtimeconflict.vocabulary import FAIL_ON_CHOICES, fails
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -83,10 +79,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--fail-on",
-        choices=("crash", "latent"),
-        default="crash",
-        help="'latent' also fails (exit 1) when two runtimes of a family were "
-        "mapped at once without a crash",
+        choices=FAIL_ON_CHOICES,
+        default="error",
+        help="exit 1 on: 'crash' (crashed, hung), 'error' (also failed: the default), "
+        "'latent' (also two runtimes of a family mapped at once without a crash)",
     )
     parser.add_argument(
         "--no-diagnose",
@@ -139,85 +135,9 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
     )
 
 
-def exit_code(result: RunResult, fail_on: str = "crash") -> int:
-    """0 passed, 1 crashed/failed/hung (and latent with ``fail_on == "latent"``)."""
-    if result.outcome in FAILING or (result.outcome == "latent" and fail_on == "latent"):
-        return 1
-    return 0
-
-
-def write_report(path: str, entries: Sequence[dict[str, Any]]) -> None:
-    """Write the JSON report file (schema ``pytest-runtimeconflict/report/1``)."""
-    data = {"schema": REPORT_SCHEMA, "scenarios": list(entries)}
-    try:
-        with open(path, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2)
-            fh.write("\n")
-    except OSError as exc:
-        raise UsageError(
-            f"cannot write --json {path!r}: {exc.strerror}; check the directory"
-        ) from exc
-
-
-def _headline(result: RunResult) -> str:
-    if result.outcome == "crashed":
-        return f"CRASHED ({result.signal})"
-    return result.outcome.upper()
-
-
-def _indented(text: str, limit: int) -> list[str]:
-    lines = text.rstrip().splitlines()
-    if len(lines) > limit:
-        lines = [f"... ({len(lines) - limit} lines omitted)", *lines[-limit:]]
-    return ["    " + ln for ln in lines]
-
-
-def format_result(result: RunResult) -> str:
-    """The human-readable report of one run (used by the CLI and by the plugin's text)."""
-    spec = result.spec
-    out = [f"scenario {spec.id or '-'}: {_headline(result)} in {result.duration_s:.2f} s"]
-    for i, step in enumerate(spec.steps):
-        mark = "  <-- here" if i == result.failed_step else ""
-        out.append(f"  step {i}: {step}{mark}")
-    if result.message:
-        out.append(f"  {result.message}")
-    out += _section("libraries blamed", [f"    {p}" for p in result.libraries])
-    out += _section(
-        "loaded runtimes",
-        [f"    {r['family']}/{r['runtime']}: {r['path']}" for r in result.loaded_runtimes],
-    )
-    out += _section(
-        "findings",
-        [f"    [{f.severity}] {f.rule}: {f.title}\n      fix: {f.advice}" for f in result.findings],
-    )
-    out += _section(
-        "exercised",
-        [
-            f"    {e['kind']} {e['path']}: {e['status']} {e.get('detail', '')}".rstrip()
-            for e in result.exercised
-        ],
-    )
-    if result.init_library:
-        out.append(f"  initialising: {result.init_library}")
-    out += _section(
-        "threads (from the core)",
-        [
-            f"    tid {t['tid']} pc {t['pc']} in {t['library'] or '?'}"
-            + (f" ({t['symbol']})" if t.get("symbol") else "")
-            for t in result.threads
-        ],
-    )
-    if result.python_traceback and result.outcome != "passed":
-        out += ["  python traceback:", *_indented(result.python_traceback, TRACEBACK_LINES)]
-    if result.gdb_backtrace:
-        out += ["  gdb backtrace:", *_indented(result.gdb_backtrace, BACKTRACE_LINES)]
-    if result.stderr_tail.strip() and result.outcome != "passed":
-        out += ["  stderr (tail):", *_indented(result.stderr_tail, TRACEBACK_LINES)]
-    return "\n".join(out)
-
-
-def _section(title: str, lines: list[str]) -> list[str]:
-    return [f"  {title}:", *lines] if lines else []
+def exit_code(result: RunResult, fail_on: str = "error") -> int:
+    """1 when the outcome fails under ``--fail-on`` (the plugin's meaning), else 0."""
+    return int(fails(result.outcome, fail_on))
 
 
 def main(args: argparse.Namespace) -> int:
@@ -227,14 +147,13 @@ def main(args: argparse.Namespace) -> int:
         raise UsageError(f"--json {args.json!r} is a directory; give a file name")
     if args.max_runs < 0:
         raise UsageError(f"invalid --max-runs {args.max_runs}: expected a count >= 0")
-    result = run_scenario(spec, keep_run_dir=args.keep_run_dir)
+    result = run_spec(spec, keep_run_dir=args.keep_run_dir)
     diagnosis = None
     if result.outcome != "passed" and not args.no_diagnose:
-        from pytest_runtimeconflict.diagnose import diagnose
+        from pytest_runtimeconflict.diagnosis import diagnose
 
-        diagnosis = diagnose(spec, result, max_runs=args.max_runs)
-        sys.stdout.write(report.format_failure(result, diagnosis).rstrip() + "\n\n")
-    sys.stdout.write(format_result(result) + "\n")
+        diagnosis = diagnose(spec, result, max_runs=args.max_runs, run=run_spec)
+    sys.stdout.write(format_result(result, diagnosis).rstrip() + "\n")
     if args.json:
-        write_report(args.json, [report.scenario_entry(result, diagnosis)])
+        write_report(args.json, report_json([(result, diagnosis)]))
     return exit_code(result, args.fail_on)

@@ -10,6 +10,7 @@ members of one wheel resolve).
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import logging
 import os
@@ -24,13 +25,14 @@ from pathlib import Path
 from typing import Any
 
 from pytest_runtimeconflict.errors import InterpreterError, UsageError
+from pytest_runtimeconflict.static.records import parse_record
 
 log = logging.getLogger(__name__)
 
 WHEEL_SEP = "!/"
 
 # Runs in the target interpreter: standard library only, Python 3.8 syntax.
-_SNIPPET = r"""
+_SNIPPET_BODY = r"""
 import json, os, site, sys, sysconfig
 try:
     from importlib import metadata
@@ -47,19 +49,9 @@ def is_elf(rel):
     return name.endswith(".so") or ".so." in name
 
 def record_paths(dist):
-    # RECORD lines are "path,hash,size"; a path with a comma or quote is CSV-quoted.
     # Reading the text beats dist.files (a PackagePath per line; torch has 12,000).
     text = dist.read_text("RECORD")
-    if text is None:
-        return None
-    out = []
-    for line in text.splitlines():
-        rel = line.rsplit(",", 2)[0] if line.count(",") >= 2 else line
-        if rel.startswith('"') and rel.endswith('"'):
-            rel = rel[1:-1].replace('""', '"')
-        if rel:
-            out.append(rel)
-    return out
+    return None if text is None else parse_record(text)
 
 dists = []
 if metadata is not None:
@@ -120,7 +112,7 @@ def _query_interpreter(python: str) -> dict[str, Any]:
         )
     try:
         proc = subprocess.run(
-            [python, "-I", "-c", _SNIPPET], capture_output=True, text=True, timeout=120
+            [python, "-I", "-c", _snippet()], capture_output=True, text=True, timeout=120
         )
     except (OSError, subprocess.SubprocessError) as exc:
         raise InterpreterError(
@@ -134,6 +126,11 @@ def _query_interpreter(python: str) -> dict[str, Any]:
         detail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         raise InterpreterError(f"--python {python}: not a working Python interpreter ({detail})")
     return data
+
+
+def _snippet() -> str:
+    """The discovery script, with the project's one RECORD parser inlined."""
+    return inspect.getsource(parse_record) + _SNIPPET_BODY
 
 
 # A directory modified this close to a listing may change again within the same timestamp
@@ -305,6 +302,12 @@ def discover_environment(python: str | None = None, cache_dir: Path | None = Non
                 continue
             seen.add(real)
             env.candidates.append(Candidate(os.path.abspath(path), owner.get(real)))
+    # Files a RECORD lists outside the site dirs (``../../../lib/libiomp5.so``) are part of
+    # their distribution too.
+    for real, dist in sorted(owner.items()):
+        if real not in seen and os.path.isfile(real):
+            seen.add(real)
+            env.candidates.append(Candidate(real, dist))
     cache.store(stamps, data)
     return env
 

@@ -21,7 +21,7 @@ def _default_scenarios() -> Path:
     here = Path.cwd() / "scenarios"
     if here.is_dir():
         return here
-    return Path(__file__).resolve().parent.parent / "scenarios"
+    return Path(__file__).resolve().parents[2] / "scenarios"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -71,7 +71,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from pytest_runtimeconflict import zoo
-    from pytest_runtimeconflict.scenario_file import load_scenarios
+    from pytest_runtimeconflict.scenario import load_scenarios
 
     scenarios = (args.scenarios or _default_scenarios()).resolve()
     if not scenarios.is_dir():

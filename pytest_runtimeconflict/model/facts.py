@@ -1,18 +1,11 @@
-"""Records that flow from one stage to the next (discover -> facts -> findings -> plan -> run ->
-post-mortem -> diagnosis -> report). Frozen where they are facts; plain where a stage fills them in.
-
-Every record has ``to_json()`` returning plain JSON-able data with the public keys named in the
-issues; those keys are a contract that users' CI scripts parse.
-"""
+"""Static records: the facts of one ELF file, what an object is, and a rule's finding."""
 
 from __future__ import annotations
 
-import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 SEVERITIES = ("info", "warning", "error")
-OUTCOMES = ("passed", "crashed", "failed", "hung", "latent")
 
 
 @dataclass(frozen=True)
@@ -94,28 +87,42 @@ class Finding:
 
 
 @dataclass(frozen=True)
-class RunSpec:
-    """One child-interpreter run: steps in order, with optional preloads and environment."""
+class RuntimeKind:
+    """What an object is: ``family`` (``openmp``) and ``runtime`` (``libgomp``)."""
 
-    steps: tuple[str, ...]
-    preload: tuple[str, ...] = ()
-    preload_mode: str = "global"  # "global" (RTLD_GLOBAL) or "local" (RTLD_LOCAL)
-    ld_preload: tuple[str, ...] = ()
-    env: tuple[tuple[str, str], ...] = ()
-    timeout: float = 60.0
-    python: str = field(default_factory=lambda: sys.executable)
-    exercise: bool = True
-    id: str = ""
+    family: str
+    runtime: str
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """One ELF object described: its facts, owner, runtime kind, whether it is a Python
+    extension module (defines ``PyInit_*``) and how it carries libstdc++ statically
+    (``"exported"``, ``"hidden"`` or None)."""
+
+    facts: ElfFacts
+    distribution: str | None
+    kind: RuntimeKind | None
+    is_extension: bool
+    static_libstdcxx: str | None = None
+
+    @property
+    def path(self) -> str:
+        return self.facts.path
 
     def to_json(self) -> dict[str, Any]:
+        f = self.facts
         return {
-            "id": self.id,
-            "steps": list(self.steps),
-            "preload": list(self.preload),
-            "preload_mode": self.preload_mode,
-            "ld_preload": list(self.ld_preload),
-            "env": dict(self.env),
-            "timeout": self.timeout,
-            "python": self.python,
-            "exercise": self.exercise,
+            "path": f.path,
+            "distribution": self.distribution,
+            "soname": f.soname,
+            "needed": list(f.needed),
+            "runpath": list(f.runpath),
+            "rpath": list(f.rpath),
+            "family": self.kind.family if self.kind else None,
+            "runtime": self.kind.runtime if self.kind else None,
+            "static_libstdcxx": self.static_libstdcxx,
+            "is_extension": self.is_extension,
+            "static_tls": f.static_tls,
+            "tls_size": f.tls_size,
         }

@@ -4,7 +4,7 @@ stats its files.
 Layout: ``<root>/facts-<key>/<sha of directory>.marshal``, one shard per directory of
 objects (or per wheel), holding ``{name: (size, mtime_ns, inode, ctime_ns, facts fields)}``.
 ``<key>`` changes with the cache format, the Python version (marshal) and the fact extraction
-(:data:`~pytest_runtimeconflict.elffacts.FACTS_VERSION`, the symbol names the registry keeps), so
+(:data:`~pytest_runtimeconflict.static.elffacts.FACTS_VERSION`, the symbol names the registry keeps), so
 an upgrade never reads old facts. An entry is used only when the file's size, mtime, inode
 and ctime all match, so a rewritten or touched file is read again.
 
@@ -24,15 +24,16 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from pytest_runtimeconflict.elffacts import FACTS_VERSION, LIBSTDCXX_MARKERS
 from pytest_runtimeconflict.families import identity_symbol_names
 from pytest_runtimeconflict.locking import file_lock
 from pytest_runtimeconflict.model import ElfFacts
+from pytest_runtimeconflict.static.elffacts import FACTS_VERSION, LIBSTDCXX_MARKERS
+from pytest_runtimeconflict.vocabulary import env_setting
 
 log = logging.getLogger(__name__)
 
 FORMAT = 2
-ENV_VAR = "RC_FACTS_CACHE"
+ENV_VAR = "PYTEST_RUNTIMECONFLICT_FACTS_CACHE"
 _FIELDS = tuple(f.name for f in fields(ElfFacts))
 _NFIELDS = len(_FIELDS)
 
@@ -40,9 +41,10 @@ Entry = tuple[int, int, int, int, tuple[Any, ...]]
 
 
 def default_cache_dir() -> Path | None:
-    """The user-level cache: ``$RC_FACTS_CACHE`` (``0`` disables), else
-    ``$XDG_CACHE_HOME/pytest-runtimeconflict``, else ``~/.cache/pytest-runtimeconflict``."""
-    configured = os.environ.get(ENV_VAR)
+    """The user-level cache: ``$PYTEST_RUNTIMECONFLICT_FACTS_CACHE`` (``0`` disables; the old
+    name ``$RC_FACTS_CACHE`` still works), else ``$XDG_CACHE_HOME/pytest-runtimeconflict``, else
+    ``~/.cache/pytest-runtimeconflict``."""
+    configured = env_setting("FACTS_CACHE")
     if configured == "0":
         return None
     if configured:
@@ -54,7 +56,7 @@ def default_cache_dir() -> Path | None:
 def resolve_cache_dir(cache_dir: Path | str | None) -> Path | None:
     """``cache_dir`` if given, else :func:`default_cache_dir`; None when ``RC_FACTS_CACHE=0``
     (the switch wins everywhere, for benchmarks and debugging)."""
-    if os.environ.get(ENV_VAR) == "0":
+    if env_setting("FACTS_CACHE") == "0":
         return None
     return Path(cache_dir) if cache_dir is not None else default_cache_dir()
 

@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import logging
 import re
-import signal as signal_module
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pytest_runtimeconflict import vocabulary
 from pytest_runtimeconflict.errors import ScenarioFileError
 from pytest_runtimeconflict.model import OUTCOMES, RunSpec
+from pytest_runtimeconflict.static.rules import RULES
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -27,19 +28,7 @@ else:  # pragma: no cover - exercised on old interpreters only
 log = logging.getLogger(__name__)
 
 MANIFEST_NAME = "scenario.toml"
-RULE_IDS = (
-    "openmp-duplicate",
-    "openmp-mixed",
-    "blas-duplicate",
-    "libstdcxx-static-exported",
-    "libstdcxx-static-hidden",
-    "libstdcxx-duplicate",
-    "soname-version-shadow",
-    "fortran-runtime-duplicate",
-    "cxx-symbol-duplicate",
-    "static-tls-late",
-    "openmp-fork-hang",  # named by the diagnosis only (diagnose.VERDICT_ONLY_RULES)
-)
+RULE_IDS = tuple(RULES)  # every registered rule, verdict-only ones included
 PRELOAD_MODES = ("global", "local")
 TOP_KEYS = ("scenario", "build", "run")
 SCENARIO_KEYS = ("name", "description", "rule", "libraries", "requires")
@@ -67,17 +56,8 @@ def signal_name(value: str | int | None) -> str | None:
 
     Returns None for None and for values that are no signal on this platform.
     """
-    if value is None:
-        return None
-    text = str(value).strip().upper()
-    try:
-        if text.lstrip("-").isdigit():
-            return signal_module.Signals(abs(int(text))).name
-        if not text.startswith("SIG"):
-            text = "SIG" + text
-        return signal_module.Signals[text].name
-    except (KeyError, ValueError):
-        return None
+    name = vocabulary.signal_name(value)
+    return None if name is None or name.startswith("signal ") else name
 
 
 @dataclass(frozen=True)

@@ -72,6 +72,15 @@ def _lib_token(machine: str) -> str:
     return multiarch if os.path.isdir("/" + multiarch) else "lib64"
 
 
+# ``ldconfig -p`` flags naming this machine's ABI (i386 entries of a multilib system lack them).
+_ARCH_FLAGS = {"x86_64": "x86-64", "aarch64": "AArch64"}
+
+
+def _this_architecture(flags: str) -> bool:
+    wanted = _ARCH_FLAGS.get(os.uname().machine)
+    return wanted is None or wanted in flags
+
+
 @lru_cache(maxsize=1)
 def system_ld_cache() -> dict[str, tuple[str, ...]]:
     """SONAME -> paths from ``ldconfig -p`` (empty when ldconfig is unavailable)."""
@@ -87,7 +96,7 @@ def system_ld_cache() -> dict[str, tuple[str, ...]]:
     cache: dict[str, list[str]] = {}
     for line in out.splitlines():
         match = _CACHE_LINE.match(line)
-        if match:
+        if match and _this_architecture(match.group(2)):
             cache.setdefault(match.group(1), []).append(match.group(3))
     return {name: tuple(paths) for name, paths in cache.items()}
 

@@ -18,14 +18,20 @@ from pytest_runtimeconflict.errors import RuntimeConflictError
 PROG = "pytest-runtimeconflict"
 
 SUBCOMMANDS = {
-    "scan": ("pytest_runtimeconflict.scan", "list native runtimes and static conflicts"),
-    "run": ("pytest_runtimeconflict.run_cli", "run steps in a fresh child interpreter"),
-    "demo": ("pytest_runtimeconflict.demo", "build the scenario zoo and run the plugin on it"),
+    "scan": ("pytest_runtimeconflict.cli.scan", "list native runtimes and static conflicts"),
+    "run": ("pytest_runtimeconflict.cli.run", "run steps in a fresh child interpreter"),
+    "demo": ("pytest_runtimeconflict.cli.demo", "build the scenario zoo and run the plugin on it"),
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The top-level parser with one subparser per subcommand."""
+def _chosen(argv: Sequence[str]) -> str | None:
+    """The subcommand named in ``argv`` (the first word that is one), if any."""
+    return next((a for a in argv if a in SUBCOMMANDS), None)
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The top-level parser with one subparser per subcommand. With ``only``, just that
+    subcommand's module is imported (a scan never pays for the sandbox and the diagnosis)."""
     parser = argparse.ArgumentParser(
         prog="python -m pytest_runtimeconflict",
         description="Find and explain native runtime conflicts between Python wheels.",
@@ -35,16 +41,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="{scan,run,demo}")
     sub.required = True
     for name, (module_name, help_text) in SUBCOMMANDS.items():
-        module = importlib.import_module(module_name)
         sub_parser = sub.add_parser(name, help=help_text, description=help_text)
-        module.add_arguments(sub_parser)
-        sub_parser.set_defaults(_module=module)
+        if only in (None, name):
+            module = importlib.import_module(module_name)
+            module.add_arguments(sub_parser)
+            sub_parser.set_defaults(_module=module)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv``, run the subcommand, return its exit code (2 on usage/input errors)."""
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(_chosen(argv))
     args = parser.parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format=f"{PROG}: %(levelname)s: %(message)s")

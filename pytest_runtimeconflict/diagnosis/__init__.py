@@ -1,0 +1,96 @@
+"""Diagnosis: from one failing run to "which libraries, why, and what avoids it".
+
+Stages, each a function of the previous one's output (one direction for the data):
+
+1. :mod:`.minimise` - delta debugging over the steps, keeping their order, until the smallest
+   ordered subsequence that still fails *the same way* (:mod:`.signature`).
+2. :mod:`.evidence` and :mod:`.attribution` - the evidence of the minimal run becomes a
+   :class:`~pytest_runtimeconflict.model.Verdict`: a rule from the registry, the libraries with
+   their roles and distributions, the cause.
+3. :mod:`.experiments` - counter-experiments relevant to the rule and the families involved,
+   each run in a child on the minimal sequence; :mod:`.advice` turns those that avoided the
+   failure into the user's advice.
+
+Every child run goes through one :class:`~.minimise.Runner`, which caches by spec and enforces
+the cap (``max_runs``) shared by minimisation and experiments.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from pytest_runtimeconflict.diagnosis.advice import advice, confidence
+from pytest_runtimeconflict.diagnosis.attribution import attribute, conflict_key
+from pytest_runtimeconflict.diagnosis.evidence import gather_evidence
+from pytest_runtimeconflict.diagnosis.experiments import plan_experiments, run_experiments
+from pytest_runtimeconflict.diagnosis.minimise import RunFn, Runner, minimise
+from pytest_runtimeconflict.model import (
+    AvoidedBy,
+    Diagnosis,
+    Experiment,
+    RunResult,
+    RunSpec,
+    Verdict,
+)
+from pytest_runtimeconflict.sandbox.runner import run_spec
+
+__all__ = ["Diagnosis", "attribute", "conflict_key", "diagnose", "gather_evidence", "minimise"]
+
+# A latent result (the process survived) is diagnosed within this many child runs unless the
+# caller asks for more: minimisation and a few experiments, not a full search.
+LATENT_BUDGET = 8
+
+
+def diagnose(
+    spec: RunSpec,
+    result: RunResult,
+    *,
+    run: RunFn | None = None,
+    max_runs: int = 40,
+    experiments: bool = True,
+) -> Diagnosis:
+    """Minimise a failing run, attribute it, and run the relevant counter-experiments.
+
+    ``run`` runs one spec in a child (default: the sandbox's ``run_spec``); at most ``max_runs`` child
+    runs are made in all (``LATENT_BUDGET`` for a latent result), and ``cap_hit`` says when
+    that cap cut work short.
+    """
+    run = run or run_spec
+    budget = min(max_runs, LATENT_BUDGET) if result.outcome == "latent" else max_runs
+    runner = Runner(run, budget)
+    runner.seed(spec, result)
+    steps, minimal = minimise(spec, result, runner)
+    evidence = gather_evidence(minimal, result)
+    verdict = _with_load_mode(attribute(evidence), steps)
+    tried: list[AvoidedBy] = []
+    planned: list[Experiment] = []
+    if experiments and result.outcome != "passed":
+        planned = plan_experiments(dataclasses.replace(spec, steps=steps), evidence, verdict)
+        tried = run_experiments(planned, minimal, runner)
+    return Diagnosis(
+        minimal_steps=steps,
+        minimal_result=minimal,
+        runs_used=runner.used,
+        cap_hit=runner.cap_hit,
+        experiments=tuple(tried),
+        libraries=verdict.libraries,
+        findings=verdict.findings,
+        rule=verdict.rule,
+        confidence=confidence(verdict, tried),
+        cause=verdict.cause,
+        author_advice=verdict.author_advice,
+        user_advice=advice(verdict, evidence, tried, experiments, bool(planned)),
+        key=verdict.key,
+    )
+
+
+def _with_load_mode(verdict: Verdict, steps: tuple[str, ...]) -> Verdict:
+    """Say so when a step of the minimal order put a copy's symbols in the global scope."""
+    if verdict.rule == "cxx-symbol-duplicate" and any("RTLD_GLOBAL" in s for s in steps):
+        return dataclasses.replace(
+            verdict,
+            cause=verdict.cause
+            + "; a step loads modules with RTLD_GLOBAL, so the first copy's symbols interpose "
+            "on every later object",
+        )
+    return verdict

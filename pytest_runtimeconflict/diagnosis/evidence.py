@@ -1,0 +1,127 @@
+"""Evidence: what one (minimal) failing run shows, read from its :class:`RunResult`: the
+libraries the failing step mapped, the initialiser and the crashing thread's library, the
+innermost non-libc frame, every thread's library, load order, and the mapped objects as the
+sandbox already described them."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from pytest_runtimeconflict.diagnosis.signature import failure_markers, text_of
+from pytest_runtimeconflict.errors import ElfReadError
+from pytest_runtimeconflict.model import Evidence, ObjectInfo, RunResult
+from pytest_runtimeconflict.static.objects import describe_paths
+from pytest_runtimeconflict.static.records import distributions_of
+from pytest_runtimeconflict.static.rules import findings_for_mapped
+
+log = logging.getLogger(__name__)
+
+_FRAME_FROM = re.compile(r" from (/\S+)\s*$")
+
+
+# glibc's own objects: a crash PC in abort()/raise() there says nothing about the culprit.
+_LIBC_NAMES = re.compile(r"^(libc|libpthread|libdl|ld-linux[-\w]*|librt|libm)[.-]")
+
+
+def crashing_thread_frames(result: RunResult) -> list[str]:
+    """The frame lines of the crashing thread in gdb's ``thread apply all bt`` text.
+
+    gdb lists threads highest number first; the crashing thread is the one whose LWP is the
+    core's first thread (the sandbox's ``threads[0]``), else gdb's ``Thread 1``.
+    """
+    text = result.gdb_backtrace or ""
+    blocks = re.split(r"^(?=Thread \d+ )", text, flags=re.MULTILINE)
+    threads = result.threads or ()
+    wanted = f"(LWP {threads[0].get('tid')})" if threads else None
+    chosen = next((b for b in blocks if wanted and wanted in b.split("\n", 1)[0]), None)
+    if chosen is None:
+        chosen = next((b for b in blocks if b.startswith("Thread 1 ")), "")
+    return [line for line in chosen.splitlines() if line.startswith("#")]
+
+
+def backtrace_library(result: RunResult) -> str | None:
+    """The innermost library outside glibc in the crashing thread's backtrace (the code that
+    called ``abort()`` or faulted), e.g. an OpenMP runtime's ``__kmp_fatal``."""
+    for line in crashing_thread_frames(result):
+        match = _FRAME_FROM.search(line)
+        if match and not _LIBC_NAMES.match(os.path.basename(match.group(1))):
+            return os.path.normpath(match.group(1))
+    return None
+
+
+def gather_evidence(result: RunResult, original: RunResult | None = None) -> Evidence:
+    """Collect the evidence of ``result`` (the minimal run) and describe its mapped objects.
+
+    ``original`` supplies nothing but a fallback when the minimal run recorded no mappings.
+    """
+    source = result if result.mapped or original is None else original
+    objects = {os.path.realpath(o.facts.path): o for o in source.objects}
+    runtimes = {os.path.realpath(r.path): (r.family, r.runtime) for r in source.loaded_runtimes}
+    text = text_of(result)
+    return Evidence(
+        result=result,
+        outcome=result.outcome,
+        signal=result.signal,
+        text=text,
+        markers=failure_markers(text),
+        failing_libraries=tuple(_failing_step_libraries(result)),
+        init_library=result.init_library,
+        crash_library=result.crash_library,
+        frame_library=backtrace_library(result),
+        thread_libraries=_thread_counts(result.threads or ()),
+        load_order=_load_order(result),
+        necessary=frozenset(os.path.realpath(p) for step in result.step_libraries for p in step),
+        objects=objects,
+        findings=tuple(findings_for_mapped(list(objects.values()))),
+        runtimes=runtimes,
+    )
+
+
+def _failing_step_libraries(result: RunResult) -> list[str]:
+    """Libraries newly mapped by the step that failed, or the runtime being exercised when the
+    failure came after the steps (the sandbox drives each loaded runtime once)."""
+    per_step = list(result.step_libraries or ())
+    failed = result.failed_step
+    if isinstance(failed, int) and 0 <= failed < len(per_step):
+        return list(per_step[failed])
+    exercised = [e for e in result.exercised if e.get("path")]
+    bad = [e["path"] for e in exercised if e.get("status") not in ("ok", "passed", "running")]
+    if bad:
+        return bad
+    if exercised and result.phase == "exercise":
+        return [exercised[-1]["path"]]
+    return []
+
+
+def _thread_counts(threads: Iterable[Mapping[str, Any]]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for thread in threads:
+        library = thread.get("library")
+        if library:
+            counts[library] = counts.get(library, 0) + 1
+    return counts
+
+
+def _load_order(result: RunResult) -> dict[str, int]:
+    order: dict[str, int] = {}
+    for step in result.step_libraries or ():
+        for path in step:
+            order.setdefault(os.path.realpath(path), len(order))
+    for path in result.mapped or ():
+        order.setdefault(os.path.realpath(path), len(order))
+    return order
+
+
+def describe(paths: Iterable[str]) -> list[ObjectInfo]:
+    """Facts, runtime kind and owning distribution of ELF files not mapped in the run (a
+    library named by an error message, a candidate copy on the loader's search path)."""
+    unique = sorted({p for p in paths if p and os.path.isabs(p) and os.path.isfile(p)})
+    try:
+        return list(describe_paths(unique, distributions_of(unique)))
+    except ElfReadError as exc:
+        log.warning("cannot describe the mapped objects: %s", exc)
+        return []

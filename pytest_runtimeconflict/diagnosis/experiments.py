@@ -1,0 +1,193 @@
+"""Counter-experiments: changes to the minimal failing run (the reverse import order,
+preloads, ``LD_PRELOAD``, environment settings) and what each did to the failure.
+
+What to try comes from the registries: each runtime family says which copies to preload, which
+thread variables tame it and which settings only hide it (:mod:`pytest_runtimeconflict.families`),
+and a rule may ask for more (:data:`~pytest_runtimeconflict.static.rules.registry.EXPERIMENTS`).
+An experiment never ends the diagnosis: a child that cannot start is recorded as
+``could-not-start`` with the loader's message.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from collections.abc import Iterable, Sequence
+
+from pytest_runtimeconflict import families as family_registry
+from pytest_runtimeconflict.diagnosis.candidates import dedupe, newest_candidate
+from pytest_runtimeconflict.diagnosis.evidence import backtrace_library
+from pytest_runtimeconflict.diagnosis.minimise import CapReached, Runner, reversed_imports
+from pytest_runtimeconflict.model import (
+    AvoidedBy,
+    Evidence,
+    Experiment,
+    RunResult,
+    RunSpec,
+    Verdict,
+)
+from pytest_runtimeconflict.static.rules import rule_of
+from pytest_runtimeconflict.vocabulary import is_import_step
+
+log = logging.getLogger(__name__)
+
+# At most this many candidates of one family are preloaded (each costs two child runs).
+MAX_CANDIDATES = 2
+
+
+def plan_experiments(spec: RunSpec, evidence: Evidence, verdict: Verdict) -> list[Experiment]:
+    """The counter-experiments relevant to the failure and the families involved."""
+    planned = _reverse_order(spec, evidence, verdict)
+    rule = rule_of(verdict.rule)
+    if rule is not None and "preload-newest-soname" in rule.experiments and verdict.soname:
+        newest = newest_candidate(verdict.soname, verdict.version, evidence)
+        planned += _preloads(spec, [newest or verdict.soname])
+    for family in verdict.families:
+        planned += _family_experiments(spec, evidence, verdict, family)
+    return _unique(planned)
+
+
+def _reverse_order(spec: RunSpec, evidence: Evidence, verdict: Verdict) -> list[Experiment]:
+    native = [i for i, libs in enumerate(evidence.result.step_libraries) if libs]
+    reordered = reversed_imports(spec.steps, native) or reversed_imports(spec.steps)
+    if reordered is None:
+        return []
+    rule = rule_of(verdict.rule)
+    # With two exported copies of one C++ library the order only picks which copy wins.
+    unsafe = bool(rule is not None and rule.order_unsafe)
+    note = " (unsafe: only changes which copy's symbols win)" if unsafe else ""
+    moved = [
+        s
+        for i, s in enumerate(reordered)
+        if (s != spec.steps[i] or i in native) and is_import_step(s)
+    ]
+    change = "reverse the import order: " + " -> ".join(moved) + note
+    return [Experiment(change, "order", dataclasses.replace(spec, steps=reordered), unsafe=unsafe)]
+
+
+def _family_experiments(
+    spec: RunSpec, evidence: Evidence, verdict: Verdict, family: str
+) -> list[Experiment]:
+    """Preloads of the family's copies (or of its usual library), then its thread variables,
+    then the settings that only hide a conflict (flagged unsafe)."""
+    records = family_registry.of_family(family)
+    named = [r.preload_name for r in records if r.preload_name]
+    planned: list[Experiment] = []
+    if named:
+        planned += _preloads(spec, [newest_candidate(named[0], None, evidence) or named[0]])
+    else:
+        planned += _preloads(spec, _candidates(verdict, evidence, family))
+    involved = {lib.runtime for lib in verdict.libraries if lib.family == family}
+    involved |= {r for f, r in evidence.runtimes.values() if f == family}
+    omp_error = any(m.startswith("omp-error:") for m in evidence.markers)
+    for record in records:
+        if record.runtime in involved or (omp_error and record.unsafe_env):
+            planned += [_env(spec, k, v, unsafe=True) for k, v in record.unsafe_env]
+    variables = dedupe(v for r in records for v in r.thread_env)
+    planned += [_env(spec, name, "1") for name in variables[:1]]
+    return planned
+
+
+def _preloads(spec: RunSpec, libraries: Iterable[str]) -> list[Experiment]:
+    out = []
+    for lib in libraries:
+        out.append(
+            Experiment(
+                f"preload {lib} with ctypes.CDLL(..., RTLD_GLOBAL) before the imports",
+                "preload",
+                dataclasses.replace(spec, preload=(lib, *spec.preload), preload_mode="global"),
+            )
+        )
+        out.append(
+            Experiment(
+                f"start Python with LD_PRELOAD={lib}",
+                "ld_preload",
+                dataclasses.replace(spec, ld_preload=(lib, *spec.ld_preload)),
+            )
+        )
+    return out
+
+
+def _env(spec: RunSpec, name: str, value: str, *, unsafe: bool = False) -> Experiment:
+    env = dict(spec.env)
+    env[name] = value
+    note = " (unsafe: hides the conflict instead of removing it)" if unsafe else ""
+    return Experiment(
+        f"set {name}={value} in the environment{note}",
+        "env",
+        dataclasses.replace(spec, env=tuple(sorted(env.items()))),
+        unsafe=unsafe,
+    )
+
+
+def _unique(planned: list[Experiment]) -> list[Experiment]:
+    seen: set[RunSpec] = set()
+    out = []
+    for experiment in planned:
+        if experiment.spec not in seen:
+            seen.add(experiment.spec)
+            out.append(experiment)
+    return out
+
+
+def _candidates(verdict: Verdict, evidence: Evidence, family: str) -> list[str]:
+    """Copies of ``family`` involved, in load order (the first loaded first)."""
+    paths = [lib.path for lib in verdict.libraries if lib.family == family]
+    paths += [p for p, (f, _r) in evidence.runtimes.items() if f == family]
+    ordered = sorted(dedupe(os.path.realpath(p) for p in paths), key=evidence.order_of)
+    return ordered[:MAX_CANDIDATES]
+
+
+def run_experiments(
+    planned: Sequence[Experiment], reference: RunResult, runner: Runner
+) -> list[AvoidedBy]:
+    """Run each planned experiment (until the run budget is spent) and record what it did."""
+    tried: list[AvoidedBy] = []
+    for experiment in planned:
+        try:
+            result = runner(experiment.spec)
+        except CapReached:
+            log.info("experiments stopped at the child-run cap after %d", len(tried))
+            break
+        tried.append(
+            AvoidedBy(
+                change=experiment.change,
+                kind=experiment.kind,
+                outcome=result.outcome,
+                unsafe=experiment.unsafe,
+                avoided=avoids(result, reference),
+                signal=result.signal,
+                effect=effect(result, reference),
+            )
+        )
+    return tried
+
+
+def avoids(result: RunResult, reference: RunResult) -> bool:
+    """Did a variant avoid the failure of ``reference``?
+
+    A crash, error or hang is avoided when the variant survives (``passed``, or ``latent``:
+    alive with two copies mapped); a latent duplicate only when the variant ``passed``.
+    A variant that could not start avoided nothing.
+    """
+    if reference.outcome == "latent":
+        return result.outcome == "passed"
+    return result.outcome in ("passed", "latent")
+
+
+_SEVERITY = {"passed": 0, "latent": 1, "failed": 2, "hung": 3, "crashed": 3}
+
+
+def effect(result: RunResult, reference: RunResult) -> str:
+    """In words, what an experiment did beyond avoiding or keeping the failure: it could not
+    start (with the loader's message), or it made things worse (latent -> SIGSEGV in ...)."""
+    if result.outcome == "could-not-start":
+        return f"could-not-start: {result.message}"
+    if _SEVERITY.get(result.outcome, 0) <= _SEVERITY.get(reference.outcome, 0):
+        return ""
+    if result.outcome == "crashed":
+        where = backtrace_library(result) or result.crash_library
+        place = f" in {os.path.basename(where)}" if where else ""
+        return f"this change makes it crash: {result.signal}{place}"
+    return f"this change makes it {result.outcome}: {result.message}"

@@ -1,0 +1,156 @@
+"""Minimisation: delta debugging (ddmin) over a failing run's steps, keeping their order, down
+to the smallest ordered subsequence that still fails the same way. Every child run goes
+through one :class:`Runner`, which caches by spec and enforces the diagnosis's run budget."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from typing import TypeVar
+
+from pytest_runtimeconflict.diagnosis.signature import fails_same_way, failure_signature
+from pytest_runtimeconflict.model import RunResult, RunSpec
+from pytest_runtimeconflict.vocabulary import is_import_step
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+RunFn = Callable[[RunSpec], RunResult]
+
+
+class CapReached(Exception):
+    """The child-run budget of one diagnosis is spent."""
+
+
+class Runner:
+    """Runs specs in children, once each (cached by spec), at most ``max_runs`` times."""
+
+    def __init__(self, run: RunFn, max_runs: int) -> None:
+        self.run = run
+        self.max_runs = max(0, int(max_runs))
+        self.used = 0
+        self.cap_hit = False
+        self.cache: dict[RunSpec, RunResult] = {}
+
+    def seed(self, spec: RunSpec, result: RunResult) -> None:
+        self.cache[spec] = result
+
+    def __call__(self, spec: RunSpec) -> RunResult:
+        if spec in self.cache:
+            return self.cache[spec]
+        if self.used >= self.max_runs:
+            self.cap_hit = True
+            raise CapReached(f"child-run cap of {self.max_runs} reached")
+        self.used += 1
+        log.debug("diagnosis run %d/%d: %s", self.used, self.max_runs, spec.steps)
+        result = self.run(spec)
+        self.cache[spec] = result
+        return result
+
+
+def ddmin(items: Sequence[T], fails: Callable[[Sequence[T]], bool]) -> list[T]:
+    """Zeller's delta debugging: a 1-minimal ordered subsequence of ``items`` that ``fails``.
+
+    ``items`` itself is assumed to fail. Subsets keep the original order. If ``fails`` raises
+    :class:`CapReached` the smallest failing subsequence found so far is returned.
+    """
+    current = list(items)
+    granularity = 2
+    try:
+        while len(current) >= 2:
+            chunks = _split(current, granularity)
+            reduced = _try_chunks(chunks, fails)
+            if reduced is not None:
+                current, granularity = reduced, 2
+                continue
+            if granularity > 2:
+                reduced = _try_complements(current, chunks, fails)
+                if reduced is not None:
+                    current, granularity = reduced, max(granularity - 1, 2)
+                    continue
+            if granularity >= len(current):
+                break
+            granularity = min(len(current), granularity * 2)
+    except CapReached:
+        log.info("minimisation stopped at the child-run cap; %d steps left", len(current))
+    return current
+
+
+def _split(items: list[T], parts: int) -> list[list[T]]:
+    size, extra = divmod(len(items), parts)
+    chunks, start = [], 0
+    for index in range(parts):
+        end = start + size + (1 if index < extra else 0)
+        chunks.append(items[start:end])
+        start = end
+    return [c for c in chunks if c]
+
+
+def _try_chunks(chunks: list[list[T]], fails: Callable[[Sequence[T]], bool]) -> list[T] | None:
+    for chunk in chunks:
+        if fails(chunk):
+            return chunk
+    return None
+
+
+def _try_complements(
+    current: list[T], chunks: list[list[T]], fails: Callable[[Sequence[T]], bool]
+) -> list[T] | None:
+    for index in range(len(chunks)):
+        complement = [x for i, c in enumerate(chunks) if i != index for x in c]
+        if fails(complement):
+            return complement
+    return None
+
+
+def minimise(spec: RunSpec, result: RunResult, runner: Runner) -> tuple[tuple[str, ...], RunResult]:
+    """The smallest ordered subsequence of ``spec.steps`` failing like ``result``, and its run.
+
+    Steps after the one that failed never ran, so they are dropped without a run. A candidate
+    that fails differently (e.g. a ``NameError`` because the import a statement needs was
+    dropped) counts as "not the same failure".
+    """
+    steps = tuple(spec.steps)
+    if result.outcome == "passed" or len(steps) == 0:
+        return steps, result
+    failed = result.failed_step
+    indices = list(range(len(steps)))
+    if isinstance(failed, int) and 0 <= failed < len(steps):
+        indices = indices[: failed + 1]
+    reference = failure_signature(result)
+
+    def fails(subset: Sequence[int]) -> bool:
+        candidate = dataclasses.replace(spec, steps=tuple(steps[i] for i in subset))
+        return fails_same_way(runner(candidate), reference)
+
+    if len(indices) < len(steps):
+        # The truncated sequence ran identically; record it under its own spec (no child run).
+        _alias(runner, dataclasses.replace(spec, steps=tuple(steps[i] for i in indices)), result)
+    kept = ddmin(indices, fails)
+    minimal_steps = tuple(steps[i] for i in kept)
+    minimal_spec = dataclasses.replace(spec, steps=minimal_steps)
+    try:
+        return minimal_steps, runner(minimal_spec)
+    except CapReached:
+        return minimal_steps, result
+
+
+def _alias(runner: Runner, spec: RunSpec, result: RunResult) -> None:
+    runner.seed(spec, result)
+
+
+def reversed_imports(
+    steps: Sequence[str], eligible: Iterable[int] | None = None
+) -> tuple[str, ...] | None:
+    """The steps with the import steps in reverse order, in the slots imports held; None if
+    there are fewer than two imports (nothing to reorder). ``eligible`` limits the reordering
+    to those step indices (the imports that mapped native code)."""
+    allowed = set(range(len(steps))) if eligible is None else set(eligible)
+    positions = [i for i, step in enumerate(steps) if is_import_step(step) and i in allowed]
+    if len(positions) < 2:
+        return None
+    out = list(steps)
+    for slot, source in zip(positions, reversed(positions)):
+        out[slot] = steps[source]
+    return tuple(out)

@@ -1,0 +1,96 @@
+"""Failure signatures: what "fails the same way" compares, and mechanism markers in a
+child's output (``version:GLIBCXX_3.4.30``, ``omp-error:15``, ``terminate:std::bad_cast``)."""
+
+from __future__ import annotations
+
+import os
+import re
+
+from pytest_runtimeconflict.model import RunResult
+
+_EXC_TYPE = re.compile(r"^\s*([A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt|Warning))\b")
+
+
+_VERSION_NOT_FOUND = re.compile(
+    r"(?P<lib>/\S+|[\w.+-]+\.so[\w.]*): version [`'](?P<version>[^`']+)' not found"
+    r"(?: \(required by (?P<by>[^)]+)\))?"
+)
+
+
+_OMP_ERROR = re.compile(r"OMP: Error #(\d+)")
+
+
+_TERMINATE = re.compile(r"terminate called after throwing an instance of '([^']+)'")
+
+
+_STATIC_TLS = re.compile(r"cannot allocate memory in static TLS block")
+
+
+_UNDEFINED_SYMBOL = re.compile(r"undefined symbol: (\S+)")
+
+
+_HEX = re.compile(r"0x[0-9a-fA-F]+")
+
+
+_PATH = re.compile(r"(/[^\s:'\"()]+)+")
+
+
+def exception_type(message: str | None) -> str | None:
+    """The exception class named at the start of a failure message (``ImportError``)."""
+    match = _EXC_TYPE.match(message or "")
+    return match.group(1).rsplit(".", 1)[-1] if match else None
+
+
+def failure_markers(text: str) -> tuple[str, ...]:
+    """Mechanism-specific phrases in a child's output, as stable tokens.
+
+    ``version `GLIBCXX_3.4.30' not found`` -> ``version:GLIBCXX_3.4.30``; ``OMP: Error #15`` ->
+    ``omp-error:15``; an uncaught C++ exception's type; static TLS exhaustion.
+    """
+    markers: set[str] = set()
+    markers.update(f"version:{m.group('version')}" for m in _VERSION_NOT_FOUND.finditer(text))
+    markers.update(f"omp-error:{m.group(1)}" for m in _OMP_ERROR.finditer(text))
+    markers.update(f"terminate:{m.group(1)}" for m in _TERMINATE.finditer(text))
+    markers.update(f"undefined:{m.group(1)}" for m in _UNDEFINED_SYMBOL.finditer(text))
+    if _STATIC_TLS.search(text):
+        markers.add("static-tls")
+    return tuple(sorted(markers))
+
+
+def exception_type_of(result: RunResult) -> str | None:
+    return result.exception_type or exception_type(result.message)
+
+
+def _normalised(message: str) -> str:
+    """A message without the parts that vary between runs (paths, addresses)."""
+    text = _HEX.sub("0x?", message or "")
+    text = _PATH.sub(lambda m: os.path.basename(m.group(0)), text)
+    return " ".join(text.split())[:200]
+
+
+def text_of(result: RunResult) -> str:
+    return "\n".join(str(x) for x in (result.message or "", result.stderr_tail or ""))
+
+
+def failure_signature(result: RunResult) -> tuple[str, ...]:
+    """What "fails the same way" compares: outcome, signal or exception and key error text.
+
+    Crashes compare the signal (and mechanism markers such as ``OMP: Error #15``); errors the
+    exception type and the key text (a missing version, an undefined symbol, else the
+    message without paths and addresses); hangs only the outcome; latent runs the duplicated
+    runtime families.
+    """
+    outcome = result.outcome
+    markers = failure_markers(text_of(result))
+    if outcome == "crashed":
+        return (outcome, str(result.signal or result.signum), *markers)
+    if outcome == "failed":
+        key_text = markers or (_normalised(result.message or ""),)
+        return (outcome, exception_type_of(result) or "?", *key_text)
+    if outcome == "latent":
+        return (outcome, *result.duplicated_families())
+    return (outcome,)
+
+
+def fails_same_way(result: RunResult, reference: tuple[str, ...]) -> bool:
+    return failure_signature(result) == reference

@@ -1,0 +1,134 @@
+"""Run records: what one child run is asked to do (:class:`RunSpec`) and everything it left
+behind (:class:`RunResult`), built once by the sandbox."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+from pytest_runtimeconflict.model.facts import Finding, ObjectInfo
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One child-interpreter run: steps in order, with optional preloads and environment."""
+
+    steps: tuple[str, ...]
+    preload: tuple[str, ...] = ()
+    preload_mode: str = "global"  # "global" (RTLD_GLOBAL) or "local" (RTLD_LOCAL)
+    ld_preload: tuple[str, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
+    timeout: float = 60.0
+    python: str = field(default_factory=lambda: sys.executable)
+    exercise: bool = True
+    id: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "steps": list(self.steps),
+            "preload": list(self.preload),
+            "preload_mode": self.preload_mode,
+            "ld_preload": list(self.ld_preload),
+            "env": dict(self.env),
+            "timeout": self.timeout,
+            "python": self.python,
+            "exercise": self.exercise,
+        }
+
+
+@dataclass(frozen=True)
+class MappedRuntime:
+    """A runtime library mapped in a run: its file, family and implementation."""
+
+    path: str
+    family: str
+    runtime: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"path": self.path, "family": self.family, "runtime": self.runtime}
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """Everything one child run left behind; ``to_json()`` gives the issue's report keys.
+
+    ``objects`` describes every mapped ELF object (facts, kind, distribution) once, so the
+    diagnosis reads it instead of describing the same files again.
+    """
+
+    spec: RunSpec
+    outcome: str
+    signal: str | None = None
+    signum: int | None = None
+    returncode: int | None = None
+    failed_step: int | None = None
+    phase: str | None = None  # start | preload | step | exercise | exit
+    message: str = ""
+    duration_s: float = 0.0
+    stdout_tail: str = ""
+    stderr_tail: str = ""
+    exception_type: str | None = None
+    preload_libraries: tuple[str, ...] = ()
+    step_libraries: tuple[tuple[str, ...], ...] = ()
+    mapped: tuple[str, ...] = ()
+    init_library: str | None = None
+    python_traceback: str | None = None
+    threads: tuple[dict[str, Any], ...] = ()
+    crash_library: str | None = None
+    gdb_backtrace: str | None = None
+    core_found: bool = False
+    exercised: tuple[dict[str, Any], ...] = ()
+    loaded_runtimes: tuple[MappedRuntime, ...] = ()
+    libraries: tuple[str, ...] = ()
+    findings: tuple[Finding, ...] = ()
+    objects: tuple[ObjectInfo, ...] = field(default=(), compare=False, repr=False)
+
+    def to_json(self) -> dict[str, Any]:
+        """The report record (contract keys first, then the post-mortem extras)."""
+        return {
+            "id": self.spec.id,
+            "steps": list(self.spec.steps),
+            "preload": list(self.spec.preload),
+            "env": dict(self.spec.env),
+            "outcome": self.outcome,
+            "signal": self.signal,
+            "returncode": self.returncode,
+            "failed_step": self.failed_step,
+            "message": self.message,
+            "duration_s": round(self.duration_s, 3),
+            "stderr_tail": self.stderr_tail,
+            "libraries": list(self.libraries),
+            "loaded_runtimes": [r.to_json() for r in self.loaded_runtimes],
+            "findings": [f.to_json() for f in self.findings],
+            "signum": self.signum,
+            "phase": self.phase,
+            "preload_mode": self.spec.preload_mode,
+            "ld_preload": list(self.spec.ld_preload),
+            "python": self.spec.python,
+            "exception_type": self.exception_type,
+            "stdout_tail": self.stdout_tail,
+            "preload_libraries": list(self.preload_libraries),
+            "step_libraries": [list(s) for s in self.step_libraries],
+            "mapped": list(self.mapped),
+            "crash_library": self.crash_library,
+            "init_library": self.init_library,
+            "threads": [dict(t) for t in self.threads],
+            "gdb_backtrace": self.gdb_backtrace,
+            "python_traceback": self.python_traceback,
+            "exercised": [dict(e) for e in self.exercised],
+        }
+
+    def duplicated_families(self) -> tuple[str, ...]:
+        """Runtime families with two or more distinct files mapped in this run."""
+        return duplicated_families(self.loaded_runtimes)
+
+
+def duplicated_families(runtimes: Any) -> tuple[str, ...]:
+    """Families with two or more distinct files among ``runtimes`` (records or JSON dicts)."""
+    files: dict[str, set[str]] = {}
+    for rt in runtimes:
+        family, path = (rt["family"], rt["path"]) if isinstance(rt, dict) else (rt.family, rt.path)
+        files.setdefault(str(family), set()).add(str(path))
+    return tuple(sorted(f for f, paths in files.items() if len(paths) > 1))

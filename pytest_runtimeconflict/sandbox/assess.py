@@ -1,0 +1,260 @@
+"""From a finished child to a :class:`RunResult`, built once: the child's progress events
+replayed into an outcome, the post-mortem of a crash (core, gdb, loader log), and the
+description of every mapped object (runtime families, latent duplicates, static findings
+over exactly the mapped set)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from pytest_runtimeconflict.model import Finding, MappedRuntime, ObjectInfo, RunResult, RunSpec
+from pytest_runtimeconflict.model.run import duplicated_families
+from pytest_runtimeconflict.sandbox import postmortem
+from pytest_runtimeconflict.static.objects import describe_paths
+from pytest_runtimeconflict.static.records import distributions_of
+from pytest_runtimeconflict.static.rules import findings_for_mapped
+from pytest_runtimeconflict.vocabulary import signal_name
+
+log = logging.getLogger(__name__)
+
+LOADER_LOG_PREFIX = "ld-debug"
+
+
+@dataclass
+class ChildRun:
+    """Raw facts of one child process, before interpretation."""
+
+    run_dir: str
+    python: str
+    returncode: int
+    timed_out: bool
+    duration_s: float
+    stdout: str
+    stderr: str
+    events: list[dict[str, Any]]
+    fault_text: str
+
+
+@dataclass
+class Progress:
+    """The child's state reconstructed from its events."""
+
+    started: bool = False
+    pid: int | None = None
+    phase: str | None = None
+    index: int | None = None  # step or preload index of the current phase
+    exercising: tuple[str, str] | None = None  # (path, kind) being exercised
+    error: dict[str, Any] | None = None
+    done: bool = False
+    preload_new: list[str] = field(default_factory=list)
+    step_new: list[list[str]] = field(default_factory=list)
+    seen: list[str] = field(default_factory=list)
+    exercised: list[dict[str, Any]] = field(default_factory=list)
+
+
+def replay(events: list[dict[str, Any]]) -> Progress:
+    """The child's state reconstructed from its progress events."""
+    state = Progress()
+    for ev in events:
+        kind, status = ev.get("event"), ev.get("status")
+        state.seen.extend(ev.get("new", []))
+        if kind == "start":
+            state.started, state.pid, state.phase = True, ev.get("pid"), "start"
+        elif kind in ("preload", "step"):
+            state.phase, state.index = kind, ev.get("index")
+            if status != "begin":
+                target = state.preload_new if kind == "preload" else None
+                if target is not None:
+                    target.extend(ev.get("new", []))
+                else:
+                    state.step_new.append(list(ev.get("new", [])))
+            if status == "error":
+                state.error = ev
+        elif kind == "exercise":
+            state.phase, state.index = "exercise", None
+            _replay_exercise(state, ev)
+        elif kind == "done":
+            state.done, state.phase = True, "exit"
+    return state
+
+
+def _replay_exercise(state: Progress, ev: dict[str, Any]) -> None:
+    if ev.get("status") == "begin":
+        state.exercising = (ev["path"], ev["kind"])
+        state.exercised.append({"path": ev["path"], "kind": ev["kind"], "status": "running"})
+        return
+    state.exercising = None
+    record = state.exercised[-1]
+    record["status"] = ev.get("status")
+    record["detail"] = ev.get("detail") or ev.get("message", "")
+
+
+def _where(spec: RunSpec, state: Progress) -> str:
+    """Human words for the phase the child was in."""
+    if state.phase == "step" and state.index is not None:
+        return f"in step {state.index} ({spec.steps[state.index]!r})"
+    if state.phase == "preload" and state.index is not None:
+        return f"while preloading {spec.preload[state.index]!r}"
+    if state.phase == "exercise" and state.exercising is not None:
+        path, kind = state.exercising
+        return f"while exercising the {kind} runtime {path} after the steps"
+    if state.phase == "exit":
+        return "at interpreter exit, after every step had returned"
+    return "while the interpreter was starting, before the first step"
+
+
+def assess(spec: RunSpec, raw: ChildRun) -> RunResult:
+    """Turn the raw child facts into the complete :class:`RunResult`."""
+    state = replay(raw.events)
+    if not state.started and not raw.timed_out and raw.returncode >= 0:
+        return _could_not_start(spec, raw)
+    step_libraries = [list(s) for s in state.step_new]
+    failed_step = None
+    if state.phase == "step" and not state.done and state.index is not None:
+        failed_step = state.index
+        while len(step_libraries) <= state.index:
+            step_libraries.append([])  # the failing step never reported its mappings
+    fields: dict[str, Any] = {
+        "returncode": raw.returncode,
+        "duration_s": raw.duration_s,
+        "stdout_tail": raw.stdout,
+        "stderr_tail": raw.stderr,
+        "preload_libraries": tuple(state.preload_new),
+        "failed_step": failed_step,
+        "phase": None if state.done and raw.returncode == 0 else state.phase,
+        "python_traceback": raw.fault_text.strip() or None,
+    }
+    fields.update(_outcome(spec, raw, state))
+    mapped = list(dict.fromkeys(state.seen))
+    if fields["outcome"] == "crashed":
+        fields.update(_postmortem(raw, mapped, step_libraries, failed_step))
+    fields["mapped"] = tuple(mapped)
+    fields["step_libraries"] = tuple(tuple(s) for s in step_libraries)
+    fields["exercised"] = tuple(state.exercised)
+    fields.update(_describe(fields))
+    return RunResult(spec=spec, **fields)
+
+
+def _could_not_start(spec: RunSpec, raw: ChildRun) -> RunResult:
+    """The interpreter (checked beforehand) did not reach the sandbox script: the loader
+    refused this run's load mode (an ``LD_PRELOAD`` whose dependencies are not found)."""
+    last = (raw.stderr.strip().splitlines() or ["(no output)"])[-1]
+    return RunResult(
+        spec=spec,
+        outcome="could-not-start",
+        returncode=raw.returncode,
+        phase="start",
+        message=f"the interpreter could not start with this run's settings: {last}",
+        duration_s=raw.duration_s,
+        stdout_tail=raw.stdout,
+        stderr_tail=raw.stderr,
+    )
+
+
+def _outcome(spec: RunSpec, raw: ChildRun, state: Progress) -> dict[str, Any]:
+    rc, where = raw.returncode, _where(spec, state)
+    if raw.timed_out:
+        return {"outcome": "hung", "message": f"timed out after {spec.timeout:g} s {where}"}
+    if rc < 0:
+        name = signal_name(-rc)
+        if state.exercising is not None:
+            state.exercised[-1]["status"] = "crashed"
+        return {
+            "outcome": "crashed",
+            "signum": -rc,
+            "signal": name,
+            "message": f"crashed with {name} (signal {-rc}) {where}",
+        }
+    if state.error is not None:
+        message = state.error.get("message", "")
+        if state.error.get("event") == "preload":
+            message = f"preload {state.error.get('lib')!r} failed: {message}"
+        out = {"outcome": "failed", "exception_type": state.error.get("exc_type")}
+        out["message"] = message
+        if state.error.get("traceback"):
+            out["python_traceback"] = state.error["traceback"]
+        return out
+    if rc != 0 or not state.done:
+        return {"outcome": "failed", "message": f"the child exited with status {rc} {where}"}
+    return {"outcome": "passed", "message": ""}
+
+
+def _postmortem(
+    raw: ChildRun, mapped: list[str], step_libraries: list[list[str]], failed_step: int | None
+) -> dict[str, Any]:
+    """Core notes, gdb and the loader log of a crashed child (core deleted afterwards).
+    Objects mapped by the crashing step itself (its progress line never got written) are
+    added to ``mapped`` and to the failing step's libraries."""
+    pid = next((e.get("pid") for e in raw.events if e.get("event") == "start"), None)
+    loader = postmortem.read_loader_log(raw.run_dir, LOADER_LOG_PREFIX, pid)
+    core_path = postmortem.find_core(raw.run_dir, pid)
+    out: dict[str, Any] = {}
+    crash_mapped: list[str] = []
+    if core_path is not None:
+        out["core_found"] = True
+        try:
+            core = postmortem.read_core(core_path)
+            threads = postmortem.describe_threads(core)
+            out["threads"] = tuple(threads)
+            out["crash_library"] = threads[0]["library"] if threads else None
+            crash_mapped = [p for p in core.files() if postmortem.is_elf(p)]
+            out["gdb_backtrace"] = postmortem.gdb_backtrace(raw.python, core_path)
+        except Exception as exc:  # a truncated core must not hide the rest of the report
+            log.warning("cannot read core %s: %s", core_path, exc)
+        finally:
+            os.unlink(core_path)
+    else:
+        crash_mapped = [os.path.realpath(p) for p in loader.inits if os.path.isabs(p)]
+    fresh = [p for p in dict.fromkeys(crash_mapped) if p not in set(mapped)]
+    mapped.extend(fresh)
+    if failed_step is not None:
+        step_libraries[failed_step].extend(fresh)
+    candidates = step_libraries[-1] if failed_step is not None else mapped
+    out["init_library"] = postmortem.crashing_init(loader, out.get("gdb_backtrace"), candidates)
+    return out
+
+
+def _describe(fields: dict[str, Any]) -> dict[str, Any]:
+    """Mapped runtimes, a latent duplicate, findings confirmed by the mapped set, blame."""
+    paths = [p for p in fields["mapped"] if os.path.isabs(p) and os.path.isfile(p)]
+    objects = describe_paths(paths, distributions_of(paths))
+    runtimes = tuple(
+        MappedRuntime(o.facts.path, o.kind.family, o.kind.runtime)
+        for o in objects
+        if o.kind is not None
+    )
+    out: dict[str, Any] = {"objects": tuple(objects), "loaded_runtimes": runtimes}
+    duplicates = duplicate_sentences(runtimes)
+    if fields["outcome"] == "passed" and duplicates:
+        out["outcome"], out["message"] = "latent", "survived, but " + "; ".join(duplicates)
+    if fields["outcome"] == "passed" or fields.get("exception_type") == "ModuleNotFoundError":
+        return out
+    findings = _confirmed_findings(objects, set(fields["mapped"]))
+    blamed = [lib for f in findings for lib in f.libraries]
+    runtime_paths = {r.path for r in runtimes}
+    blamed += [
+        p for p in (fields.get("crash_library"), fields.get("init_library")) if p in runtime_paths
+    ]
+    out["findings"] = tuple(findings)
+    out["libraries"] = tuple(dict.fromkeys(blamed))
+    return out
+
+
+def _confirmed_findings(objects: list[ObjectInfo], mapped: set[str]) -> list[Finding]:
+    """Findings over the mapped set whose libraries were all mapped in this run."""
+    return [f for f in findings_for_mapped(objects) if all(lib in mapped for lib in f.libraries)]
+
+
+def duplicate_sentences(runtimes: tuple[MappedRuntime, ...]) -> list[str]:
+    """One sentence per family with two or more distinct mapped files."""
+    sentences = []
+    for family in duplicated_families(runtimes):
+        records = [r for r in runtimes if r.family == family]
+        names = ", ".join(f"{r.path} ({r.runtime})" for r in records)
+        sentences.append(
+            f"{len({r.path for r in records})} {family} runtimes were mapped at once: {names}"
+        )
+    return sentences

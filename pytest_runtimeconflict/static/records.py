@@ -1,0 +1,107 @@
+"""The one reader of ``*.dist-info/RECORD`` files: which distribution installed which file.
+
+:func:`parse_record` is the line parser; :mod:`.discover` runs its very source inside the
+target interpreter (standard library only, Python 3.8 syntax), and :func:`distributions_of`
+uses it on disk for files seen in a live process (no interpreter needed, so it works for any
+target venv). RECORD paths may leave site-packages (``../../../lib/libiomp5.so``: the ``mkl``
+and ``intel-openmp`` wheels install into ``<prefix>/lib``); they are resolved like any other.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+
+
+def parse_record(text):  # type: ignore[no-untyped-def]  # runs in the target: 3.8 syntax
+    """The paths of a RECORD text: lines are ``path,hash,size``; a path holding a comma or a
+    quote is CSV-quoted (``"a,b.py",sha256=...,12``)."""
+    out = []
+    for line in text.splitlines():
+        rel = line.rsplit(",", 2)[0] if line.count(",") >= 2 else line
+        if rel.startswith('"') and rel.endswith('"'):
+            rel = rel[1:-1].replace('""', '"')
+        if rel:
+            out.append(rel)
+    return out
+
+
+_OWNERS: dict[str, dict[str, str]] = {}
+
+
+def distributions_of(paths: Iterable[str]) -> dict[str, str]:
+    """Owning distribution of each path, from the RECORDs of the site directories above it
+    (or, for files installed outside site-packages, of the prefix's site directories)."""
+    owners: dict[str, str] = {}
+    for path in paths:
+        real = os.path.realpath(path)
+        for site in _site_dirs_near(real):
+            owner = _record_owners(site).get(real)
+            if owner:
+                owners[path] = owner
+                break
+    return owners
+
+
+def _site_dirs_near(path: str) -> list[str]:
+    """Directories holding ``*.dist-info`` above ``path`` (nearest first), then the
+    ``lib/python*/site-packages`` of each ancestor (a file under ``<prefix>/lib``)."""
+    found: list[str] = []
+    parent = os.path.dirname(path)
+    while parent and parent != os.path.dirname(parent):
+        if parent in _OWNERS or _has_dist_info(parent):
+            found.append(parent)
+        found += [s for s in _prefix_site_dirs(parent) if s not in found]
+        parent = os.path.dirname(parent)
+    return found
+
+
+def _prefix_site_dirs(prefix: str) -> list[str]:
+    lib = os.path.join(prefix, "lib")
+    try:
+        names = sorted(n for n in os.listdir(lib) if n.startswith("python"))
+    except OSError:
+        return []
+    sites = [os.path.join(lib, n, "site-packages") for n in names]
+    return [s for s in sites if _has_dist_info(s)]
+
+
+def _has_dist_info(directory: str) -> bool:
+    try:
+        return any(name.endswith(".dist-info") for name in os.listdir(directory))
+    except OSError:
+        return False
+
+
+def _record_owners(site: str) -> dict[str, str]:
+    """realpath -> distribution name for every file listed in the RECORDs under ``site``."""
+    if site in _OWNERS:
+        return _OWNERS[site]
+    owners: dict[str, str] = {}
+    for entry in sorted(os.listdir(site)):
+        if not entry.endswith(".dist-info"):
+            continue
+        name = dist_name(os.path.join(site, entry))
+        try:
+            with open(os.path.join(site, entry, "RECORD"), encoding="utf-8") as fh:
+                rels = parse_record(fh.read())
+        except OSError:
+            continue
+        for rel in rels:
+            owners[os.path.realpath(os.path.join(site, rel))] = name
+    _OWNERS[site] = owners
+    return owners
+
+
+def dist_name(dist_info: str) -> str:
+    """The ``Name:`` of a dist-info's METADATA (falls back to the directory name)."""
+    try:
+        with open(os.path.join(dist_info, "METADATA"), encoding="utf-8") as fh:
+            for line in fh:
+                if line.lower().startswith("name:"):
+                    return line.split(":", 1)[1].strip()
+                if not line.strip():
+                    break
+    except OSError:
+        pass
+    return os.path.basename(dist_info).split("-")[0]

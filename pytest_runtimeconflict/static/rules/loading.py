@@ -1,0 +1,177 @@
+"""Rules about the loader: which copy of a SONAME serves later objects, and initial-exec TLS
+of libraries that only arrive by dlopen. They work on the per-extension closures of the loader
+model (:class:`Reach`), so only the scan applies them."""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from pytest_runtimeconflict.model import Finding, ObjectInfo
+from pytest_runtimeconflict.static.loader import LoaderModel, ProcessState, file_key
+from pytest_runtimeconflict.static.rules.common import describe, dists, libs
+from pytest_runtimeconflict.static.rules.registry import Rule, register
+
+
+@dataclass
+class Reach:
+    """Per-extension closures of an environment under the loader model."""
+
+    base: set[str] = field(default_factory=set)  # paths the interpreter loads at start
+    closures: dict[str, ProcessState] = field(default_factory=dict)  # extension -> process
+    reached_by: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+
+
+def compute_reach(
+    objects: Sequence[ObjectInfo], loader: LoaderModel, initial: Sequence[str]
+) -> Reach:
+    """Load each extension on top of the interpreter's own closure (``initial``)."""
+    base = loader.new_process(initial)
+    reach = Reach(base=set(base.loaded))
+    for info in objects:
+        if not info.is_extension:
+            continue
+        state = base.copy()
+        state.load(info.path)
+        reach.closures[info.path] = state
+        for path in state.loaded:
+            reach.reached_by[path].add(info.path)
+    return reach
+
+
+def _version_shadow(reach: Reach, info_of: dict[str, ObjectInfo]) -> list[Finding]:
+    files: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
+    for ext, state in reach.closures.items():
+        for (_req, name), path in state.resolved.items():
+            if ext not in files[name][path]:
+                files[name][path].append(ext)
+    out = []
+    for name, by_file in sorted(files.items()):
+        if len({file_key(p) for p in by_file}) < 2:
+            continue
+        for f_path, a_exts in sorted(by_file.items()):
+            f_info = info_of.get(f_path)
+            if f_info is None or not f_info.facts.version_defs:
+                continue  # glibc skips version checks against an unversioned object
+            defs = set(f_info.facts.version_defs)
+            for g_path, b_exts in sorted(by_file.items()):
+                if file_key(g_path) == file_key(f_path):
+                    continue
+                for b_ext in sorted(b_exts):
+                    missing = _needs_on(reach.closures[b_ext], name) - defs
+                    if missing:
+                        out.append(
+                            _shadow_finding(
+                                name, f_info, info_of, g_path, a_exts[0], b_ext, missing
+                            )
+                        )
+                        break
+    return out
+
+
+def _needs_on(state: ProcessState, name: str) -> set[str]:
+    needs: set[str] = set()
+    for facts in state.loaded.values():
+        for lib, versions in facts.version_needs:
+            if lib == name:
+                needs.update(versions)
+    return needs
+
+
+def _shadow_finding(
+    name: str,
+    f_info: ObjectInfo,
+    info_of: dict[str, ObjectInfo],
+    g_path: str,
+    a_ext: str,
+    b_ext: str,
+    missing: set[str],
+) -> Finding:
+    involved = [f_info] + [info_of[p] for p in (g_path, a_ext, b_ext) if p in info_of]
+    a_name, b_name = os.path.basename(a_ext), os.path.basename(b_ext)
+    return Finding(
+        rule="soname-version-shadow",
+        family=f_info.kind.family if f_info.kind else name,
+        severity="error",
+        title=f"importing {a_name} before {b_name} fails: {name} lacks {', '.join(sorted(missing))}",
+        detail=f"{a_ext} loads {name} from {f_info.path}; the loader then reuses it for every "
+        f"later request of that SONAME. {b_ext} would load {g_path} but gets {f_info.path}, "
+        f"which does not define version(s) {', '.join(sorted(missing))}: "
+        f"ImportError \"version '{sorted(missing)[-1]}' not found\". The reverse order works.",
+        libraries=libs(involved),
+        distributions=dists(involved),
+        advice=f"Package authors: do not vendor an old {name}, or give the vendored copy a unique "
+        f"SONAME (auditwheel does). Users: import {b_name.split('.')[0]}'s package first, or "
+        f"preload the newest {name} (LD_PRELOAD).",
+    )
+
+
+def _static_tls_late(reach: Reach, info_of: dict[str, ObjectInfo]) -> list[Finding]:
+    out = []
+    for path in sorted(reach.reached_by):
+        info = info_of.get(path)
+        if info is None or not info.facts.static_tls or path in reach.base:
+            continue
+        out.append(
+            Finding(
+                rule="static-tls-late",
+                family=info.kind.family if info.kind else "tls",
+                severity="info",
+                title=f"{os.path.basename(path)} uses static TLS and is only loaded by dlopen",
+                detail=f"{describe(info)} has DF_STATIC_TLS ({info.facts.tls_size} bytes of TLS); "
+                "loaded late it must fit the static TLS surplus. On aarch64 this fails with "
+                "'cannot allocate memory in static TLS block' depending on import order.",
+                libraries=(path,),
+                distributions=dists([info]),
+                advice="Package authors: build with -ftls-model=global-dynamic. Users: import this "
+                "package first, preload the library, or raise glibc.rtld.optional_static_tls "
+                "(GLIBC_TUNABLES).",
+            )
+        )
+    return out
+
+
+register(
+    Rule(
+        id="soname-version-shadow",
+        family="loader",
+        severity="error",
+        summary="an older copy of a SONAME loaded first lacks a version a later object needs",
+        scope="loader",
+        detect=_version_shadow,
+        markers=("version:",),
+        cause=(
+            "{old} was loaded first and now serves the SONAME {soname} to every later object, "
+            "but {needer} needs {version}, which that copy does not define"
+        ),
+        author_advice=(
+            "do not vendor an older {soname} under its plain SONAME: whichever copy loads first "
+            "serves every later object; require {version} from the system, or vendor a copy "
+            "that defines every version your objects need under a unique (hashed) SONAME"
+        ),
+        experiments=("preload-newest-soname",),
+        untried_hint="try importing the module that needs {version} first",
+    )
+)
+register(
+    Rule(
+        id="static-tls-late",
+        family="tls",
+        severity="info",
+        summary="a library with initial-exec TLS arrives only by dlopen",
+        scope="loader",
+        detect=_static_tls_late,
+        markers=("static-tls",),
+        cause=(
+            "{libs} uses initial-exec TLS (DF_STATIC_TLS) and was loaded after the static TLS "
+            "surplus was used up"
+        ),
+        author_advice=(
+            "build the library without initial-exec TLS (-ftls-model=global-dynamic, no "
+            "DF_STATIC_TLS) so it can be loaded late"
+        ),
+        untried_hint="try importing the package with static TLS first",
+    )
+)
