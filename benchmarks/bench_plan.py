@@ -15,7 +15,7 @@ import random
 import time
 from itertools import combinations, permutations
 
-from pytest_runtimeconflict import plan
+from pytest_runtimeconflict import plan, plan_search
 
 SIZES = (5, 10, 20, 40)
 STRENGTHS = (2, 3)
@@ -51,7 +51,7 @@ def verify(sequences: list[tuple[str, ...]], modules: list[str], t: int) -> None
 
 def timed_plan(modules: list[str], t: int, seed: int) -> tuple[int, float]:
     plan._plan_cached.cache_clear()
-    plan._plan_indices.cache_clear()
+    plan_search.plan_indices.cache_clear()
     start = time.perf_counter()
     sequences = plan.plan_sequences(modules, t, seed=seed)
     elapsed = time.perf_counter() - start
