@@ -116,5 +116,5 @@ def test_backtrace_shows_the_crashing_thread_not_the_others() -> None:
 def test_format_result_of_a_passing_run() -> None:
     result = run_spec(RunSpec(steps=("import json",), python=sys.executable))
     text = format_result(result, None)
-    assert text.startswith("PASSED: import json")
+    assert text.startswith("scenario -: PASSED in ") and "  step 0: import json" in text
     assert "Do:" not in text  # nothing to diagnose, nothing to advise

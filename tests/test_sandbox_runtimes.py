@@ -78,7 +78,7 @@ def test_one_openmp_runtime_is_exercised_and_passes() -> None:
 
 def test_no_exercise_calls_nothing() -> None:
     result = run(load_steps([SYSTEM_GOMP]), exercise=False)
-    assert result.outcome == "passed" and result.exercised == []
+    assert result.outcome == "passed" and result.exercised == ()
 
 
 def test_two_libgomp_copies_are_latent(gomp_copies: list[str]) -> None:

@@ -230,7 +230,8 @@ def _describe(fields: dict[str, Any]) -> dict[str, Any]:
     duplicates = duplicate_sentences(runtimes)
     if fields["outcome"] == "passed" and duplicates:
         out["outcome"], out["message"] = "latent", "survived, but " + "; ".join(duplicates)
-    if fields["outcome"] == "passed" or fields.get("exception_type") == "ModuleNotFoundError":
+    outcome = out.get("outcome", fields["outcome"])
+    if outcome == "passed" or fields.get("exception_type") == "ModuleNotFoundError":
         return out
     findings = _confirmed_findings(objects, set(fields["mapped"]))
     blamed = [lib for f in findings for lib in f.libraries]
