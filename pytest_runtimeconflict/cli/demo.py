@@ -44,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=Path,
         default=None,
         metavar="DIR",
-        help="wheel cache (default: $RC_ZOO_CACHE or ~/.cache/pytest-runtimeconflict/zoo)",
+        help="wheel cache (default: $PYTEST_RUNTIMECONFLICT_ZOO_CACHE or ~/.cache/pytest-runtimeconflict/zoo)",
     )
     parser.add_argument(
         "-n",
