@@ -24,6 +24,7 @@ from pytest_runtimeconflict.diagnosis import Diagnosis, diagnose
 from pytest_runtimeconflict.diagnosis.minimise import ddmin, reversed_imports
 from pytest_runtimeconflict.diagnosis.signature import failure_signature
 from pytest_runtimeconflict.model import RunSpec
+from pytest_runtimeconflict.report.text import format_failure
 from pytest_runtimeconflict.sandbox.runner import run_spec
 from pytest_runtimeconflict.scenario import load_scenarios
 from pytest_runtimeconflict.vocabulary import is_import_step
@@ -125,7 +126,9 @@ def test_run_cap_is_respected_and_reported() -> None:
     assert len(counter.specs) == 1 and d.runs_used == 1
     assert d.cap_hit is True
     assert KILL in d.minimal_steps  # whatever was kept still fails
-    assert "cap" in d.user_advice or d.to_json()["cap_hit"] is True
+    assert d.to_json()["cap_hit"] is True
+    text = format_failure(result, d)
+    assert "(1 child runs, cap of child runs reached)" in text
 
 
 def test_passed_run_needs_no_children() -> None:
