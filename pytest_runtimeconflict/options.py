@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pytest_runtimeconflict.errors import UsageError
-from pytest_runtimeconflict.vocabulary import FAIL_ON_CHOICES
+from pytest_runtimeconflict.vocabulary import DEFAULT_TIMEOUT, FAIL_ON_CHOICES
 
 
 @dataclass(frozen=True)
@@ -59,8 +59,9 @@ OPTIONS: tuple[OptionDef, ...] = (
     OptionDef(
         "--rc-timeout",
         "runtime_conflicts_timeout",
-        "Seconds a child interpreter may run before it is reported as hung and killed.",
-        "120",
+        "Seconds a child interpreter may run before it is reported as hung and killed (the "
+        "same default as `run --timeout` and a scenario file's `timeout`).",
+        f"{DEFAULT_TIMEOUT:g}",
         "S",
     ),
     OptionDef(

@@ -30,13 +30,12 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from collections.abc import Set as AbstractSet
-from dataclasses import dataclass
 from functools import lru_cache
 from itertools import combinations, permutations
-from typing import Any, Callable
+from typing import Callable
 
 from pytest_runtimeconflict.errors import UsageError
+from pytest_runtimeconflict.model.plan import BlockedTuple, Coverage
 from pytest_runtimeconflict.plan_search import plan_indices
 
 log = logging.getLogger(__name__)
@@ -98,127 +97,29 @@ def exercised_tuples(prefix: Sequence[str], strength: int) -> set[Tuple]:
     return tuples_covered(prefix, strength)
 
 
-def is_blocked(tup: Sequence[str], blocked: Iterable[Sequence[str]]) -> bool:
-    """Whether ``tup`` is, or contains as a subsequence, one of the ``blocked`` tuples.
-
-    A tuple that contains a blocked (crashing) order cannot be run past that order, so it is
-    blocked by the same conflict.
-    """
-    position = {name: i for i, name in enumerate(tup)}
-    for b in blocked:
-        spots = [position.get(name, -1) for name in b]
-        if -1 not in spots and all(x < y for x, y in zip(spots, spots[1:])):
-            return True
-    return False
-
-
-def repair_plan(
-    remaining: AbstractSet[Tuple],
+def coverage_of(
     modules: Sequence[str],
     strength: int,
-    blocked: AbstractSet[Tuple],
-) -> list[Tuple]:
-    """Extra sequences that cover the ``remaining`` tuples not yet exercised.
+    executed: Iterable[Sequence[str]],
+    blocked: Mapping[Tuple, str] | None = None,
+) -> Coverage:
+    """Coverage from the executed prefixes of the runs and the tuples each conflict blocked.
 
-    Tuples that are blocked (see :func:`is_blocked`) are left out; the caller reports them as
-    blocked by their conflict. The sequences are not full permutations: each holds only the
-    modules needed for the tuples it covers, merged in a consistent order, and never contains
-    a blocked tuple as a subsequence, so a known conflict cannot cut it short again.
+    A tuple that some run exercised is not reported as blocked.
     """
     names = normalise_modules(modules)
-    t = _clip_strength(strength, len(names))
-    known = set(names)
-    targets = []
-    for tup in sorted(remaining):
-        if len(tup) != t or len(set(tup)) != t or not known.issuperset(tup):
-            raise UsageError(
-                f"invalid tuple {tup!r} for repair: expected {t} distinct modules of the plan"
-            )
-        if not is_blocked(tup, blocked):
-            targets.append(tuple(tup))
-    sequences: list[Tuple] = []
-    while targets:
-        seq = _merge_targets(targets, blocked)
-        sequences.append(seq)
-        position = {name: i for i, name in enumerate(seq)}
-        targets = [tup for tup in targets if not _is_subsequence(tup, position)]
-    return sequences
-
-
-@dataclass(frozen=True)
-class BlockedTuple:
-    """An ordered tuple that could not run because a named conflict cut its sequence."""
-
-    tuple: Tuple
-    conflict: str
-
-    def to_json(self) -> dict[str, Any]:
-        return {"tuple": list(self.tuple), "conflict": self.conflict}
-
-
-@dataclass(frozen=True)
-class Coverage:
-    """How much of the plan's ordered tuples the runs exercised, and what blocked the rest."""
-
-    modules: Tuple
-    strength: int
-    tuples_total: int
-    tuples_exercised: int
-    blocked: tuple[BlockedTuple, ...] = ()
-
-    @property
-    def not_run(self) -> int:
-        """Tuples neither exercised nor blocked: must be 0 when the plan ran to completion."""
-        return self.tuples_total - self.tuples_exercised - len(self.blocked)
-
-    def describe(self) -> str:
-        """One summary line, e.g. ``ordered pairs exercised: 56/56``."""
-        noun = {1: "modules", 2: "ordered pairs", 3: "ordered triples"}.get(
-            self.strength, f"ordered {self.strength}-tuples"
-        )
-        text = f"{noun} exercised: {self.tuples_exercised}/{self.tuples_total}"
-        if self.blocked:
-            conflicts = len({b.conflict for b in self.blocked})
-            text += f", {len(self.blocked)} blocked by {conflicts} conflict(s)"
-        if self.not_run:
-            text += f", {self.not_run} not run"
-        return text
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "modules": list(self.modules),
-            "strength": self.strength,
-            "tuples_total": self.tuples_total,
-            "tuples_exercised": self.tuples_exercised,
-            "blocked": [b.to_json() for b in self.blocked],
-            "not_run": self.not_run,
-        }
-
-    @classmethod
-    def from_runs(
-        cls,
-        modules: Sequence[str],
-        strength: int,
-        executed: Iterable[Sequence[str]],
-        blocked: Mapping[Tuple, str] | None = None,
-    ) -> Coverage:
-        """Coverage from the executed prefixes of the runs and the tuples each conflict blocked.
-
-        A tuple that some run exercised is not reported as blocked.
-        """
-        names = normalise_modules(modules)
-        t = _clip_strength(strength, len(names))
-        total = set(permutations(names, t)) if t else set()
-        done: set[Tuple] = set()
-        for prefix in executed:
-            done |= tuples_covered(prefix, t) if t else set()
-        done &= total
-        kept = [
-            BlockedTuple(tuple(tup), name)
-            for tup, name in sorted((blocked or {}).items())
-            if tuple(tup) in total and tuple(tup) not in done
-        ]
-        return cls(names, t, len(total), len(done), tuple(kept))
+    t = _clip_strength(strength, len(names)) if names else 0
+    total = set(permutations(names, t)) if t else set()
+    done: set[Tuple] = set()
+    for prefix in executed:
+        done |= tuples_covered(prefix, t) if t else set()
+    done &= total
+    kept = [
+        BlockedTuple(tuple(tup), name)
+        for tup, name in sorted((blocked or {}).items())
+        if tuple(tup) in total and tuple(tup) not in done
+    ]
+    return Coverage(names, t, len(total), len(done), tuple(kept))
 
 
 # --------------------------------------------------------------------------- validation
@@ -240,37 +141,3 @@ def _clip_strength(strength: int, n: int) -> int:
 @lru_cache(maxsize=64)
 def _plan_cached(names: Tuple, t: int, seed: int) -> tuple[Tuple, ...]:
     return tuple(tuple(names[i] for i in seq) for seq in plan_indices(len(names), t, seed))
-
-
-def _is_subsequence(tup: Sequence[str], position: Mapping[str, int]) -> bool:
-    spots = [position.get(name, -1) for name in tup]
-    return -1 not in spots and all(x < y for x, y in zip(spots, spots[1:]))
-
-
-def _merge_targets(targets: list[Tuple], blocked: AbstractSet[Tuple]) -> Tuple:
-    """One sequence holding ``targets[0]`` and as many further targets as fit consistently."""
-    seq = list(targets[0])
-    for tup in targets[1:]:
-        merged = _merge(seq, tup)
-        if merged is not None and not is_blocked(merged, blocked):
-            seq = merged
-    return tuple(seq)
-
-
-def _merge(seq: list[str], tup: Tuple) -> list[str] | None:
-    """``seq`` extended so that ``tup`` is a subsequence, or None if the orders disagree.
-
-    Missing modules go right after the previous element of ``tup`` already placed.
-    """
-    out = list(seq)
-    floor = -1
-    for name in tup:
-        if name in out:
-            at = out.index(name)
-            if at <= floor:
-                return None
-            floor = at
-        else:
-            floor += 1
-            out.insert(floor, name)
-    return out

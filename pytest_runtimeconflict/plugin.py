@@ -22,7 +22,9 @@ import pytest
 
 from pytest_runtimeconflict import session
 from pytest_runtimeconflict.errors import RuntimeConflictError
+from pytest_runtimeconflict.model.plan import Plan
 from pytest_runtimeconflict.options import OPTIONS, OptionDef, Settings, read_settings
+from pytest_runtimeconflict.verdicts import ItemVerdict
 from pytest_runtimeconflict.vocabulary import PLAN_NODE
 
 STATE = pytest.StashKey["session.RCState"]()
@@ -203,7 +205,7 @@ class _RCItem(pytest.Item):
     def record(self, entry: dict[str, Any]) -> None:
         self.user_properties.append((PROPERTY, json.dumps(entry, default=str)))
 
-    def apply(self, verdict: session.ItemVerdict) -> None:
+    def apply(self, verdict: ItemVerdict) -> None:
         """Record the runs, then warn, xfail, fail or skip as the verdict says."""
         for entry in verdict.entries:
             self.record(entry)
@@ -242,7 +244,7 @@ class ScenarioItem(_RCItem):
 class PlanCollector(pytest.Collector):
     """The planned import sequences of the environment's modules."""
 
-    plan: session.Plan
+    plan: Plan
 
     def collect(self) -> list[pytest.Item]:
         return [

@@ -1,8 +1,9 @@
 """Engine-side orchestration of one pytest session (no pytest import here).
 
 ``RCState`` turns settings into a plan (once per session, shared by xdist workers through a
-locked file), runs plan and scenario items through the sandbox, asks the diagnosis for a
-verdict, and aggregates results (coverage, conflicts grouped by root cause) for the report.
+locked file) and runs plan and scenario items through the sandbox and the diagnosis. What an
+item then does is :mod:`.verdicts`; the report and terminal summary over every collected run
+are :mod:`.aggregate`.
 """
 
 from __future__ import annotations
@@ -12,38 +13,28 @@ import json
 import logging
 import re
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pytest_runtimeconflict import aggregate
 from pytest_runtimeconflict.errors import InterpreterError, UsageError
 from pytest_runtimeconflict.locking import file_lock
 from pytest_runtimeconflict.model import RunSpec
+from pytest_runtimeconflict.model.plan import Plan
 from pytest_runtimeconflict.options import Settings
-from pytest_runtimeconflict.vocabulary import PLAN_NODE, REPORT_SCHEMA, fails, is_import_step
+from pytest_runtimeconflict.verdicts import (
+    ItemVerdict,
+    PlanOutcome,
+    cut_step,
+    last_minimal_step,
+    latent_text,
+    repairs,
+)
+from pytest_runtimeconflict.vocabulary import PLAN_NODE, fails, is_import_step
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Plan:
-    """Planned import sequences over ``modules`` covering every ordered ``strength``-tuple."""
-
-    modules: tuple[str, ...]
-    strength: int
-    sequences: tuple[tuple[str, ...], ...]
-
-
-@dataclass
-class ItemVerdict:
-    """What an item should do after its runs: fail, xfail, skip, warn, or pass."""
-
-    entries: list[dict[str, Any]] = field(default_factory=list)
-    failure: str | None = None
-    xfail: str | None = None
-    skip: str | None = None
-    warning: str | None = None
 
 
 def node_id(sequence: Sequence[str]) -> str:
@@ -123,6 +114,14 @@ class RCState:
         )
         return dataclasses.replace(base, **changes)
 
+    def report_json(self) -> dict[str, Any]:
+        """The JSON report of the runs collected so far."""
+        return aggregate.report_json(self.collected)
+
+    def summary_lines(self) -> list[str]:
+        """The terminal summary of the runs collected so far."""
+        return aggregate.summary_lines(self.collected)
+
     def fails(self, outcome: str) -> bool:
         return fails(outcome, self.settings.fail_on)
 
@@ -144,7 +143,7 @@ class RCState:
         strength = self.plan().strength
         wanted = tuples_covered(sequence, strength)
         exercised: set[tuple[str, ...]] = set()
-        outcome = _PlanOutcome(fail_latent=self.fails("latent"))
+        outcome = PlanOutcome(fail_latent=self.fails("latent"))
         # (steps, forced): a repair after a conflict that struck once every step had run
         # (runtime exercising) is forced, since it may hide a further conflict although
         # every tuple was imported.
@@ -159,10 +158,10 @@ class RCState:
             exercised |= tuples_covered(tuple(entry["plan"]["executed"]), strength)
             outcome.entries.append(entry)
             if diagnosis is not None:
-                outcome.add(self, entry, diagnosis)
+                outcome.add(entry, diagnosis, self.earlier_owner, self.fails)
             if cut is not None:
                 after_steps = len(entry["plan"]["executed"]) == len(steps)
-                work.extend((r, after_steps) for r in _repairs(steps, cut, diagnosis))
+                work.extend((r, after_steps) for r in repairs(steps, cut, diagnosis))
         return outcome.verdict()
 
     def _run_plan_steps(
@@ -177,7 +176,7 @@ class RCState:
         spec = self.spec(steps, id=">".join(steps))
         result = run_spec(spec)
         entry = result.to_json()
-        cut = _cut_step(result)
+        cut = cut_step(result)
         entry["plan"] = {
             "index": index,
             "sequence": list(sequence),
@@ -194,7 +193,7 @@ class RCState:
         if cut is None:
             # Every step ran and the conflict struck after them (runtime exercising, exit):
             # the step that brought the conflict in is the last import of the minimal order.
-            cut = _last_minimal_step(steps, diagnosis.minimal_steps)
+            cut = last_minimal_step(steps, diagnosis.minimal_steps)
         return entry, cut, (result, diagnosis)
 
     def earlier_owner(self, index: int, diagnosis: Any) -> str | None:
@@ -252,7 +251,7 @@ class RCState:
         expected = run.expect.outcome
         if expected == "passed":
             if result.outcome == "latent" and not self.fails("latent"):
-                verdict.warning = _latent_text(result)
+                verdict.warning = latent_text(result)
             elif result.outcome != "passed":
                 verdict.failure = format_failure(result, diagnosis)
         elif matched:
@@ -268,194 +267,6 @@ class RCState:
                 result, diagnosis
             )
         return verdict
-
-    # ------------------------------------------------------------ aggregation
-
-    def report_json(self) -> dict[str, Any]:
-        """The JSON report: every run plus the plan's coverage."""
-        data: dict[str, Any] = {
-            "schema": REPORT_SCHEMA,
-            "scenarios": [dict(entry, nodeid=nodeid) for nodeid, entry in self.collected],
-        }
-        coverage = self.coverage()
-        if coverage is not None:
-            data["coverage"] = coverage
-        return data
-
-    def coverage(self) -> dict[str, Any] | None:
-        """Ordered tuples exercised by the runs, and those blocked by a named conflict."""
-        from pytest_runtimeconflict.plan import ordered_tuples, tuples_covered
-
-        plan_entries = [e["plan"] for _, e in self.collected if "plan" in e]
-        if not plan_entries:
-            return None
-        modules = plan_entries[0]["modules"]
-        strength = plan_entries[0]["strength"]
-        exercised: set[tuple[str, ...]] = set()
-        for p in plan_entries:
-            exercised |= tuples_covered(tuple(p["executed"]), strength)
-        blocked: dict[tuple[str, ...], str] = {}
-        for p in plan_entries:
-            if p.get("conflict"):
-                for tup in tuples_covered(tuple(p["sequence"]), strength):
-                    if tup not in exercised:
-                        blocked.setdefault(tup, p["conflict"])
-        total = ordered_tuples(modules, strength)
-        return {
-            "modules": modules,
-            "strength": strength,
-            "tuples_total": len(total),
-            "tuples_exercised": len(exercised & total),
-            "blocked": [{"tuple": list(t), "conflict": c} for t, c in sorted(blocked.items())],
-            "not_run": len(total - exercised - set(blocked)),
-        }
-
-    def summary_lines(self) -> list[str]:
-        """Terminal summary: conflicts grouped by root cause, latent findings, coverage."""
-        groups: dict[str, list[tuple[str, dict[str, Any]]]] = {}
-        for nodeid, entry in self.collected:
-            verdict = entry.get("verdict")
-            if verdict and entry.get("outcome") in ("crashed", "failed", "hung"):
-                groups.setdefault(verdict["key"], []).append((nodeid, entry))
-        latent = _latent_families(e for _, e in self.collected if e.get("outcome") == "latent")
-        if not self.collected:
-            return []
-        lines = ["", "=" * 20 + " runtime conflicts " + "=" * 20]
-        lines.append(f"{len(groups)} distinct conflict(s) in {len(self.collected)} child run(s)")
-        for key, members in sorted(groups.items()):
-            verdict = members[0][1]["verdict"]
-            nodes = sorted({n for n, _ in members})
-            lines.append(f"- {verdict.get('rule') or 'unattributed'}: {verdict.get('cause', key)}")
-            minimal = members[0][1].get("minimal_steps")
-            if minimal:
-                lines.append(f"    minimal order: {' > '.join(minimal)}")
-            if verdict.get("user_advice"):
-                lines.append(f"    avoid: {verdict['user_advice']}")
-            lines.append(f"    seen in: {', '.join(nodes)}")
-        if latent:
-            lines.append(
-                "latent: runtimes mapped more than once without a crash "
-                "(a warning; --rc-fail-on=latent fails on it):"
-            )
-            for family, runtimes in sorted(latent.items()):
-                lines.append(f"- {family}: " + ", ".join(sorted(runtimes)))
-        coverage = self.coverage()
-        if coverage is not None:
-            name = {2: "pairs", 3: "triples"}.get(
-                coverage["strength"], f"{coverage['strength']}-tuples"
-            )
-            lines.append(
-                f"ordered {name} exercised: {coverage['tuples_exercised']}/{coverage['tuples_total']}"
-                f" (blocked by a conflict: {len(coverage['blocked'])}, not run: {coverage['not_run']})"
-            )
-        return lines
-
-
-def _latent_families(entries: Iterable[dict[str, Any]]) -> dict[str, set[str]]:
-    """Family -> the files (``dir/name`` and runtime) of every family mapped more than once."""
-    out: dict[str, set[str]] = {}
-    for entry in entries:
-        by_family: dict[str, set[tuple[str, str]]] = {}
-        for rt in entry.get("loaded_runtimes", []):
-            path = str(rt.get("path", ""))
-            parts = Path(path).parts
-            # dist/lib/x.so reads better than lib/x.so; pkg.libs/x.so is already clear
-            short = "/".join(parts[-3:] if len(parts) > 2 and parts[-2] == "lib" else parts[-2:])
-            by_family.setdefault(str(rt.get("family")), set()).add((short, str(rt.get("runtime"))))
-        for family, files in by_family.items():
-            if len(files) > 1:
-                out.setdefault(family, set()).update(f"{f} ({r})" for f, r in files)
-    return out
-
-
-@dataclass
-class _PlanOutcome:
-    """Failures, duplicates and latent warnings gathered over the runs of one plan item."""
-
-    entries: list[dict[str, Any]] = field(default_factory=list)
-    failures: dict[str, str] = field(default_factory=dict)
-    duplicates: dict[str, str] = field(default_factory=dict)
-    latent: list[str] = field(default_factory=list)
-    fail_latent: bool = False
-
-    def add(self, state: RCState, entry: dict[str, Any], pair: tuple[Any, Any]) -> None:
-        from pytest_runtimeconflict.report.text import format_failure
-
-        result, diagnosis = pair
-        key = diagnosis.key
-        if key in self.failures or key in self.duplicates:
-            return
-        owner = state.earlier_owner(entry["plan"]["index"], diagnosis)
-        if owner is not None:
-            entry["duplicate_of"] = owner
-            self.duplicates[key] = f"{key} (reported by {owner})"
-        elif state.fails(result.outcome):
-            self.failures[key] = format_failure(result, diagnosis)
-        else:
-            self.latent.append(format_failure(result, diagnosis).splitlines()[0])
-
-    def verdict(self) -> ItemVerdict:
-        verdict = ItemVerdict(entries=self.entries)
-        for entry in self.entries:
-            if entry.get("outcome") == "latent":
-                self.latent.append(_latent_text_json(entry))
-                if self.fail_latent:  # --rc-fail-on=latent
-                    self.failures.setdefault("latent", _latent_text_json(entry))
-        if self.failures:
-            verdict.failure = "\n\n".join(self.failures.values())
-        elif self.duplicates:
-            verdict.skip = "same conflict as an earlier sequence: " + "; ".join(
-                self.duplicates.values()
-            )
-        if self.latent:
-            verdict.warning = "\n".join(dict.fromkeys(self.latent))
-        return verdict
-
-
-def _repairs(steps: tuple[str, ...], cut: int, pair: Any) -> list[tuple[str, ...]]:
-    """Sequences to run after ``steps`` stopped at ``cut``: without the failing step, and
-    without the failing step's partners in the minimal reproducer (so tuples that start with
-    the failing module still get their turn)."""
-    without_failing = steps[:cut] + steps[cut + 1 :]
-    repairs = [without_failing]
-    if pair is not None:
-        partners = {s for s in pair[1].minimal_steps if s != steps[cut]} & set(steps[:cut])
-        if partners:
-            repairs.append(tuple(s for s in steps if s not in partners))
-    return [r for r in repairs if r]
-
-
-def _last_minimal_step(steps: Sequence[str], minimal: Sequence[str]) -> int | None:
-    """Index in ``steps`` of the last import step of the minimal reproducer."""
-    positions = [steps.index(s) for s in minimal if s in steps and is_import_step(s)]
-    return max(positions) if positions else None
-
-
-def _cut_step(result: Any) -> int | None:
-    """Index of the step that stopped the run (None when every step ran)."""
-    if result.outcome in ("passed", "latent"):
-        return None
-    if result.failed_step is None:
-        return None
-    return int(result.failed_step)
-
-
-def _latent_text(result: Any) -> str:
-    return _latent_text_json(result.to_json())
-
-
-def _latent_text_json(entry: dict[str, Any]) -> str:
-    """One line naming the runtime families mapped more than once, and their files."""
-    by_family: dict[str, list[dict[str, Any]]] = {}
-    for rt in entry.get("loaded_runtimes", []):
-        by_family.setdefault(str(rt.get("family")), []).append(rt)
-    parts = [
-        f"{family}: " + ", ".join(f"{rt.get('runtime')} {rt.get('path')}" for rt in rts)
-        for family, rts in sorted(by_family.items())
-        if len({rt.get("path") for rt in rts}) > 1
-    ]
-    order = " > ".join(entry.get("steps", []))
-    return f"latent runtime conflict in {order}: " + "; ".join(parts)
 
 
 def missing_modules(python: str, modules: Sequence[str]) -> list[str]:

@@ -13,6 +13,8 @@ OUTCOMES = ("passed", "crashed", "failed", "hung", "latent")
 REPORT_SCHEMA = "pytest-runtimeconflict/report/1"
 SCAN_SCHEMA = "pytest-runtimeconflict/scan/1"
 PLAN_NODE = "runtime-conflicts"
+# Seconds before a child run counts as hung (run --timeout, --rc-timeout, a manifest's timeout).
+DEFAULT_TIMEOUT = 60.0
 
 # One meaning of each --fail-on / --rc-fail-on value, for ``run`` and the plugin alike.
 FAIL_ON_CHOICES = ("crash", "error", "latent")

@@ -101,42 +101,15 @@ def test_exercised_tuples_counts_only_the_prefix() -> None:
     assert plan.exercised_tuples(sequence[:2], 3) == set()
 
 
-def test_repair_plan_covers_what_a_crash_left() -> None:
-    modules = [f"m{i}" for i in range(7)]
-    sequences = plan.plan_sequences(modules, 3)
-    executed = [sequences[0][:3]] + [tuple(s) for s in sequences[1:]]
-    done: set[tuple[str, ...]] = set()
-    for prefix in executed:
-        done |= plan.exercised_tuples(prefix, 3)
-    remaining = plan.ordered_tuples(modules, 3) - done
-    assert remaining
-    extra = plan.repair_plan(remaining, modules, 3, blocked=set())
-    assert covered_by(extra, 3) >= remaining
-
-
-def test_repair_plan_leaves_out_and_avoids_blocked_orders() -> None:
-    modules = ["a", "b", "c", "d", "e"]
-    remaining = plan.ordered_tuples(modules, 3)
-    blocked = {("b", "d")}
-    extra = plan.repair_plan(remaining, modules, 3, blocked)
-    runnable = {tup for tup in remaining if not plan.is_blocked(tup, blocked)}
-    assert ("b", "c", "d") not in runnable and ("a", "d", "b") in runnable
-    assert covered_by(extra, 3) >= runnable
-    assert not any(plan.is_blocked(seq, blocked) for seq in extra)
-
-
-def test_repair_plan_rejects_foreign_tuples() -> None:
-    with pytest.raises(UsageError, match="invalid tuple"):
-        plan.repair_plan({("a", "z")}, ["a", "b"], 2, set())
-
-
 def test_coverage_record_json_and_summary() -> None:
     modules = [f"m{i}" for i in range(8)]
     sequences = plan.plan_sequences(modules, 2)
-    full = plan.Coverage.from_runs(modules, 2, sequences)
-    assert full.describe() == "ordered pairs exercised: 56/56"
+    full = plan.coverage_of(modules, 2, sequences)
+    assert (
+        full.describe() == "ordered pairs exercised: 56/56 (blocked by a conflict: 0, not run: 0)"
+    )
     assert full.not_run == 0
-    cut = plan.Coverage.from_runs(
+    cut = plan.coverage_of(
         modules,
         2,
         [sequences[0][:5], sequences[1]],

@@ -20,7 +20,7 @@ from pytest_runtimeconflict.options import parse_seconds
 from pytest_runtimeconflict.report.jsonreport import report_json, write_report
 from pytest_runtimeconflict.report.text import format_result
 from pytest_runtimeconflict.sandbox.runner import run_spec
-from pytest_runtimeconflict.vocabulary import FAIL_ON_CHOICES, fails
+from pytest_runtimeconflict.vocabulary import DEFAULT_TIMEOUT, FAIL_ON_CHOICES, fails
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -61,9 +61,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--timeout",
         type=str,
-        default="60",
+        default=f"{DEFAULT_TIMEOUT:g}",
         metavar="S",
-        help="seconds before the run counts as hung (default 60)",
+        help=f"seconds before the run counts as hung (default {DEFAULT_TIMEOUT:g})",
     )
     parser.add_argument(
         "--python",

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pytest_runtimeconflict.model.facts import Finding, ObjectInfo
+from pytest_runtimeconflict.vocabulary import DEFAULT_TIMEOUT
 
 
 @dataclass(frozen=True)
@@ -19,7 +20,7 @@ class RunSpec:
     preload_mode: str = "global"  # "global" (RTLD_GLOBAL) or "local" (RTLD_LOCAL)
     ld_preload: tuple[str, ...] = ()
     env: tuple[tuple[str, str], ...] = ()
-    timeout: float = 60.0
+    timeout: float = DEFAULT_TIMEOUT
     python: str = field(default_factory=lambda: sys.executable)
     exercise: bool = True
     id: str = ""

@@ -393,7 +393,7 @@ class _Validator:
         return tuple(sorted(env.items()))
 
     def timeout(self, run: dict[str, Any], where: Path_) -> float:
-        timeout = self.get(run, "timeout", (int, float), where, default=60.0)
+        timeout = self.get(run, "timeout", (int, float), where, default=vocabulary.DEFAULT_TIMEOUT)
         if timeout <= 0:
             raise self.fail(
                 (*where, "timeout"), f"timeout must be > 0 seconds, not {timeout}", "e.g. 60"
