@@ -19,6 +19,7 @@ from pathlib import Path
 import cbuild
 import pytest
 
+from pytest_runtimeconflict.locking import file_lock
 from pytest_runtimeconflict.model import Finding
 from pytest_runtimeconflict.static import rules
 from pytest_runtimeconflict.static.elffacts import read_elf_facts
@@ -144,9 +145,18 @@ def libomp_path() -> str:
 def libiomp5_path() -> str:
     """libiomp5.so from the intel-openmp wheel (pip download, cached under .test-cache/)."""
     root = CACHE / "intel-openmp"
+    root.mkdir(parents=True, exist_ok=True)
+    # xdist workers share the cache: one downloads and extracts, the others wait for it
+    with file_lock(root / ".lock"):
+        found = _fetch_libiomp5(root)
+    if not found:
+        pytest.skip("Intel libiomp5 unavailable: no libiomp5.so in the intel-openmp wheel")
+    return found[0]
+
+
+def _fetch_libiomp5(root: Path) -> list[str]:
     found = glob.glob(str(root / "x" / "**" / "libiomp5.so"), recursive=True)
     if not found:
-        root.mkdir(parents=True, exist_ok=True)
         proc = subprocess.run(
             [
                 sys.executable,
@@ -169,9 +179,7 @@ def libiomp5_path() -> str:
         with zipfile.ZipFile(wheels[0]) as zf:
             zf.extractall(root / "x")
         found = glob.glob(str(root / "x" / "**" / "libiomp5.so"), recursive=True)
-    if not found:
-        pytest.skip("Intel libiomp5 unavailable: no libiomp5.so in the intel-openmp wheel")
-    return found[0]
+    return found
 
 
 # --- openmp ------------------------------------------------------------------------------

@@ -38,7 +38,7 @@ __all__ = ["Diagnosis", "attribute", "conflict_key", "diagnose", "gather_evidenc
 
 # A latent result (the process survived) is diagnosed within this many child runs unless the
 # caller asks for more: minimisation and a few experiments, not a full search.
-LATENT_BUDGET = 8
+LATENT_BUDGET = 12
 
 
 def diagnose(

@@ -69,23 +69,23 @@ def _reverse_order(spec: RunSpec, evidence: Evidence, verdict: Verdict) -> list[
 def _family_experiments(
     spec: RunSpec, evidence: Evidence, verdict: Verdict, family: str
 ) -> list[Experiment]:
-    """Preloads of the family's copies (or of its usual library), then its thread variables,
-    then the settings that only hide a conflict (flagged unsafe)."""
+    """The family's thread variable first (one run, and the commonest real workaround), then
+    the settings that only hide a conflict (flagged unsafe), then preloads of its copies (or
+    of its usual library)."""
     records = family_registry.of_family(family)
-    named = [r.preload_name for r in records if r.preload_name]
-    planned: list[Experiment] = []
-    if named:
-        planned += _preloads(spec, [newest_candidate(named[0], None, evidence) or named[0]])
-    else:
-        planned += _preloads(spec, _candidates(verdict, evidence, family))
+    variables = dedupe(v for r in records for v in r.thread_env)
+    planned = [_env(spec, name, "1") for name in variables[:1]]
     involved = {lib.runtime for lib in verdict.libraries if lib.family == family}
     involved |= {r for f, r in evidence.runtimes.values() if f == family}
     omp_error = any(m.startswith("omp-error:") for m in evidence.markers)
     for record in records:
         if record.runtime in involved or (omp_error and record.unsafe_env):
             planned += [_env(spec, k, v, unsafe=True) for k, v in record.unsafe_env]
-    variables = dedupe(v for r in records for v in r.thread_env)
-    planned += [_env(spec, name, "1") for name in variables[:1]]
+    named = [r.preload_name for r in records if r.preload_name]
+    if named:
+        planned += _preloads(spec, [newest_candidate(named[0], None, evidence) or named[0]])
+    else:
+        planned += _preloads(spec, _candidates(verdict, evidence, family))
     return planned
 
 
