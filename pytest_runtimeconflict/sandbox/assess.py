@@ -15,7 +15,7 @@ from pytest_runtimeconflict.model.run import duplicated_families
 from pytest_runtimeconflict.sandbox import postmortem
 from pytest_runtimeconflict.static.objects import describe_paths
 from pytest_runtimeconflict.static.records import distributions_of
-from pytest_runtimeconflict.static.rules import findings_for_mapped
+from pytest_runtimeconflict.static.rules import findings_for_mapped, rule_of
 from pytest_runtimeconflict.vocabulary import signal_name
 
 log = logging.getLogger(__name__)
@@ -218,7 +218,7 @@ def _postmortem(
 
 
 def _describe(fields: dict[str, Any]) -> dict[str, Any]:
-    """Mapped runtimes, a latent duplicate, findings confirmed by the mapped set, blame."""
+    """Mapped runtimes, findings confirmed by the mapped set, a latent conflict, blame."""
     paths = [p for p in fields["mapped"] if os.path.isabs(p) and os.path.isfile(p)]
     objects = describe_paths(paths, distributions_of(paths))
     runtimes = tuple(
@@ -227,13 +227,14 @@ def _describe(fields: dict[str, Any]) -> dict[str, Any]:
         if o.kind is not None
     )
     out: dict[str, Any] = {"objects": tuple(objects), "loaded_runtimes": runtimes}
-    duplicates = duplicate_sentences(runtimes)
-    if fields["outcome"] == "passed" and duplicates:
-        out["outcome"], out["message"] = "latent", "survived, but " + "; ".join(duplicates)
-    outcome = out.get("outcome", fields["outcome"])
-    if outcome == "passed" or fields.get("exception_type") == "ModuleNotFoundError":
+    if fields.get("exception_type") == "ModuleNotFoundError":
         return out
     findings = _confirmed_findings(objects, set(fields["mapped"]))
+    latent = duplicate_sentences(runtimes) + _latent_findings(findings)
+    if fields["outcome"] == "passed" and latent:
+        out["outcome"], out["message"] = "latent", "survived, but " + "; ".join(latent)
+    elif fields["outcome"] == "passed":
+        return out
     blamed = [lib for f in findings for lib in f.libraries]
     runtime_paths = {r.path for r in runtimes}
     blamed += [
@@ -241,6 +242,16 @@ def _describe(fields: dict[str, Any]) -> dict[str, Any]:
     ]
     out["findings"] = tuple(findings)
     out["libraries"] = tuple(dict.fromkeys(blamed))
+    return out
+
+
+def _latent_findings(findings: list[Finding]) -> list[str]:
+    """Findings whose rule makes a surviving run latent (objects that interpose or merge)."""
+    out = []
+    for finding in findings:
+        rule = rule_of(finding.rule)
+        if rule is not None and rule.marks_latent and finding.severity != "info":
+            out.append(f"{finding.title} ({finding.rule})")
     return out
 
 
