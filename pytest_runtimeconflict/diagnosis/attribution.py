@@ -9,6 +9,7 @@ import os
 import re
 from collections.abc import Iterable, Sequence
 
+from pytest_runtimeconflict.diagnosis import interposition
 from pytest_runtimeconflict.diagnosis.candidates import newest_candidate
 from pytest_runtimeconflict.diagnosis.evidence import _LIBC_NAMES, describe
 from pytest_runtimeconflict.diagnosis.signature import _VERSION_NOT_FOUND, exception_type_of
@@ -33,6 +34,9 @@ def attribute(evidence: Evidence) -> Verdict:
     forked = _fork_after_openmp(evidence)
     if forked is not None:
         return forked
+    bound = interposition.verdict(evidence, _verdict, lambda p: _label(p, evidence))
+    if bound is not None:
+        return bound
     ranked = sorted(evidence.findings, key=lambda f: _finding_rank(f, evidence))
     if ranked and _finding_support(ranked[0], evidence) > 0:
         best = ranked[0]
@@ -161,6 +165,7 @@ def _verdict(
     roles: dict[str, str] | None = None,
     texts: dict[str, str] | None = None,
     extra: dict[str, str | None] | None = None,
+    cause_override: str | None = None,
 ) -> Verdict:
     """The complete verdict for ``rule_id`` over ``paths`` (roles and cause from the registry;
     ``roles`` and ``texts`` override the generic role names and fill the cause template)."""
@@ -180,7 +185,7 @@ def _verdict(
         libraries=tuple(libraries),
         findings=tuple(findings),
         score=score,
-        cause=_cause(rule_id, libraries, evidence, texts or {}),
+        cause=cause_override or _cause(rule_id, libraries, evidence, texts or {}),
         author_advice=author.format(**(texts or {})) if texts else author,
         key=conflict_key(rule_id, [lib.path for lib in libraries], evidence),
         families=tuple(sorted(families)),

@@ -18,7 +18,9 @@ class ElfFacts:
     (for the duplicate-C++-library rule); ``c_functions`` and ``c_data`` the defined, global
     C (unmangled) functions and data objects, other than the loader's and Python's own entry
     points (for the interposition analysis); ``has_initializers`` whether the object runs
-    code when loaded (``DT_INIT``/``DT_INIT_ARRAY``), so an interposed symbol bites at load.
+    code when loaded (``DT_INIT``/``DT_INIT_ARRAY``), so an interposed symbol bites at load;
+    ``protected`` the exported names among those with ``STV_PROTECTED`` visibility (the
+    object's own references to them never leave it, so another copy cannot interpose there).
     """
 
     path: str
@@ -41,6 +43,7 @@ class ElfFacts:
     c_functions: tuple[str, ...] = ()
     c_data: tuple[str, ...] = ()
     has_initializers: bool = False
+    protected: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -63,6 +66,7 @@ class ElfFacts:
             "cxx_exports",
             "c_functions",
             "c_data",
+            "protected",
         ):
             data[key] = tuple(data[key])
         return cls(**data)

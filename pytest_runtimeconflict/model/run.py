@@ -24,6 +24,7 @@ class RunSpec:
     python: str = field(default_factory=lambda: sys.executable)
     exercise: bool = True
     id: str = ""
+    trace_bindings: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -36,6 +37,26 @@ class RunSpec:
             "timeout": self.timeout,
             "python": self.python,
             "exercise": self.exercise,
+            "trace_bindings": self.trace_bindings,
+        }
+
+
+@dataclass(frozen=True)
+class Binding:
+    """One symbol reference the loader resolved from one object to another
+    (``LD_DEBUG=bindings``), kept when the two belong to different distributions."""
+
+    referrer: str
+    provider: str
+    symbol: str
+    kind: str  # "normal" or "unique" (STB_GNU_UNIQUE)
+
+    def to_json(self) -> dict[str, str]:
+        return {
+            "referrer": self.referrer,
+            "provider": self.provider,
+            "symbol": self.symbol,
+            "kind": self.kind,
         }
 
 
@@ -84,6 +105,7 @@ class RunResult:
     loaded_runtimes: tuple[MappedRuntime, ...] = ()
     libraries: tuple[str, ...] = ()
     findings: tuple[Finding, ...] = ()
+    bindings: tuple[Binding, ...] = ()
     objects: tuple[ObjectInfo, ...] = field(default=(), compare=False, repr=False)
 
     def to_json(self) -> dict[str, Any]:
@@ -119,6 +141,7 @@ class RunResult:
             "gdb_backtrace": self.gdb_backtrace,
             "python_traceback": self.python_traceback,
             "exercised": [dict(e) for e in self.exercised],
+            "bindings": [b.to_json() for b in self.bindings],
         }
 
     def duplicated_families(self) -> tuple[str, ...]:

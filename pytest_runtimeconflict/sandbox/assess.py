@@ -10,7 +10,14 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from pytest_runtimeconflict.model import Finding, MappedRuntime, ObjectInfo, RunResult, RunSpec
+from pytest_runtimeconflict.model import (
+    Binding,
+    Finding,
+    MappedRuntime,
+    ObjectInfo,
+    RunResult,
+    RunSpec,
+)
 from pytest_runtimeconflict.model.run import duplicated_families
 from pytest_runtimeconflict.sandbox import postmortem
 from pytest_runtimeconflict.static.objects import describe_paths
@@ -135,7 +142,35 @@ def assess(spec: RunSpec, raw: ChildRun) -> RunResult:
     fields["step_libraries"] = tuple(tuple(s) for s in step_libraries)
     fields["exercised"] = tuple(state.exercised)
     fields.update(_describe(fields))
+    if spec.trace_bindings:
+        fields["bindings"] = _bindings(raw, fields["objects"])
     return RunResult(spec=spec, **fields)
+
+
+MAX_BINDINGS = 2000
+
+
+def _bindings(raw: ChildRun, objects: tuple[ObjectInfo, ...]) -> tuple[Binding, ...]:
+    """The loader's bindings between objects of two different distributions (what
+    interposition looks like: one wheel's reference served by another wheel's copy)."""
+    owner = {os.path.realpath(o.path): o.distribution for o in objects}
+    real: dict[str, str] = {}
+
+    def dist(path: str) -> str | None:
+        if path not in real:
+            real[path] = os.path.realpath(path)
+        return owner.get(real[path])
+
+    def keep(referrer: str, provider: str) -> bool:
+        a, b = dist(referrer), dist(provider)
+        return a is not None and b is not None and a != b
+
+    pid = next((e.get("pid") for e in raw.events if e.get("event") == "start"), None)
+    found = postmortem.read_bindings(raw.run_dir, LOADER_LOG_PREFIX, pid, keep)
+    return tuple(
+        Binding(real.get(a, a), real.get(b, b), symbol, kind)
+        for a, b, symbol, kind in found[:MAX_BINDINGS]
+    )
 
 
 def _could_not_start(spec: RunSpec, raw: ChildRun) -> RunResult:

@@ -56,6 +56,7 @@ class DynSym(NamedTuple):
     bind: str
     type: str
     defined: bool
+    protected: bool = False
 
 
 def _dynamic_symbols(elf: ELFFile) -> Iterator[DynSym]:
@@ -69,7 +70,9 @@ def _dynamic_symbols(elf: ELFFile) -> Iterator[DynSym]:
             if not sym.name:
                 continue
             info = sym["st_info"]
-            yield DynSym(sym.name, info["bind"], info["type"], sym["st_shndx"] != "SHN_UNDEF")
+            protected = sym["st_other"]["visibility"] == "STV_PROTECTED"
+            defined = sym["st_shndx"] not in ("SHN_UNDEF", "SHN_ABS")  # ABS: version nodes
+            yield DynSym(sym.name, info["bind"], info["type"], defined, protected)
 
 
 def _is_cxx_export(sym: DynSym) -> bool:
@@ -167,6 +170,7 @@ def _symbol_facts(elf: ELFFile) -> tuple[list[str], ...]:
     cxx: set[str] = set()
     c_functions: set[str] = set()
     c_data: set[str] = set()
+    protected: set[str] = set()
     for sym in _dynamic_symbols(elf):
         if not sym.defined:
             continue
@@ -181,13 +185,15 @@ def _symbol_facts(elf: ELFFile) -> tuple[list[str], ...]:
                 c_functions.add(sym.name)
             elif sym.type == "STT_OBJECT":
                 c_data.add(sym.name)
-    return tuple(sorted(x) for x in (defined, unique, cxx, c_functions, c_data))
+        if sym.protected and (sym.name in cxx or sym.name in c_functions or sym.name in c_data):
+            protected.add(sym.name)
+    return tuple(sorted(x) for x in (defined, unique, cxx, c_functions, c_data, protected))
 
 
 def _facts_from_elf(path: str, elf: ELFFile, stream: BinaryIO) -> ElfFacts:
     dyn = _dynamic_info(elf)
     version_defs, version_needs = _versions(elf)
-    defined, unique, cxx, c_functions, c_data = _symbol_facts(elf)
+    defined, unique, cxx, c_functions, c_data, protected = _symbol_facts(elf)
     exports_std = exports_libstdcxx(defined, unique)
     hidden = False
     if not exports_std and not needs_libstdcxx(dyn["soname"], dyn["needed"]):
@@ -213,6 +219,7 @@ def _facts_from_elf(path: str, elf: ELFFile, stream: BinaryIO) -> ElfFacts:
         c_functions=tuple(c_functions),
         c_data=tuple(c_data),
         has_initializers=bool(dyn["initializers"]),
+        protected=tuple(protected),
     )
 
 

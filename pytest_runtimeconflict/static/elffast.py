@@ -25,7 +25,7 @@ from pytest_runtimeconflict.static.symbols import (
 )
 
 # Bump when the extraction changes what a fact holds: cached facts (factcache) are keyed on it.
-FACTS_VERSION = 3
+FACTS_VERSION = 5
 
 DF_STATIC_TLS = 0x10
 VER_FLG_BASE = 0x1
@@ -34,6 +34,8 @@ PT_LOAD, PT_DYNAMIC, PT_TLS = 1, 2, 7
 SHT_PROGBITS, SHT_SYMTAB = 1, 2
 STB_GLOBAL, STB_GNU_UNIQUE = 1, 10
 STT_OBJECT, STT_FUNC, STT_GNU_IFUNC = 1, 2, 10
+STV_PROTECTED = 3
+SHN_ABS = 0xFFF1
 _C_KINDS = (STT_FUNC, STT_OBJECT, STT_GNU_IFUNC)
 DT_NULL, DT_NEEDED, DT_HASH, DT_STRTAB, DT_SYMTAB, DT_STRSZ, DT_SYMENT = 0, 1, 4, 5, 6, 10, 11
 DT_SONAME, DT_RPATH, DT_RUNPATH, DT_FLAGS = 14, 15, 29, 30
@@ -284,8 +286,9 @@ def _symbol_facts_fast(hdr: _Header, table: bytes, strtab: bytes) -> tuple[list[
     unique: set[bytes] = set()
     cxx: list[bytes] = []
     c_names: dict[bytes, int] = {}
-    for name_at, info, _other, shndx in struct.iter_unpack(fmt, table):
-        if not shndx:  # SHN_UNDEF
+    protected: list[bytes] = []
+    for name_at, info, other, shndx in struct.iter_unpack(fmt, table):
+        if not shndx or shndx == SHN_ABS:  # undefined, or a version node's absolute symbol
             continue
         end = find(b"\0", name_at)
         raw = strtab[name_at:end] if end >= 0 else strtab[name_at:]
@@ -302,10 +305,21 @@ def _symbol_facts_fast(hdr: _Header, table: bytes, strtab: bytes) -> tuple[list[
                     cxx.append(raw)
             else:
                 c_names[raw] = kind
+            if other & 3 == STV_PROTECTED:
+                protected.append(raw)
     names = _decoded(set(cxx))
     exports = [n for n in names if leading_namespace(n) not in (None, "std")]
     c_functions, c_data = _c_exports(c_names)
-    return sorted(_decoded(defined)), sorted(_decoded(unique)), sorted(exports), c_functions, c_data
+    kept = {*exports, *c_functions, *c_data}
+    shielded = sorted(n for n in _decoded(set(protected)) if n in kept)
+    return (
+        sorted(_decoded(defined)),
+        sorted(_decoded(unique)),
+        sorted(exports),
+        c_functions,
+        c_data,
+        shielded,
+    )
 
 
 def _c_exports(c_names: dict[bytes, int]) -> tuple[list[str], list[str]]:
@@ -468,7 +482,9 @@ def facts_from_image(image: Image, shown: str) -> ElfFacts:
     info = _dynamic_info_fast(dyn)
     version_defs, version_needs = _versions_fast(image, hdr, segments, dyn)
     table = _dynsym_bytes(image, hdr, segments, dyn)
-    defined, unique, cxx, c_functions, c_data = _symbol_facts_fast(hdr, table, dyn.strtab)
+    defined, unique, cxx, c_functions, c_data, protected = _symbol_facts_fast(
+        hdr, table, dyn.strtab
+    )
     exports_std = exports_libstdcxx(defined, unique)
     hidden = False
     if not exports_std and not needs_libstdcxx(info["soname"], info["needed"]):
@@ -494,4 +510,5 @@ def facts_from_image(image: Image, shown: str) -> ElfFacts:
         c_functions=tuple(c_functions),
         c_data=tuple(c_data),
         has_initializers=bool(info["initializers"]),
+        protected=tuple(protected),
     )

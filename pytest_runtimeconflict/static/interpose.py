@@ -77,9 +77,12 @@ def _symbols(info: ObjectInfo) -> dict[str, Iterable[str]]:
 
 
 def shared_symbols(first: ObjectInfo, second: ObjectInfo) -> SharedSymbols:
-    """What ``first`` and ``second`` both export, by kind."""
+    """What ``first`` and ``second`` both export, by kind, leaving out names both define with
+    ``STV_PROTECTED`` visibility (each binds its own references to its own definition, so
+    neither copy can interpose on the other there)."""
     mine, theirs = _symbols(first), _symbols(second)
-    common = {k: tuple(sorted(set(mine[k]) & set(theirs[k]))) for k in KINDS}
+    shielded = set(first.facts.protected) & set(second.facts.protected)
+    common = {k: tuple(sorted((set(mine[k]) & set(theirs[k])) - shielded)) for k in KINDS}
     return SharedSymbols(first, second, **common)
 
 

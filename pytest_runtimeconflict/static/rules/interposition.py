@@ -130,7 +130,6 @@ register(
         scope="every-object",
         detect=lambda objects, mapped: _unique_shared(objects),
         markers=("terminate:",),
-        marks_latent=True,
         cause=(
             "{libs} define the same STB_GNU_UNIQUE objects, which the loader merges "
             "process-wide even under RTLD_LOCAL: both run on the first one's object"
