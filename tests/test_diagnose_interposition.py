@@ -62,7 +62,7 @@ def test_interposition_verdict_says_which_copy_served_and_why(zoo_venv: ZooVenv)
         r for r in zoo_venv.scenarios["c-helper-ctor-global"].runs if r.id == "a-global-then-b"
     )
     spec = dataclasses.replace(run.spec, python=zoo_venv.python)
-    d = diagnose(spec, run_spec(spec), max_runs=20)
+    d = diagnose(spec, run_spec(spec))
     assert "served by libzhelper-" in d.cause and "(from zoo-chg-a)" in d.cause
     assert "RTLD_GLOBAL" in d.cause and "instead of its own definition" in d.cause
     roles = {lib.distribution: lib.role for lib in d.libraries}
