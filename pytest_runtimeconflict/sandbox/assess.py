@@ -167,9 +167,11 @@ def _bindings(raw: ChildRun, objects: tuple[ObjectInfo, ...]) -> tuple[Binding, 
 
     pid = next((e.get("pid") for e in raw.events if e.get("event") == "start"), None)
     found = postmortem.read_bindings(raw.run_dir, LOADER_LOG_PREFIX, pid, keep)
+    if len(found) > MAX_BINDINGS:
+        # Lazy bindings resolve at the first call, so the ones nearest the failure come last.
+        found = found[: MAX_BINDINGS // 4] + found[-(MAX_BINDINGS - MAX_BINDINGS // 4) :]
     return tuple(
-        Binding(real.get(a, a), real.get(b, b), symbol, kind)
-        for a, b, symbol, kind in found[:MAX_BINDINGS]
+        Binding(real.get(a, a), real.get(b, b), symbol, kind) for a, b, symbol, kind in found
     )
 
 
