@@ -93,9 +93,12 @@ def _traced(spec: RunSpec, minimal: RunResult, runner: Runner) -> RunResult | No
     crashed or failed: which object's references another distribution's copy served. Kept
     only when it failed the same way."""
     if minimal.outcome not in ("crashed", "failed"):
+        runner.reserve = 0  # the experiments may spend it
         return None
     traced = runner.reserved(dataclasses.replace(spec, trace_bindings=True))
-    return traced if failure_signature(traced) == failure_signature(minimal) else None
+    if traced is None or failure_signature(traced) != failure_signature(minimal):
+        return None
+    return traced
 
 
 def _with_load_mode(verdict: Verdict, steps: tuple[str, ...]) -> Verdict:

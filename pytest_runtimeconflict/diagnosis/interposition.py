@@ -125,7 +125,12 @@ def verdict(evidence: Evidence, make: VerdictFn, labels: Callable[[str], str]) -
         return None
     binding, own = _matching_frame(evidence, hits)
     in_frames = binding.provider in crashing_libraries(evidence)
-    unique = binding.kind == "unique"
+    provider = evidence.objects.get(binding.provider)
+    unique = binding.kind == "unique" or (
+        provider is not None and binding.symbol in provider.facts.unique_symbols
+    )
+    if unique:
+        binding = Binding(binding.referrer, binding.provider, binding.symbol, "unique")
     if not (in_frames or unique or (evidence.outcome == "failed" and not evidence.markers)):
         return None
     symbol = binding.symbol

@@ -67,9 +67,15 @@ class MappedRuntime:
     path: str
     family: str
     runtime: str
+    distribution: str | None = None
 
-    def to_json(self) -> dict[str, str]:
-        return {"path": self.path, "family": self.family, "runtime": self.runtime}
+    def to_json(self) -> dict[str, str | None]:
+        return {
+            "path": self.path,
+            "family": self.family,
+            "runtime": self.runtime,
+            "distribution": self.distribution,
+        }
 
 
 @dataclass(frozen=True)

@@ -259,7 +259,7 @@ def _describe(fields: dict[str, Any]) -> dict[str, Any]:
     paths = [p for p in fields["mapped"] if os.path.isabs(p) and os.path.isfile(p)]
     objects = describe_paths(paths, distributions_of(paths))
     runtimes = tuple(
-        MappedRuntime(o.facts.path, o.kind.family, o.kind.runtime)
+        MappedRuntime(o.facts.path, o.kind.family, o.kind.runtime, o.distribution)
         for o in objects
         if o.kind is not None
     )

@@ -49,6 +49,8 @@ def leading_namespace(mangled: str) -> str | None:
         rest = rest[2:] if rest[:2] in ("TV", "TI", "TS", "TT", "GV", "GR") else ""
         if not rest:
             return None
+        if rest.startswith("Z"):  # the guard or reference of a local static: its function's
+            return leading_namespace("_Z" + rest[1:])
     if rest.startswith(("St", "NSt", "NKSt", "NVSt", "NKVSt")):
         return "std"
     if not rest.startswith("N"):
