@@ -23,6 +23,7 @@ from pytest_runtimeconflict.static.symbols import leading_namespace
 HELPER_C = """
 int helper_state = {v};
 int helper_value(void) {{ return helper_state; }}
+int helper_twice(void) {{ return 2 * helper_value(); }}
 __attribute__((constructor)) static void helper_init(void) {{ helper_state += helper_value(); }}
 """
 
@@ -38,7 +39,7 @@ def _helper_wheels(tmp_path: Path, flags: tuple[str, ...] = ()) -> list[Path]:
 def test_c_functions_and_data_shared_by_two_distributions(tmp_path: Path) -> None:
     (found,) = by_rule(scan_rules(*_helper_wheels(tmp_path)), "symbol-interposition")
     assert found.severity == "warning" and found.distributions == ("alpha", "beta")
-    assert "1 C data objects, 1 C functions (e.g. helper_state, helper_value)" in found.detail
+    assert "1 C data objects, 2 C functions (e.g. helper_state, helper_twice" in found.detail
     assert "runs initializers" in found.detail
 
 

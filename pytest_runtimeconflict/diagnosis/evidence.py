@@ -83,7 +83,9 @@ def gather_evidence(
     """
     source = result if result.mapped or original is None else original
     objects = {os.path.realpath(o.facts.path): o for o in source.objects}
-    runtimes = {os.path.realpath(r.path): (r.family, r.runtime) for r in source.loaded_runtimes}
+    runtimes = {}  # one path per copy: the layers of one installation are one runtime
+    for copy in {r.copy or r.path: r for r in reversed(source.loaded_runtimes)}.values():
+        runtimes[os.path.realpath(copy.path)] = (copy.family, copy.runtime)
     text = text_of(result)
     return Evidence(
         result=result,

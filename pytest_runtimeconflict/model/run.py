@@ -68,6 +68,7 @@ class MappedRuntime:
     family: str
     runtime: str
     distribution: str | None = None
+    copy: str = ""  # what makes it a copy: its file, or its installation for layered runtimes
 
     def to_json(self) -> dict[str, str | None]:
         return {
@@ -75,6 +76,7 @@ class MappedRuntime:
             "family": self.family,
             "runtime": self.runtime,
             "distribution": self.distribution,
+            "copy": self.copy or self.path,
         }
 
 
@@ -156,9 +158,13 @@ class RunResult:
 
 
 def duplicated_families(runtimes: Any) -> tuple[str, ...]:
-    """Families with two or more distinct files among ``runtimes`` (records or JSON dicts)."""
+    """Families with two or more distinct copies among ``runtimes`` (records or JSON dicts):
+    distinct files, except that the layers of one installation are one copy."""
     files: dict[str, set[str]] = {}
     for rt in runtimes:
-        family, path = (rt["family"], rt["path"]) if isinstance(rt, dict) else (rt.family, rt.path)
-        files.setdefault(str(family), set()).add(str(path))
+        if isinstance(rt, dict):
+            family, copy = rt["family"], rt.get("copy") or rt["path"]
+        else:
+            family, copy = rt.family, rt.copy or rt.path
+        files.setdefault(str(family), set()).add(str(copy))
     return tuple(sorted(f for f, paths in files.items() if len(paths) > 1))

@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from pytest_runtimeconflict.families import is_layered
 from pytest_runtimeconflict.model import (
     Binding,
     Finding,
@@ -17,6 +18,7 @@ from pytest_runtimeconflict.model import (
     ObjectInfo,
     RunResult,
     RunSpec,
+    RuntimeKind,
 )
 from pytest_runtimeconflict.model.run import duplicated_families
 from pytest_runtimeconflict.sandbox import postmortem
@@ -259,7 +261,9 @@ def _describe(fields: dict[str, Any]) -> dict[str, Any]:
     paths = [p for p in fields["mapped"] if os.path.isabs(p) and os.path.isfile(p)]
     objects = describe_paths(paths, distributions_of(paths))
     runtimes = tuple(
-        MappedRuntime(o.facts.path, o.kind.family, o.kind.runtime, o.distribution)
+        MappedRuntime(
+            o.facts.path, o.kind.family, o.kind.runtime, o.distribution, _copy_of(o.path, o.kind)
+        )
         for o in objects
         if o.kind is not None
     )
@@ -280,6 +284,13 @@ def _describe(fields: dict[str, Any]) -> dict[str, Any]:
     out["findings"] = tuple(findings)
     out["libraries"] = tuple(dict.fromkeys(blamed))
     return out
+
+
+def _copy_of(path: str, kind: RuntimeKind) -> str:
+    """The file, or for a layered runtime the directory of its installation."""
+    if is_layered(kind):
+        return f"layers:{kind.runtime}:{os.path.dirname(os.path.realpath(path))}"
+    return os.path.realpath(path)
 
 
 def _latent_findings(findings: list[Finding]) -> list[str]:
@@ -304,6 +315,6 @@ def duplicate_sentences(runtimes: tuple[MappedRuntime, ...]) -> list[str]:
         records = [r for r in runtimes if r.family == family]
         names = ", ".join(f"{r.path} ({r.runtime})" for r in records)
         sentences.append(
-            f"{len({r.path for r in records})} {family} runtimes were mapped at once: {names}"
+            f"{len({r.copy or r.path for r in records})} {family} runtimes were mapped at once: {names}"
         )
     return sentences

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 
+from pytest_runtimeconflict.families import is_layered
 from pytest_runtimeconflict.model import ObjectInfo
 from pytest_runtimeconflict.static.loader import file_key
 
@@ -36,8 +37,16 @@ def distinct_copies(infos: Iterable[ObjectInfo]) -> list[ObjectInfo]:
     file even when its SONAME is already loaded (see :func:`how_loaded`)."""
     seen_files: dict[str, ObjectInfo] = {}
     for info in sorted(infos, key=lambda i: i.path):
-        seen_files.setdefault(file_key(info.path), info)
+        seen_files.setdefault(_copy_key(info), info)
     return list(seen_files.values())
+
+
+def _copy_key(info: ObjectInfo) -> str:
+    """A file, or for a layered runtime (MKL's core, interface and thread libraries) the
+    directory of its installation: its layers are one copy."""
+    if info.kind is not None and is_layered(info.kind):
+        return f"layers:{info.kind.runtime}:{os.path.dirname(os.path.realpath(info.path))}"
+    return file_key(info.path)
 
 
 def how_loaded(copies: Iterable[ObjectInfo]) -> str:

@@ -35,37 +35,43 @@ def _same_runtime_family(shared: SharedSymbols) -> bool:
 
 def _interposition(objects: Sequence[ObjectInfo]) -> list[Finding]:
     """C functions and data exported by objects of two distributions (runtime copies of one
-    family are the family rules' business; their texts name the shared symbols too)."""
-    out = []
+    family are the family rules' business; their texts name the shared symbols too). Pairs of
+    the same two file names (one library shipped by several packages) are one finding."""
+    groups: dict[tuple[str, str], list[SharedSymbols]] = {}
     for shared in pairs_of(objects):
         if not (shared.data or shared.functions) or _same_runtime_family(shared):
             continue
-        pair = [shared.first, shared.second]
-        at_load = any(o.facts.has_initializers for o in pair) and bool(shared.functions)
-        biting = bool(shared.data) or at_load or len(shared.functions) >= LARGE_OVERLAP
-        c_only = SharedSymbols(shared.first, shared.second, (), shared.data, shared.functions)
-        why = "runs initializers" if at_load else ""
-        out.append(
-            Finding(
-                rule="symbol-interposition",
-                family="symbols",
-                severity="warning" if biting else "info",
-                title=f"{os.path.basename(pair[0].path)} and {os.path.basename(pair[1].path)} "
-                f"export {c_only.describe().split(' (')[0]} in common",
-                detail=f"{describe(pair[0])} and {describe(pair[1])} both define "
-                f"{c_only.describe()}. Loaded RTLD_GLOBAL or LD_PRELOADed, the first one's "
-                "definitions serve every later reference to those names, including the other "
-                "object's own calls: one copy's code ends in the other's functions and state"
-                + (f" (an object {why}, so it bites at load time)" if why else "")
-                + ".",
-                libraries=libs(pair),
-                distributions=dists(pair),
-                advice="Package authors: build the bundled library with hidden visibility "
-                "(-fvisibility=hidden, -Wl,--exclude-libs,ALL or a version script) or rename "
-                "its symbols. Users: do not load either RTLD_GLOBAL or with LD_PRELOAD.",
-            )
-        )
-    return out
+        names = (os.path.basename(shared.first.path), os.path.basename(shared.second.path))
+        groups.setdefault(names, []).append(shared)
+    return [_interposition_finding(members) for _names, members in sorted(groups.items())]
+
+
+def _interposition_finding(members: list[SharedSymbols]) -> Finding:
+    shared = members[0]
+    pair = [shared.first, shared.second]
+    involved = [o for m in members for o in (m.first, m.second)]
+    at_load = any(o.facts.has_initializers for o in pair) and len(shared.functions) > 1
+    biting = bool(shared.data) or at_load or len(shared.functions) >= LARGE_OVERLAP
+    c_only = SharedSymbols(shared.first, shared.second, (), shared.data, shared.functions)
+    also = f" (and {len(members) - 1} more copies of the pair)" if len(members) > 1 else ""
+    return Finding(
+        rule="symbol-interposition",
+        family="symbols",
+        severity="warning" if biting else "info",
+        title=f"{os.path.basename(pair[0].path)} and {os.path.basename(pair[1].path)} "
+        f"export {c_only.describe().split(' (')[0]} in common",
+        detail=f"{describe(pair[0])} and {describe(pair[1])}{also} both define "
+        f"{c_only.describe()}. Loaded RTLD_GLOBAL or LD_PRELOADed, the first one's "
+        "definitions serve every later reference to those names, including the other "
+        "object's own calls: one copy's code ends in the other's functions and state"
+        + (" (one runs initializers, so it bites at load time)" if at_load else "")
+        + ".",
+        libraries=libs(involved),
+        distributions=dists(involved),
+        advice="Package authors: build the bundled library with hidden visibility "
+        "(-fvisibility=hidden, -Wl,--exclude-libs,ALL or a version script) or rename "
+        "its symbols. Users: do not load either RTLD_GLOBAL or with LD_PRELOAD.",
+    )
 
 
 def _unique_shared(objects: Sequence[ObjectInfo]) -> list[Finding]:

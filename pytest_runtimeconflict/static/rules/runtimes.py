@@ -130,20 +130,29 @@ def _blas_duplicate(infos: Sequence[ObjectInfo]) -> list[Finding]:
 
 def _blas_collision(copies: Sequence[ObjectInfo]) -> str:
     """What the copies' exported names do to each other, checked name by name (the
-    "prefixed" scipy-openblas builds still export thousands of unprefixed internals)."""
-    sentences = []
+    "prefixed" scipy-openblas builds still export thousands of unprefixed internals); the
+    three largest overlaps in words, the rest counted."""
+    overlaps = []
     for i, first in enumerate(copies):
         for second in copies[i + 1 :]:
             shared = shared_symbols(first, second)
             if shared.total:
-                sentences.append(
-                    f"{os.path.basename(first.path)} and {os.path.basename(second.path)} both "
-                    f"export {shared.describe()}: loaded RTLD_GLOBAL or LD_PRELOADed, one "
-                    "copy's calls end in the other's code and state (reported SIGSEGV and hangs)"
-                )
-    if not sentences:
+                overlaps.append(shared)
+    if not overlaps:
         return "They export no name in common (checked); each starts its own thread pool."
-    return "; ".join(sentences) + ". Each also starts its own thread pool."
+    overlaps.sort(key=lambda s: (-s.total, s.first.path, s.second.path))
+    sentences = [
+        f"{os.path.basename(s.first.path)} and {os.path.basename(s.second.path)} both export "
+        f"{s.describe()}"
+        for s in overlaps[:3]
+    ]
+    more = f" ({len(overlaps) - 3} more pairs share names too)" if len(overlaps) > 3 else ""
+    return (
+        "; ".join(sentences)
+        + more
+        + ": loaded RTLD_GLOBAL or LD_PRELOADed, one copy's calls end in the other's code and "
+        "state (reported SIGSEGV and hangs). Each also starts its own thread pool."
+    )
 
 
 def _fortran_duplicate(infos: Sequence[ObjectInfo]) -> list[Finding]:
