@@ -55,6 +55,34 @@ def interposed(evidence: Evidence) -> list[tuple[Binding, str]]:
     return hits
 
 
+def _roles_and_cause(
+    binding: Binding, own: str, why: str, ran: str | None, labels: Callable[[str], str]
+) -> tuple[dict[str, str], str]:
+    """Each library's part in the interposition, and the cause sentence."""
+    symbol = binding.symbol
+    itself = own == binding.referrer
+    roles = {
+        binding.referrer: f"referenced '{symbol}'"
+        + (", which it defines itself" if itself else f" (its distribution's copy: "
+           f"{os.path.basename(own)})"),
+        binding.provider: f"served '{symbol}' to the other distribution"
+        + (f"; the crashing thread ran {ran} here" if ran else ""),
+    }  # fmt: skip
+    if not itself:
+        roles[own] = f"defines '{symbol}' too; should have served it, was not used"
+    instead = "its own definition" if itself else labels(own)
+    cause = (
+        f"'{symbol}' referenced by {labels(binding.referrer)} was served by "
+        f"{labels(binding.provider)} instead of {instead}: {why}"
+        + (
+            f"; the crashing thread ran {ran} in {os.path.basename(binding.provider)}"
+            if ran
+            else ""
+        )
+    )
+    return roles, cause
+
+
 def _matching_frame(evidence: Evidence, hits: list[tuple[Binding, str]]) -> tuple[Binding, str]:
     """The hit whose symbol is the function the crashing thread ran in the serving copy
     (C++ names compared demangled), else the first hit."""
@@ -140,26 +168,7 @@ def verdict(evidence: Evidence, make: VerdictFn, labels: Callable[[str], str]) -
         else load_mode(evidence.result.spec, binding.provider)
     )
     ran = frame_function(evidence.result, binding.provider) if in_frames else None
-    itself = own == binding.referrer
-    where = os.path.basename(own)
-    roles = {
-        binding.referrer: f"referenced '{symbol}'"
-        + (", which it defines itself" if itself else f" (its distribution's copy: {where})"),
-        binding.provider: f"served '{symbol}' to the other distribution"
-        + (f"; the crashing thread ran {ran} here" if ran else ""),
-    }
-    if not itself:
-        roles[own] = f"defines '{symbol}' too; should have served it, was not used"
-    instead = "its own definition" if itself else labels(own)
-    cause = (
-        f"'{symbol}' referenced by {labels(binding.referrer)} was served by "
-        f"{labels(binding.provider)} instead of {instead}: {why}"
-        + (
-            f"; the crashing thread ran {ran} in {os.path.basename(binding.provider)}"
-            if ran
-            else ""
-        )
-    )
+    roles, cause = _roles_and_cause(binding, own, why, ran, labels)
     paths = list(dict.fromkeys([binding.referrer, binding.provider, own]))
     rule = rule_for(binding)
     findings = [f for f in evidence.findings if f.rule == rule and binding.provider in f.libraries]
