@@ -83,17 +83,27 @@ def _conflict_lines(key: str, members: list[tuple[str, dict[str, Any]]]) -> list
 
 
 def latent_families(entries: Iterable[dict[str, Any]]) -> dict[str, set[str]]:
-    """Family -> the files (``dir/name`` and runtime) of every family mapped more than once."""
+    """Family -> the files of every family mapped more than once, each named by its path
+    inside its distribution (``numpy.libs/libscipy_openblas64_-*.so (numpy, openblas)``)."""
     out: dict[str, set[str]] = {}
     for entry in entries:
-        by_family: dict[str, set[tuple[str, str]]] = {}
+        by_family: dict[str, set[str]] = {}
         for rt in entry.get("loaded_runtimes", []):
-            path = str(rt.get("path", ""))
-            parts = Path(path).parts
-            # dist/lib/x.so reads better than lib/x.so; pkg.libs/x.so is already clear
-            short = "/".join(parts[-3:] if len(parts) > 2 and parts[-2] == "lib" else parts[-2:])
-            by_family.setdefault(str(rt.get("family")), set()).add((short, str(rt.get("runtime"))))
+            by_family.setdefault(str(rt.get("family")), set()).add(_runtime_label(rt))
         for family, files in by_family.items():
             if len(files) > 1:
-                out.setdefault(family, set()).update(f"{f} ({r})" for f, r in files)
+                out.setdefault(family, set()).update(files)
     return out
+
+
+def _runtime_label(rt: dict[str, Any]) -> str:
+    """``site-relative/path (distribution, runtime)``, or the path's last parts outside any
+    distribution (system libraries)."""
+    path = str(rt.get("path", ""))
+    parts = Path(path).parts
+    if "site-packages" in parts:
+        short = "/".join(parts[len(parts) - parts[::-1].index("site-packages") :])
+    else:
+        short = "/".join(parts[-3:] if len(parts) > 2 and parts[-2] == "lib" else parts[-2:])
+    owner = rt.get("distribution")
+    return f"{short} ({owner}, {rt.get('runtime')})" if owner else f"{short} ({rt.get('runtime')})"

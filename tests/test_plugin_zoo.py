@@ -110,8 +110,8 @@ def test_latent_copies_are_listed_in_the_summary(
     result.stdout.fnmatch_lines(
         [
             "*latent: runtimes mapped more than once without a crash*",
-            "- blas: zoo_blas32.libs/libscipy_openblas-*.so (openblas), "
-            "zoo_blas64.libs/libscipy_openblas64_-*.so (openblas)",
+            "- blas: zoo_blas32.libs/libscipy_openblas-*.so (zoo-blas32, openblas), "
+            "zoo_blas64.libs/libscipy_openblas64_-*.so (zoo-blas64, openblas)",
         ]
     )
     assert {s["outcome"] for s in data["scenarios"]} == {"latent"}

@@ -25,7 +25,13 @@ from pytest_runtimeconflict.model.facts import (
     ObjectInfo,
     RuntimeKind,
 )
-from pytest_runtimeconflict.model.run import MappedRuntime, RunResult, RunSpec, duplicated_families
+from pytest_runtimeconflict.model.run import (
+    Binding,
+    MappedRuntime,
+    RunResult,
+    RunSpec,
+    duplicated_families,
+)
 from pytest_runtimeconflict.vocabulary import OUTCOMES
 
 __all__ = [
@@ -34,6 +40,7 @@ __all__ = [
     "OUTCOMES",
     "SEVERITIES",
     "AvoidedBy",
+    "Binding",
     "Diagnosis",
     "ElfFacts",
     "Evidence",

@@ -109,25 +109,63 @@ def _shadow_finding(
 
 
 def _static_tls_late(reach: Reach, info_of: dict[str, ObjectInfo]) -> list[Finding]:
-    out = []
+    """One finding per library file name: the same library shipped by two packages is one
+    finding naming both copies."""
+    copies: dict[str, list[ObjectInfo]] = defaultdict(list)
     for path in sorted(reach.reached_by):
         info = info_of.get(path)
         if info is None or not info.facts.static_tls or path in reach.base:
             continue
+        copies[os.path.basename(path)].append(info)
+    out = []
+    for name, infos in sorted(copies.items()):
+        info = infos[0]
         out.append(
             Finding(
                 rule="static-tls-late",
                 family=info.kind.family if info.kind else "tls",
                 severity="info",
-                title=f"{os.path.basename(path)} uses static TLS and is only loaded by dlopen",
-                detail=f"{describe(info)} has DF_STATIC_TLS ({info.facts.tls_size} bytes of TLS); "
-                "loaded late it must fit the static TLS surplus. On aarch64 this fails with "
-                "'cannot allocate memory in static TLS block' depending on import order.",
-                libraries=(path,),
-                distributions=dists([info]),
+                title=f"{name} uses static TLS and is only loaded by dlopen",
+                detail="; ".join(describe(i) for i in infos)
+                + f" has DF_STATIC_TLS ({info.facts.tls_size} bytes of TLS); loaded late it "
+                "must fit the static TLS surplus. On aarch64 this fails with 'cannot allocate "
+                "memory in static TLS block' depending on import order.",
+                libraries=libs(infos),
+                distributions=dists(infos),
                 advice="Package authors: build with -ftls-model=global-dynamic. Users: import this "
                 "package first, preload the library, or raise glibc.rtld.optional_static_tls "
                 "(GLIBC_TUNABLES).",
+            )
+        )
+    return out
+
+
+def _missing_needed(reach: Reach, info_of: dict[str, ObjectInfo]) -> list[Finding]:
+    """DT_NEEDED entries that no directory the loader searches provides: the import fails."""
+    needers: dict[str, list[str]] = defaultdict(list)
+    for state in reach.closures.values():
+        for missing in state.missing:
+            if missing.requester not in needers[missing.soname]:
+                needers[missing.soname].append(missing.requester)
+    out = []
+    for soname, requesters in sorted(needers.items()):
+        infos = [info_of[p] for p in requesters if p in info_of]
+        names = ", ".join(sorted({os.path.basename(p) for p in requesters}))
+        out.append(
+            Finding(
+                rule="needed-library-missing",
+                family="loader",
+                severity="error",
+                title=f"{soname} is needed by {names} but not found",
+                detail=f"{'; '.join(sorted(requesters))} need(s) {soname}, which no directory "
+                "the loader searches provides (the needer's RUNPATH/RPATH, LD_LIBRARY_PATH, "
+                "ld.so.cache, the default directories): importing it fails with "
+                f'"{soname}: cannot open shared object file".',
+                libraries=libs(infos) or tuple(sorted(requesters)),
+                distributions=dists(infos),
+                advice=f"Users: install the system package that provides {soname}. Package "
+                "authors: vendor it into the wheel (auditwheel repair) or declare the system "
+                "dependency in the install instructions.",
             )
         )
     return out
@@ -173,5 +211,25 @@ register(
             "DF_STATIC_TLS) so it can be loaded late"
         ),
         untried_hint="try importing the package with static TLS first",
+    )
+)
+register(
+    Rule(
+        id="needed-library-missing",
+        family="loader",
+        severity="error",
+        summary="a DT_NEEDED library no directory the loader searches provides",
+        scope="loader",
+        detect=_missing_needed,
+        markers=("missing:",),
+        cause=(
+            "{libs} need(s) {soname}, which no directory the loader searches provides, so the "
+            "import fails before any conflict can happen"
+        ),
+        author_advice=(
+            "vendor {soname} into the wheel (auditwheel repair) or declare the system package "
+            "that provides it"
+        ),
+        untried_hint="install the system package that provides {soname}",
     )
 )
