@@ -32,8 +32,9 @@ def defines(info: ObjectInfo, symbol: str) -> bool:
 
 
 def interposed(evidence: Evidence) -> list[tuple[Binding, str]]:
-    """Bindings whose referrer's own distribution defines the symbol in another file (the copy
-    that should have served it), with that file; those into a crashing frame's library first."""
+    """Bindings whose referrer's own distribution defines the symbol (the copy that should
+    have served it), with that file; those into a crashing frame's library first, then the
+    latest first."""
     by_dist: dict[str, list[ObjectInfo]] = {}
     for info in evidence.objects.values():
         if info.distribution:
@@ -51,7 +52,10 @@ def interposed(evidence: Evidence) -> list[tuple[Binding, str]]:
         if own:
             hits.append((binding, own[0]))
     crashing = crashing_libraries(evidence)
-    hits.sort(key=lambda hit: (hit[0].provider not in crashing, hit[0].symbol))
+    # Into the crashing thread's library first; then the latest in the trace (lazy bindings
+    # resolve at the first call, so the ones nearest the failure come last).
+    order = {id(hit[0]): i for i, hit in enumerate(hits)}
+    hits.sort(key=lambda hit: (hit[0].provider not in crashing, -order[id(hit[0])]))
     return hits
 
 
@@ -79,6 +83,41 @@ def _roles_and_cause(
             if ran
             else ""
         )
+    )
+    return roles, cause
+
+
+def _largest_pair(hits: list[tuple[Binding, str]]) -> tuple[Binding, str]:
+    """A hit of the (referrer, provider) pair with the most interposed references: with no
+    crashing frame to point at, the pair that mixed the most is the suspect."""
+    counts: dict[tuple[str, str], int] = {}
+    for binding, _own in hits:
+        key = (binding.referrer, binding.provider)
+        counts[key] = counts.get(key, 0) + 1
+    best = max(counts, key=lambda k: (counts[k], k))
+    return next(hit for hit in hits if (hit[0].referrer, hit[0].provider) == best)
+
+
+def _pair_roles_and_cause(
+    hits: list[tuple[Binding, str]], binding: Binding, why: str, labels: Callable[[str], str]
+) -> tuple[dict[str, str], str]:
+    """Roles and cause for a failure no frame pins on one symbol: how many of the referrer's
+    references the other copy served, with examples (no single name claimed as the cause)."""
+    names = [
+        b.symbol
+        for b, _own in hits
+        if (b.referrer, b.provider) == (binding.referrer, binding.provider)
+    ]
+    example = ", ".join(sorted(names)[:4])
+    roles = {
+        binding.referrer: f"{len(names)} of its references (e.g. {example}) were served by the "
+        "other copy",
+        binding.provider: f"served {len(names)} names to the other distribution (e.g. {example})",
+    }
+    cause = (
+        f"{len(names)} references of {labels(binding.referrer)} to names it defines itself "
+        f"(e.g. {example}) were served by {labels(binding.provider)}: {why}; the run failed "
+        "without a crash, so no frame names which of them went wrong"
     )
     return roles, cause
 
@@ -151,8 +190,8 @@ def verdict(evidence: Evidence, make: VerdictFn, labels: Callable[[str], str]) -
     hits = interposed(evidence)
     if not hits or _mechanism_named(evidence):
         return None
-    binding, own = _matching_frame(evidence, hits)
-    in_frames = binding.provider in crashing_libraries(evidence)
+    in_frames = hits[0][0].provider in crashing_libraries(evidence)
+    binding, own = _matching_frame(evidence, hits) if in_frames else _largest_pair(hits)
     provider = evidence.objects.get(binding.provider)
     unique = binding.kind == "unique" or (
         provider is not None and binding.symbol in provider.facts.unique_symbols
@@ -169,6 +208,8 @@ def verdict(evidence: Evidence, make: VerdictFn, labels: Callable[[str], str]) -
     )
     ran = frame_function(evidence.result, binding.provider) if in_frames else None
     roles, cause = _roles_and_cause(binding, own, why, ran, labels)
+    if not (in_frames or unique):
+        roles, cause = _pair_roles_and_cause(hits, binding, why, labels)
     paths = list(dict.fromkeys([binding.referrer, binding.provider, own]))
     rule = rule_for(binding)
     findings = [f for f in evidence.findings if f.rule == rule and binding.provider in f.libraries]
