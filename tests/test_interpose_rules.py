@@ -139,3 +139,19 @@ def test_record_entries_outside_site_packages_are_scanned(tmp_path: Path) -> Non
     result = scan_environment(python=python)
     found = [o for o in result.objects if o.path.endswith("liboutside.so")]
     assert found and found[0].distribution == "outside"
+
+
+def test_different_files_under_one_soname_shadow_each_other(tmp_path: Path) -> None:
+    wheels = []
+    for dist, body in (("alpha", "return 1;"), ("beta", "return 2 + 2;")):
+        lib = fake_lib(f"int shade(void) {{ {body} }}\n", "libshade.so.1", tmp_path / dist)
+        wheels.append(vendoring_wheel(tmp_path, dist, [lib]))
+    (found,) = by_rule(scan_rules(*wheels), "soname-shadow")
+    assert found.severity == "warning" and found.distributions == ("alpha", "beta")
+    assert "libshade.so.1" in found.title
+
+
+def test_identical_files_under_one_soname_are_no_shadow(tmp_path: Path) -> None:
+    lib = fake_lib("int shade(void) { return 1; }\n", "libshade.so.1", tmp_path / "one")
+    wheels = [vendoring_wheel(tmp_path, dist, [lib]) for dist in ("alpha", "beta")]
+    assert not by_rule(scan_rules(*wheels), "soname-shadow")

@@ -4,12 +4,15 @@ model (:class:`Reach`), so only the scan applies them."""
 
 from __future__ import annotations
 
+import hashlib
 import os
+import zipfile
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from pytest_runtimeconflict.model import Finding, ObjectInfo
+from pytest_runtimeconflict.static.discover import WHEEL_SEP
 from pytest_runtimeconflict.static.loader import LoaderModel, ProcessState, file_key
 from pytest_runtimeconflict.static.rules.common import describe, dists, libs
 from pytest_runtimeconflict.static.rules.registry import Rule, register
@@ -68,6 +71,74 @@ def _version_shadow(reach: Reach, info_of: dict[str, ObjectInfo]) -> list[Findin
                             )
                         )
                         break
+    return out
+
+
+def _content_id(path: str) -> str:
+    """What a file holds, for telling byte-identical copies apart from different builds: the
+    CRC of a wheel member, else a BLAKE2 digest of the file (only same-SONAME candidates are
+    hashed, which are few)."""
+    if WHEEL_SEP in path:
+        wheel, member = path.split(WHEEL_SEP, 1)
+        try:
+            with zipfile.ZipFile(wheel) as zf:
+                info = zf.getinfo(member)
+            return f"crc:{info.CRC}:{info.file_size}"
+        except (OSError, KeyError, zipfile.BadZipFile):
+            return f"unreadable:{path}"
+    digest = hashlib.blake2b(digest_size=16)
+    try:
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+    except OSError:
+        return f"unreadable:{path}"
+    return digest.hexdigest()
+
+
+def _same_content(a: ObjectInfo, b: ObjectInfo) -> bool:
+    """Byte-identical copies (the same build shipped twice)."""
+    return a.facts.size == b.facts.size and _content_id(a.path) == _content_id(b.path)
+
+
+def _soname_shadow(reach: Reach, info_of: dict[str, ObjectInfo]) -> list[Finding]:
+    """Different files under one SONAME, reached by different extensions, that the loader will
+    not tell apart: whichever loads first serves every later request, and no version
+    requirement makes it refuse the wrong one (that case is soname-version-shadow). Runtime
+    copies are their family rules' business."""
+    files: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
+    for ext, state in reach.closures.items():
+        for (_req, name), path in state.resolved.items():
+            files[name][path].append(ext)
+    versioned = [f.title for f in _version_shadow(reach, info_of)]
+    out = []
+    for name, by_file in sorted(files.items()):
+        infos = [info_of[p] for p in sorted(by_file) if p in info_of]
+        distinct = [
+            i for n, i in enumerate(infos) if not any(_same_content(i, j) for j in infos[:n])
+        ]
+        clue = any(f": {name} lacks " in title for title in versioned)
+        if len(distinct) < 2 or clue or any(i.kind is not None for i in distinct):
+            continue
+        exts = sorted({e for p in by_file for e in by_file[p]})
+        out.append(
+            Finding(
+                rule="soname-shadow",
+                family="loader",
+                severity="warning",
+                title=f"{len(distinct)} different files are all {name}: the first loaded serves all",
+                detail="; ".join(describe(i) for i in distinct) + f" are different files with "
+                f"the SONAME {name}, needed by {', '.join(os.path.basename(e) for e in exts)}. "
+                "The loader keeps the first one it loads and reuses it for every later request "
+                "of that SONAME, and no version requirement makes it refuse the wrong one: "
+                "whichever package is imported first decides which code the others run.",
+                libraries=libs(distinct),
+                distributions=dists(distinct),
+                advice=f"Package authors: vendor {name} under a unique (hashed) SONAME, as "
+                "auditwheel does, or depend on one shared copy. Users: import the package whose "
+                f"{name} is the newest first.",
+            )
+        )
     return out
 
 
@@ -231,5 +302,24 @@ register(
             "that provides it"
         ),
         untried_hint="install the system package that provides {soname}",
+    )
+)
+register(
+    Rule(
+        id="soname-shadow",
+        family="loader",
+        severity="warning",
+        summary="different files under one SONAME: the first loaded serves every later request",
+        scope="loader",
+        detect=_soname_shadow,
+        cause=(
+            "{libs} share a SONAME; the first loaded served every later request of it, so one "
+            "package ran the other's copy"
+        ),
+        author_advice=(
+            "vendor the library under a unique (hashed) SONAME, as auditwheel does, or depend "
+            "on one shared copy"
+        ),
+        untried_hint="try the reverse import order",
     )
 )
