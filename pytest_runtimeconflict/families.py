@@ -147,6 +147,12 @@ FAMILIES: list[Family] = [
     ),
     Family(
         "blas",
+        "atlas",
+        name_patterns=(r"^lib[st]?atlas([-.]|$)",),
+        identity_symbols=("ATL_buildinfo",),
+    ),
+    Family(
+        "blas",
         "flexiblas",
         name_patterns=(r"^libflexiblas([-.]|$)",),
         identity_symbols=("flexiblas_get_num_threads", "flexiblas_current_backend"),
