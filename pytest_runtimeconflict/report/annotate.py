@@ -1,0 +1,150 @@
+"""CI annotations: each distinct conflict as one GitHub Actions workflow command.
+
+``::error title=TITLE::MESSAGE`` for a conflict that fails the run, ``::warning`` for one that
+does not (a conflict known in the baseline, a latent set under --rc-fail-on=error). The message
+is the first lines of the verdict (what broke, why, what to do) and where it was seen. Data is
+escaped as GitHub's toolkit does (``%``, CR, LF); properties also escape ``:`` and ``,``.
+GitHub shows at most 10 annotations of each kind per step, so at most 10 of each are printed:
+the most severe first and, when there are more, a 10th saying how many were left out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pytest_runtimeconflict.aggregate import latent_families
+from pytest_runtimeconflict.vocabulary import fails
+
+# Per step and kind (https://docs.github.com/en/actions/reference/workflow-commands).
+LIMIT = 10
+SEEN_IN_SHOWN = 3
+_RANK = {"crashed": 0, "hung": 1, "failed": 2, "latent": 3}
+_LEVEL_RANK = {"error": 0, "warning": 1}
+
+
+def enabled(setting: str, environ: Mapping[str, str]) -> bool:
+    """``github`` always, ``none`` never, ``auto`` when ``GITHUB_ACTIONS`` is ``true``."""
+    if setting == "auto":
+        return environ.get("GITHUB_ACTIONS") == "true"
+    return setting == "github"
+
+
+def escape_data(text: str) -> str:
+    """A workflow command's message: ``%``, CR and LF percent-encoded."""
+    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def escape_property(text: str) -> str:
+    """A workflow command's property value: as data, plus ``:`` and ``,``."""
+    return escape_data(text).replace(":", "%3A").replace(",", "%2C")
+
+
+@dataclass(frozen=True)
+class Annotation:
+    """One workflow command: level (``error`` or ``warning``), title and message lines."""
+
+    level: str
+    title: str
+    lines: tuple[str, ...]
+    rank: int = 0
+
+    def command(self) -> str:
+        message = escape_data("\n".join(self.lines))
+        return f"::{self.level} title={escape_property(self.title)}::{message}"
+
+
+def github_lines(collected: Sequence[tuple[str, Mapping[str, Any]]], fail_on: str) -> list[str]:
+    """The workflow commands of a run's (or a merged report's) entries."""
+    found = conflict_annotations(collected, fail_on) + latent_annotations(collected, fail_on)
+    return limited(found)
+
+
+def limited(annotations: Iterable[Annotation], limit: int = LIMIT) -> list[str]:
+    """At most ``limit`` commands of each level, the most severe first; when more, the last
+    one counts the rest."""
+    ordered = sorted(annotations, key=lambda a: (_LEVEL_RANK[a.level], a.rank, a.title, a.lines))
+    lines: list[str] = []
+    for level in _LEVEL_RANK:
+        mine = [a for a in ordered if a.level == level]
+        if len(mine) > limit:
+            rest = len(mine) - (limit - 1)
+            more = f"{rest} more conflict(s) not annotated (GitHub shows {limit} per step)"
+            mine = mine[: limit - 1] + [
+                Annotation(level, "runtime conflicts", (more, "see the job log or the JSON report"))
+            ]
+        lines += [a.command() for a in mine]
+    return lines
+
+
+def conflict_annotations(
+    collected: Sequence[tuple[str, Mapping[str, Any]]], fail_on: str
+) -> list[Annotation]:
+    """One annotation per diagnosed conflict (grouped by verdict key, as in the summary)."""
+    groups: dict[str, list[tuple[str, Mapping[str, Any]]]] = {}
+    for nodeid, entry in collected:
+        verdict = entry.get("verdict")
+        if verdict and entry.get("outcome") in ("crashed", "failed", "hung"):
+            groups.setdefault(str(verdict.get("key")), []).append((nodeid, entry))
+    return [_conflict(members, fail_on) for _, members in sorted(groups.items())]
+
+
+def _conflict(members: list[tuple[str, Mapping[str, Any]]], fail_on: str) -> Annotation:
+    entry = next((e for _, e in members if not e.get("duplicate_of")), members[0][1])
+    verdict, outcome = entry["verdict"], str(entry["outcome"])
+    known = any(e.get("baseline", {}).get("status") == "known" for _, e in members)
+    level = "error" if fails(outcome, fail_on) and not known else "warning"
+    signal = f" {entry['signal']}" if entry.get("signal") else ""
+    title = f"runtime conflict {verdict.get('rule') or 'unattributed'}: {outcome}{signal}"
+    if known:
+        title += " (known, in the baseline)"
+    lines = list(entry.get("headline") or _headline_from(entry))
+    lines.append("seen in: " + _nodes(sorted({n for n, _ in members})))
+    return Annotation(level, title, tuple(lines), _RANK.get(outcome, len(_RANK)))
+
+
+def _headline_from(entry: Mapping[str, Any]) -> list[str]:
+    """For a report written before entries kept their headline."""
+    verdict = entry["verdict"]
+    lines = [f"{str(entry['outcome']).upper()}: {verdict.get('cause', '')}".strip()]
+    if entry.get("minimal_steps"):
+        lines.append("minimal order: " + " > ".join(entry["minimal_steps"]))
+    if verdict.get("user_advice"):
+        lines.append(f"Do: {verdict['user_advice']}")
+    return lines
+
+
+def latent_annotations(
+    collected: Sequence[tuple[str, Mapping[str, Any]]], fail_on: str
+) -> list[Annotation]:
+    """One annotation per runtime family mapped more than once without a crash."""
+    latent = [(n, e) for n, e in collected if e.get("outcome") == "latent"]
+    found = []
+    for family, files in sorted(latent_families(e for _, e in latent).items()):
+        members = [(n, e) for n, e in latent if family in _families(e)]
+        known = bool(members) and all(
+            e.get("baseline", {}).get("status") == "known" for _, e in members
+        )
+        level = "error" if fails("latent", fail_on) and not known else "warning"
+        what = "a failure (--rc-fail-on=latent)" if level == "error" else "a warning"
+        lines = (
+            f"LATENT CONFLICT: {len(files)} {family} runtimes mapped at once without a crash, "
+            f"{what}: " + ", ".join(sorted(files)),
+            "seen in: " + _nodes(sorted({n for n, _ in members})),
+        )
+        title = f"latent runtime conflict: {family}" + (
+            " (known, in the baseline)" if known else ""
+        )
+        found.append(Annotation(level, title, lines, _RANK["latent"]))
+    return found
+
+
+def _families(entry: Mapping[str, Any]) -> set[str]:
+    return set(latent_families([entry]))
+
+
+def _nodes(nodeids: Sequence[str]) -> str:
+    shown = ", ".join(nodeids[:SEEN_IN_SHOWN])
+    more = len(nodeids) - SEEN_IN_SHOWN
+    return shown + (f" and {more} more" if more > 0 else "")
