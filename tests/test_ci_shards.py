@@ -136,8 +136,11 @@ def test_bad_ci_option_values(
     assert "Traceback" not in result.stderr.str()
 
 
-def test_merged_shards_equal_one_unsharded_run(pytester: pytest.Pytester) -> None:
+def test_merged_shards_equal_one_unsharded_run(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
     make_plan(pytester)
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")  # the merge job annotates as one run would
     whole, whole_report = session(pytester, "whole")
     assert whole.ret == pytest.ExitCode.TESTS_FAILED  # sh_a > sh_crash is a new crash
     paths = []
@@ -162,6 +165,8 @@ def test_merged_shards_equal_one_unsharded_run(pytester: pytest.Pytester) -> Non
     assert runs == sorted((e["nodeid"], e["steps"]) for e in whole_report["scenarios"])
     whole_lines = [ln for ln in whole.stdout.lines if "distinct conflict" in ln]
     assert whole_lines and whole_lines[0] in proc.stdout.splitlines()
+    commands = [ln for ln in whole.stdout.lines if ln.startswith("::")]
+    assert commands and commands == [ln for ln in proc.stdout.splitlines() if ln.startswith("::")]
 
 
 def test_merge_names_missing_shards_and_rejects_bad_input(pytester: pytest.Pytester) -> None:

@@ -91,17 +91,36 @@ def conflict_annotations(
 
 
 def _conflict(members: list[tuple[str, Mapping[str, Any]]], fail_on: str) -> Annotation:
-    entry = next((e for _, e in members if not e.get("duplicate_of")), members[0][1])
+    # The first by node id (not by run order, which differs between one run and shards).
+    members = sorted(members, key=lambda m: (bool(m[1].get("duplicate_of")), m[0]))
+    entry = members[0][1]
     verdict, outcome = entry["verdict"], str(entry["outcome"])
     known = any(e.get("baseline", {}).get("status") == "known" for _, e in members)
-    level = "error" if fails(outcome, fail_on) and not known else "warning"
+    failing = any(_fails(e, fail_on) for _, e in members)
+    level = "error" if failing else "warning"
     signal = f" {entry['signal']}" if entry.get("signal") else ""
     title = f"runtime conflict {verdict.get('rule') or 'unattributed'}: {outcome}{signal}"
     if known:
         title += " (known, in the baseline)"
+    elif not failing and all(_expected(e) for _, e in members):
+        title += " (expected by its scenario file)"
     lines = list(entry.get("headline") or _headline_from(entry))
     lines.append("seen in: " + _nodes(sorted({n for n, _ in members})))
     return Annotation(level, title, tuple(lines), _RANK.get(outcome, len(_RANK)))
+
+
+def _fails(entry: Mapping[str, Any], fail_on: str) -> bool:
+    """Whether this run's conflict fails its item: not when known in the baseline, not when
+    its scenario file expects it, else by --rc-fail-on."""
+    if entry.get("baseline", {}).get("status") == "known" or _expected(entry):
+        return False
+    return fails(str(entry.get("outcome")), fail_on)
+
+
+def _expected(entry: Mapping[str, Any]) -> bool:
+    scenario = entry.get("scenario") or {}
+    expected = (scenario.get("expected") or {}).get("outcome", "passed")
+    return bool(scenario.get("matched")) and expected != "passed"
 
 
 def _headline_from(entry: Mapping[str, Any]) -> list[str]:
