@@ -345,18 +345,16 @@ class Reporter:
 
     def _record_outcome(self, report: pytest.TestReport) -> None:
         """pytest's outcome of each plan and scenario item, for the report (``merge`` judges
-        by it): failed (or error outside the call), else the call's outcome or a skip."""
+        by it)."""
+        from pytest_runtimeconflict.report.ci import item_outcome
         from pytest_runtimeconflict.shard import is_plan_node
 
-        outcomes = self.state.item_outcomes
-        if not is_plan_node(report.nodeid) or outcomes.get(report.nodeid) in ("failed", "error"):
-            return
-        if report.failed:
-            outcomes[report.nodeid] = "failed" if report.when == "call" else "error"
-        elif report.when == "call" or report.skipped:
-            wasxfail = hasattr(report, "wasxfail")
-            outcome = {"skipped": "xfailed", "passed": "xpassed"} if wasxfail else {}
-            outcomes[report.nodeid] = outcome.get(report.outcome, report.outcome)
+        if is_plan_node(report.nodeid):
+            previous = self.state.item_outcomes.get(report.nodeid)
+            xfail = hasattr(report, "wasxfail")
+            outcome = item_outcome(previous, report.when, report.outcome, xfail)
+            if outcome is not None:
+                self.state.item_outcomes[report.nodeid] = outcome
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_testnodedown(self, node: Any, error: Any) -> None:

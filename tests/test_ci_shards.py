@@ -208,3 +208,24 @@ def test_a_shard_without_items_succeeds_and_says_so(pytester: pytest.Pytester) -
     assert result.ret == pytest.ExitCode.OK
     result.stdout.fnmatch_lines(["shard 2/2: 0 of 1 plan item(s) (plan *"])
     assert report["shard"] == {"index": 2, "count": 2, "items": []}
+
+
+@pytest.mark.parametrize(
+    ("phases", "expected"),
+    [
+        ([("setup", "passed"), ("call", "passed"), ("teardown", "passed")], "passed"),
+        ([("setup", "passed"), ("call", "failed"), ("teardown", "passed")], "failed"),
+        ([("setup", "passed"), ("call", "passed"), ("teardown", "failed")], "error"),
+        ([("setup", "failed"), ("teardown", "passed")], "error"),
+        ([("setup", "skipped"), ("teardown", "passed")], "skipped"),
+        ([("setup", "passed"), ("call", "skipped", True), ("teardown", "passed")], "xfailed"),
+        ([("setup", "passed"), ("call", "passed", True), ("teardown", "passed")], "xpassed"),
+    ],
+)
+def test_item_outcome_over_the_phases(phases: list[tuple[Any, ...]], expected: str) -> None:
+    from pytest_runtimeconflict.report.ci import item_outcome
+
+    outcome = None
+    for when, result, *xfail in phases:
+        outcome = item_outcome(outcome, when, result, bool(xfail)) or outcome
+    assert outcome == expected

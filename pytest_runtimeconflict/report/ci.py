@@ -51,6 +51,22 @@ def summary_lines(scope: ShardScope | None, baseline: BaselineStatus | None) -> 
     return lines
 
 
+def item_outcome(previous: str | None, when: str, outcome: str, wasxfail: bool) -> str | None:
+    """An item's outcome after one phase report (``when``: setup, call, teardown; ``outcome``:
+    passed, failed, skipped), or None to keep ``previous``: a failure in the call is
+    ``failed``, outside it ``error``, and stays; else the call's outcome (``xfailed`` and
+    ``xpassed`` for expected failures) or a skip in setup."""
+    if previous in ("failed", "error"):
+        return None
+    if outcome == "failed":
+        return "failed" if when == "call" else "error"
+    if when == "call" or outcome == "skipped":
+        if wasxfail:
+            return {"skipped": "xfailed", "passed": "xpassed"}.get(outcome, outcome)
+        return outcome
+    return None
+
+
 def outcome_counts(item_outcomes: Mapping[str, str]) -> str:
     """``2 failed, 3 passed, 1 skipped`` (most telling first)."""
     order = ("failed", "error", "xpassed", "passed", "xfailed", "skipped")
