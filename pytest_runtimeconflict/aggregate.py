@@ -3,7 +3,7 @@ and the terminal summary (conflicts grouped by root cause, latent runtime sets, 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -82,7 +82,7 @@ def _conflict_lines(key: str, members: list[tuple[str, dict[str, Any]]]) -> list
     return lines
 
 
-def latent_families(entries: Iterable[Mapping[str, Any]]) -> dict[str, set[str]]:
+def latent_families(entries: Iterable[dict[str, Any]]) -> dict[str, set[str]]:
     """Family -> the files (``dir/name`` and runtime) of every family mapped more than once."""
     out: dict[str, set[str]] = {}
     for entry in entries:

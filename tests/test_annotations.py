@@ -84,6 +84,15 @@ def test_latent_sets_are_warnings_unless_fail_on_latent() -> None:
     assert github_lines(collected, "latent") == [
         expected.format(level="error", what="a failure (--rc-fail-on=latent)")
     ]
+    # The same set mapped in the other order elsewhere: still one annotation, seen in both.
+    reverse = dict(entry, loaded_runtimes=entry["loaded_runtimes"][::-1])
+    (line,) = github_lines([*collected, ("runtime-conflicts::b>a", reverse)], "error")
+    assert line.endswith("seen in: runtime-conflicts::a>b, runtime-conflicts::b>a")
+    # Another set of the same family is another conflict.
+    third = {"family": "blas", "runtime": "mkl", "path": "/s/c/lib/libmkl_rt.so.2"}
+    other = dict(entry, loaded_runtimes=[*entry["loaded_runtimes"], third])
+    lines = github_lines([*collected, ("runtime-conflicts::c", other)], "error")
+    assert len(lines) == 2 and "c/lib/libmkl_rt.so.2 (mkl)" in lines[0] + lines[1]
 
 
 def test_at_most_ten_of_each_kind_most_severe_first_then_the_count() -> None:

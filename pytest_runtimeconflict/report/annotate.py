@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import PurePath
 from typing import Any
 
-from pytest_runtimeconflict.aggregate import latent_families
 from pytest_runtimeconflict.vocabulary import fails
 
 # Per step and kind (https://docs.github.com/en/actions/reference/workflow-commands).
@@ -137,30 +137,47 @@ def _headline_from(entry: Mapping[str, Any]) -> list[str]:
 def latent_annotations(
     collected: Sequence[tuple[str, Mapping[str, Any]]], fail_on: str
 ) -> list[Annotation]:
-    """One annotation per runtime family mapped more than once without a crash."""
-    latent = [(n, e) for n, e in collected if e.get("outcome") == "latent"]
-    found = []
-    for family, files in sorted(latent_families(e for _, e in latent).items()):
-        members = [(n, e) for n, e in latent if family in _families(e)]
-        known = bool(members) and all(
-            e.get("baseline", {}).get("status") == "known" for _, e in members
-        )
-        level = "error" if fails("latent", fail_on) and not known else "warning"
-        what = "a failure (--rc-fail-on=latent)" if level == "error" else "a warning"
-        lines = (
-            f"LATENT CONFLICT: {len(files)} {family} runtimes mapped at once without a crash, "
-            f"{what}: " + ", ".join(sorted(files)),
-            "seen in: " + _nodes(sorted({n for n, _ in members})),
-        )
-        title = f"latent runtime conflict: {family}" + (
-            " (known, in the baseline)" if known else ""
-        )
-        found.append(Annotation(level, title, lines, _RANK["latent"]))
-    return found
+    """One annotation per distinct latent set: one family's files mapped at once without a
+    crash (the same set from any import order is one annotation)."""
+    members: dict[tuple[str, tuple[str, ...]], list[tuple[str, Mapping[str, Any]]]] = {}
+    for nodeid, entry in collected:
+        if entry.get("outcome") == "latent":
+            for found in latent_sets(entry):
+                members.setdefault(found, []).append((nodeid, entry))
+    return [
+        _latent(family, files, seen, fail_on) for (family, files), seen in sorted(members.items())
+    ]
 
 
-def _families(entry: Mapping[str, Any]) -> set[str]:
-    return set(latent_families([entry]))
+def _latent(
+    family: str, files: tuple[str, ...], seen: list[tuple[str, Mapping[str, Any]]], fail_on: str
+) -> Annotation:
+    known = all(e.get("baseline", {}).get("status") == "known" for _, e in seen)
+    level = "error" if fails("latent", fail_on) and not known else "warning"
+    what = "a failure (--rc-fail-on=latent)" if level == "error" else "a warning"
+    lines = (
+        f"LATENT CONFLICT: {len(files)} {family} runtimes mapped at once without a crash, "
+        f"{what}: " + ", ".join(files),
+        "seen in: " + _nodes(sorted({n for n, _ in seen})),
+    )
+    title = f"latent runtime conflict: {family}" + (" (known, in the baseline)" if known else "")
+    return Annotation(level, title, lines, _RANK["latent"])
+
+
+def latent_sets(entry: Mapping[str, Any]) -> list[tuple[str, tuple[str, ...]]]:
+    """Each family a run mapped from more than one file, with those files (``dir/name
+    (runtime)``, sorted)."""
+    by_family: dict[str, set[str]] = {}
+    for rt in entry.get("loaded_runtimes", []):
+        name = f"{_short(str(rt.get('path', '')))} ({rt.get('runtime')})"
+        by_family.setdefault(str(rt.get("family")), set()).add(name)
+    return [(f, tuple(sorted(names))) for f, names in sorted(by_family.items()) if len(names) > 1]
+
+
+def _short(path: str) -> str:
+    """``pkg.libs/libx.so``, or ``dist/lib/libx.so`` when the directory is just ``lib``."""
+    parts = PurePath(path).parts
+    return "/".join(parts[-3:] if len(parts) > 2 and parts[-2] == "lib" else parts[-2:])
 
 
 def _nodes(nodeids: Sequence[str]) -> str:
