@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from pytest_runtimeconflict.errors import UsageError
-from pytest_runtimeconflict.vocabulary import DEFAULT_TIMEOUT, FAIL_ON_CHOICES
+from pytest_runtimeconflict.shard import Shard, parse_shard
+from pytest_runtimeconflict.vocabulary import ANNOTATION_CHOICES, DEFAULT_TIMEOUT, FAIL_ON_CHOICES
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,41 @@ OPTIONS: tuple[OptionDef, ...] = (
         "40",
         "N",
     ),
+    OptionDef(
+        "--rc-shard",
+        "runtime_conflicts_shard",
+        "Run only shard K of N of the plan items (planned sequences and scenario-file runs), for "
+        "a CI matrix: the same balanced split on every job; merge the jobs' --rc-report files "
+        "with `python -m pytest_runtimeconflict merge`.",
+        "",
+        "K/N",
+    ),
+    OptionDef(
+        "--rc-baseline",
+        "runtime_conflicts_baseline",
+        "JSON file of known conflicts: those are reported as known (xfail), only new ones fail, "
+        "and the ones no longer seen are listed so the baseline can shrink.",
+        "",
+        "FILE",
+    ),
+    OptionDef(
+        "--rc-update-baseline",
+        "runtime_conflicts_update_baseline",
+        "Write every conflict of this run to the --rc-baseline file (fixed ones drop out) and "
+        "report them as known. Run it over the whole plan, not one shard.",
+        "false",
+        None,
+        is_flag=True,
+    ),
+    OptionDef(
+        "--rc-annotations",
+        "runtime_conflicts_annotations",
+        "CI annotations: 'github' prints one ::error/::warning workflow command per distinct "
+        "conflict, 'none' prints none, 'auto' (the default) means github when "
+        "GITHUB_ACTIONS=true.",
+        "auto",
+        "auto|github|none",
+    ),
 )
 
 
@@ -120,6 +156,10 @@ class Settings:
     report: str
     exercise: bool
     max_runs: int
+    shard: Shard | None = None
+    baseline: str = ""
+    update_baseline: bool = False
+    annotations: str = "auto"
 
 
 def _where(from_cli: bool) -> str:
@@ -216,4 +256,33 @@ def read_settings(get: Callable[[OptionDef], tuple[Any, bool]]) -> Settings:
         report=str(value("--rc-report")[1]),
         exercise=not _bool(*value("--rc-no-exercise")),
         max_runs=_int_in(*value("--rc-max-runs"), 1, 1000),
+        **_ci_settings(value),
     )
+
+
+def _ci_settings(value: Callable[[str], tuple[Any, str, str]]) -> dict[str, Any]:
+    """Sharding, baseline and annotations (issue 15), checked against each other."""
+    shard = parse_shard(*value("--rc-shard"))
+    baseline = str(value("--rc-baseline")[1]).strip()
+    update = _bool(*value("--rc-update-baseline"))
+    if update and not baseline:
+        raise UsageError(
+            "invalid --rc-update-baseline: it needs --rc-baseline FILE (the file to write)"
+        )
+    if update and shard is not None:
+        raise UsageError(
+            f"invalid --rc-update-baseline with --rc-shard {shard}: one shard sees only part of "
+            "the conflicts; update the baseline from a run without --rc-shard"
+        )
+    flag, annotations, where = value("--rc-annotations")
+    if annotations not in ANNOTATION_CHOICES:
+        raise UsageError(
+            f"invalid {flag} {annotations!r} ({where}): expected one of "
+            f"{', '.join(ANNOTATION_CHOICES)}"
+        )
+    return {
+        "shard": shard,
+        "baseline": baseline,
+        "update_baseline": update,
+        "annotations": annotations,
+    }

@@ -29,6 +29,7 @@ from pytest_runtimeconflict.vocabulary import PLAN_NODE
 
 STATE = pytest.StashKey["session.RCState"]()
 PROPERTY = "runtime_conflicts"
+SCOPE_KEY = "runtime_conflicts_scope"
 
 
 class RuntimeConflictWarning(UserWarning):
@@ -95,6 +96,7 @@ def pytest_configure(config: pytest.Config) -> None:
         rootdir=Path(config.rootpath),
         cache_dir=_cache_dir(config),
         run_id=_run_id(config),
+        baseline=_baseline(config, settings),
     )
     config.stash[STATE] = state
     if not hasattr(config, "workerinput"):
@@ -107,6 +109,19 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     reporter = config.pluginmanager.get_plugin("runtimeconflict-reporter")
     if reporter is not None:
         config.pluginmanager.unregister(reporter)
+
+
+def _baseline(config: pytest.Config, settings: Settings) -> Any:
+    """The --rc-baseline file, read once per process (a usage error when it is bad)."""
+    from pytest_runtimeconflict.baseline import load_baseline
+
+    if not settings.baseline:
+        return None
+    path = Path(config.invocation_params.dir) / settings.baseline
+    try:
+        return load_baseline(str(path), create=settings.update_baseline)
+    except RuntimeConflictError as exc:
+        raise pytest.UsageError(str(exc)) from None
 
 
 def _cache_dir(config: pytest.Config) -> Path:
@@ -151,15 +166,34 @@ def pytest_collection_modifyitems(
         plan = state.plan()
     except RuntimeConflictError as exc:
         raise pytest.UsageError(str(exc)) from None
-    if not plan.sequences:
+    if plan.sequences:
+        collector = PlanCollector.from_parent(session, name=PLAN_NODE, nodeid=PLAN_NODE)
+        collector.plan = plan
+        planned = collector.collect()
+        # Report the synthetic collector like a collected file, so the terminal counts its items.
+        report = pytest.CollectReport(PLAN_NODE, "passed", None, result=list(planned))
+        config.hook.pytest_collectreport(report=report)
+        items.extend(planned)
+    _select_shard(config, state, items)
+
+
+def _select_shard(config: pytest.Config, state: session.RCState, items: list[pytest.Item]) -> None:
+    """Keep this job's share of the plan items (--rc-shard); record the plan's identity."""
+    from pytest_runtimeconflict import shard
+
+    ours = {i.nodeid: i.expected_cost() for i in items if isinstance(i, _RCItem)}
+    plan = state.plan()
+    state.scope = shard.select(ours, plan.modules, plan.strength, state.settings.shard)
+    workeroutput = getattr(config, "workeroutput", None)
+    if workeroutput is not None:  # the xdist controller collects nothing: tell it
+        workeroutput[SCOPE_KEY] = state.scope.to_json()
+    if state.settings.shard is None:
         return
-    collector = PlanCollector.from_parent(session, name=PLAN_NODE, nodeid=PLAN_NODE)
-    collector.plan = plan
-    planned = collector.collect()
-    # Report the synthetic collector like a collected file, so the terminal counts its items.
-    report = pytest.CollectReport(PLAN_NODE, "passed", None, result=list(planned))
-    config.hook.pytest_collectreport(report=report)
-    items.extend(planned)
+    mine = set(state.scope.selected)
+    keep = [i for i in items if not isinstance(i, _RCItem) or i.nodeid in mine]
+    if len(keep) < len(items):
+        config.hook.pytest_deselected(items=[i for i in items if i not in keep])
+        items[:] = keep
 
 
 # Expected hangs wait out their timeout (and their diagnosis does again), crashes and failures
@@ -202,6 +236,10 @@ class _RCItem(pytest.Item):
             return str(excinfo.value)
         return str(super().repr_failure(excinfo))
 
+    def expected_cost(self) -> int:
+        """Expected child time of the item (what --rc-shard balances)."""
+        raise NotImplementedError
+
     def record(self, entry: dict[str, Any]) -> None:
         self.user_properties.append((PROPERTY, json.dumps(entry, default=str)))
 
@@ -236,6 +274,14 @@ class ScenarioItem(_RCItem):
     def runtest(self) -> None:
         self.apply(self.state.run_scenario_item(self.scenario, self.run))
 
+    def expected_cost(self) -> int:
+        from pytest_runtimeconflict.shard import scenario_cost
+
+        spec, expect = self.run.spec, self.run.expect
+        return scenario_cost(
+            len(spec.steps), expect.outcome, spec.timeout, self.state.settings.max_runs
+        )
+
     def reportinfo(self) -> tuple[Path, int | None, str]:
         steps = " ; ".join(self.run.spec.steps)
         return self.path, None, f"scenario {self.scenario.name}::{self.name}: {steps}"
@@ -265,6 +311,11 @@ class PlanItem(_RCItem):
     def runtest(self) -> None:
         self.apply(self.state.run_plan_item(self.index, self.sequence))
 
+    def expected_cost(self) -> int:
+        from pytest_runtimeconflict.shard import planned_cost
+
+        return planned_cost(len(self.sequence))
+
     def reportinfo(self) -> tuple[str, int | None, str]:
         return PLAN_NODE, None, f"{PLAN_NODE}::{self.name}"
 
@@ -285,17 +336,51 @@ class Reporter:
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         # user_properties ride on every phase's report; the call phase carries the results.
+        self._record_outcome(report)
         if report.when != "call":
             return
         for name, value in report.user_properties:
             if name == PROPERTY:
                 self.state.collected.append((report.nodeid, json.loads(str(value))))
 
+    def _record_outcome(self, report: pytest.TestReport) -> None:
+        """pytest's outcome of each plan and scenario item, for the report (``merge`` judges
+        by it)."""
+        from pytest_runtimeconflict.report.ci import item_outcome
+        from pytest_runtimeconflict.shard import is_plan_node
+
+        if is_plan_node(report.nodeid):
+            previous = self.state.item_outcomes.get(report.nodeid)
+            xfail = hasattr(report, "wasxfail")
+            outcome = item_outcome(previous, report.when, report.outcome, xfail)
+            if outcome is not None:
+                self.state.item_outcomes[report.nodeid] = outcome
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        """xdist: the plan's identity and shard, as the workers collected them."""
+        from pytest_runtimeconflict.shard import ShardScope
+
+        scope = getattr(node, "workeroutput", {}).get(SCOPE_KEY)
+        if scope and self.state.scope is None:
+            self.state.scope = ShardScope.from_json(scope)
+
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        from pytest_runtimeconflict.report import annotate
+
         for line in self.state.summary_lines():
             terminalreporter.write_line(line)
+        if annotate.enabled(self.state.settings.annotations, os.environ):
+            lines = annotate.github_lines(self.state.collected, self.state.settings.fail_on)
+            for line in lines:
+                terminalreporter.write_line(line)
 
-    def pytest_sessionfinish(self) -> None:
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        scope = self.state.scope
+        if exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED and scope and scope.empty_shard:
+            session.exitstatus = pytest.ExitCode.OK  # its share of a small plan: nothing
+        self.state.baseline_note = self.state.write_baseline()
         if not self.state.settings.report:
             return
         path = Path(self.state.settings.report)

@@ -19,15 +19,18 @@ from pathlib import Path
 from typing import Any
 
 from pytest_runtimeconflict import aggregate
+from pytest_runtimeconflict.baseline import Baseline
 from pytest_runtimeconflict.errors import InterpreterError, UsageError
 from pytest_runtimeconflict.locking import file_lock
 from pytest_runtimeconflict.model import RunSpec
 from pytest_runtimeconflict.model.plan import Plan
 from pytest_runtimeconflict.options import Settings
+from pytest_runtimeconflict.shard import ShardScope
 from pytest_runtimeconflict.verdicts import (
     ItemVerdict,
     PlanOutcome,
     cut_step,
+    known_text,
     last_minimal_step,
     latent_text,
     repairs,
@@ -52,6 +55,12 @@ class RCState:
     run_id: str
     collected: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     _plan: Plan | None = None
+    # CI (issue 15): this job's share of the plan, pytest's outcome of each plan or scenario
+    # item (what ``merge`` judges by), the --rc-baseline file.
+    scope: ShardScope | None = None
+    item_outcomes: dict[str, str] = field(default_factory=dict)
+    baseline: Baseline | None = None
+    baseline_note: str | None = None
 
     # ------------------------------------------------------------ planning
 
@@ -116,11 +125,48 @@ class RCState:
 
     def report_json(self) -> dict[str, Any]:
         """The JSON report of the runs collected so far."""
-        return aggregate.report_json(self.collected)
+        from pytest_runtimeconflict.report import ci
+
+        data = aggregate.report_json(self.collected)
+        status = self.baseline_status()
+        data.update(ci.report_keys(self.settings.fail_on, self.item_outcomes, self.scope, status))
+        return data
 
     def summary_lines(self) -> list[str]:
         """The terminal summary of the runs collected so far."""
-        return aggregate.summary_lines(self.collected)
+        from pytest_runtimeconflict.report import ci
+
+        lines = aggregate.summary_lines(self.collected)
+        lines += ci.summary_lines(self.scope, self.baseline_status())
+        return lines + ([self.baseline_note] if self.baseline_note else [])
+
+    def baseline_status(self) -> Any:
+        """Known, new and fixed conflicts against --rc-baseline (None without it); fixed ones
+        only when the run covers the whole plan (not one shard)."""
+        from pytest_runtimeconflict.baseline import status_of
+
+        if self.baseline is None:
+            return None
+        marks = [entry["baseline"] for _, entry in self.collected if "baseline" in entry]
+        whole = self.settings.shard is None
+        return status_of(self.baseline.path, self.baseline.keys, marks, judge_fixed=whole)
+
+    def write_baseline(self) -> str | None:
+        """With --rc-update-baseline: the run's conflicts become the baseline file."""
+        from pytest_runtimeconflict.baseline import conflicts_from_marks, write_baseline
+
+        if self.baseline is None or not self.settings.update_baseline:
+            return None
+        marks = [entry["baseline"] for _, entry in self.collected if "baseline" in entry]
+        count = write_baseline(self.baseline.path, conflicts_from_marks(marks), "--rc-baseline")
+        return f"baseline {self.baseline.path} updated: {count} known conflict(s)"
+
+    def known_conflict(self, entry: dict[str, Any]) -> bool:
+        """Whether ``entry``'s conflict is in the baseline (or being written to it with
+        --rc-update-baseline); marks the entry either way. False without --rc-baseline."""
+        if self.baseline is None:
+            return False
+        return self.baseline.mark(entry) or self.settings.update_baseline
 
     def fails(self, outcome: str) -> bool:
         return fails(outcome, self.settings.fail_on)
@@ -133,6 +179,16 @@ class RCState:
             spec, result, max_runs=self.settings.max_runs, experiments=experiments, run=run_spec
         )
 
+    def _diagnosed(self, spec: RunSpec, result: Any, entry: dict[str, Any]) -> Any:
+        """Diagnose a failing run into its report entry, with the failure's first three lines
+        (``headline``: what CI annotations and merged reports show)."""
+        from pytest_runtimeconflict.report.text import headline
+
+        diagnosis = self._diagnose(spec, result)
+        entry.update(diagnosis.to_json())
+        entry["headline"] = headline(result, diagnosis)
+        return diagnosis
+
     def run_plan_item(self, index: int, sequence: tuple[str, ...]) -> ItemVerdict:
         """Run one planned sequence, and around each conflict that stops it, the sequence
         without the failing step and without its partners, so every tuple of the sequence is
@@ -143,7 +199,7 @@ class RCState:
         strength = self.plan().strength
         wanted = tuples_covered(sequence, strength)
         exercised: set[tuple[str, ...]] = set()
-        outcome = PlanOutcome(fail_latent=self.fails("latent"))
+        outcome = PlanOutcome(fail_latent=self.fails("latent"), is_known=self.known_conflict)
         # (steps, forced): a repair after a conflict that struck once every step had run
         # (runtime exercising) is forced, since it may hide a further conflict although
         # every tuple was imported.
@@ -162,7 +218,7 @@ class RCState:
             if cut is not None:
                 after_steps = len(entry["plan"]["executed"]) == len(steps)
                 work.extend((r, after_steps) for r in repairs(steps, cut, diagnosis))
-        return outcome.verdict()
+        return outcome.verdict(self.settings)
 
     def _run_plan_steps(
         self,
@@ -187,8 +243,7 @@ class RCState:
         }
         if result.outcome in ("passed", "latent"):
             return entry, cut, None
-        diagnosis = self._diagnose(spec, result)
-        entry.update(diagnosis.to_json())
+        diagnosis = self._diagnosed(spec, result, entry)
         entry["plan"]["conflict"] = diagnosis.key
         if cut is None:
             # Every step ran and the conflict struck after them (runtime exercising, exit):
@@ -236,8 +291,7 @@ class RCState:
         entry = result.to_json()
         diagnosis = None
         if result.outcome != "passed":
-            diagnosis = self._diagnose(spec, result)
-            entry.update(diagnosis.to_json())
+            diagnosis = self._diagnosed(spec, result, entry)
         text = f"{result.message}\n{result.stderr_tail}"
         matched, why = run.expect.matches(result.outcome, result.signal, result.failed_step, text)
         entry["scenario"] = {
@@ -252,6 +306,8 @@ class RCState:
         if expected == "passed":
             if result.outcome == "latent" and not self.fails("latent"):
                 verdict.warning = latent_text(result)
+            elif diagnosis is not None and self.known_conflict(entry):
+                verdict.xfail = known_text(self.settings, [format_summary_line(diagnosis)])
             elif result.outcome != "passed":
                 verdict.failure = format_failure(result, diagnosis)
         elif matched:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from pytest_runtimeconflict.model import Diagnosis, RunResult
 from pytest_runtimeconflict.report.text import format_failure
@@ -24,15 +24,38 @@ class ItemVerdict:
     warning: str | None = None
 
 
+def _never_known(entry: dict[str, Any]) -> bool:
+    return False
+
+
+def known_text(settings: _BaselineSettings, conflicts: Sequence[str]) -> str:
+    """The xfail reason of an item whose only failing conflicts are in the baseline."""
+    where = f"in the baseline {settings.baseline}"
+    if settings.update_baseline:
+        where = f"recorded into the baseline {settings.baseline}"
+    return f"known conflict ({where}): " + "; ".join(dict.fromkeys(conflicts))
+
+
+class _BaselineSettings(Protocol):
+    @property
+    def baseline(self) -> str: ...
+
+    @property
+    def update_baseline(self) -> bool: ...
+
+
 @dataclass
 class PlanOutcome:
-    """Failures, duplicates and latent warnings gathered over the runs of one plan item."""
+    """Failures, duplicates, known conflicts (in the --rc-baseline file) and latent warnings
+    gathered over the runs of one plan item."""
 
     entries: list[dict[str, Any]] = field(default_factory=list)
     failures: dict[str, str] = field(default_factory=dict)
     duplicates: dict[str, str] = field(default_factory=dict)
     latent: list[str] = field(default_factory=list)
     fail_latent: bool = False
+    known: dict[str, str] = field(default_factory=dict)
+    is_known: Callable[[dict[str, Any]], bool] = _never_known
 
     def add(
         self,
@@ -44,26 +67,36 @@ class PlanOutcome:
         """Record one diagnosed conflict of the item (once per conflict key)."""
         result, diagnosis = pair
         key = diagnosis.key
-        if key in self.failures or key in self.duplicates:
+        if key in self.failures or key in self.duplicates or key in self.known:
             return
         owner = earlier_owner(entry["plan"]["index"], diagnosis)
         if owner is not None:
             entry["duplicate_of"] = owner
             self.duplicates[key] = f"{key} (reported by {owner})"
+        elif fails(result.outcome) and self.is_known(entry):
+            self.known[key] = format_failure(result, diagnosis).splitlines()[0]
         elif fails(result.outcome):
             self.failures[key] = format_failure(result, diagnosis)
         else:
             self.latent.append(format_failure(result, diagnosis).splitlines()[0])
 
-    def verdict(self) -> ItemVerdict:
+    def verdict(self, settings: _BaselineSettings | None = None) -> ItemVerdict:
+        """What the item does: fail on a new conflict, xfail when every failing conflict is
+        known (``settings`` names the baseline), skip when all were reported earlier."""
         verdict = ItemVerdict(entries=self.entries)
         for entry in self.entries:
             if entry.get("outcome") == "latent":
                 self.latent.append(latent_text_json(entry))
-                if self.fail_latent:  # --rc-fail-on=latent
+                if not self.fail_latent:
+                    continue  # --rc-fail-on=latent fails on it
+                if self.is_known(entry):
+                    self.known.setdefault("latent", latent_text_json(entry))
+                else:
                     self.failures.setdefault("latent", latent_text_json(entry))
         if self.failures:
             verdict.failure = "\n\n".join(self.failures.values())
+        elif self.known and settings is not None:
+            verdict.xfail = known_text(settings, list(self.known.values()))
         elif self.duplicates:
             verdict.skip = "same conflict as an earlier sequence: " + "; ".join(
                 self.duplicates.values()

@@ -11,6 +11,9 @@ import warnings
 
 OUTCOMES = ("passed", "crashed", "failed", "hung", "latent")
 REPORT_SCHEMA = "pytest-runtimeconflict/report/1"
+BASELINE_SCHEMA = "pytest-runtimeconflict/baseline/1"
+# --rc-annotations / merge --annotations: auto = github when $GITHUB_ACTIONS is "true".
+ANNOTATION_CHOICES = ("auto", "github", "none")
 SCAN_SCHEMA = "pytest-runtimeconflict/scan/1"
 PLAN_NODE = "runtime-conflicts"
 # Seconds before a child run counts as hung (run --timeout, --rc-timeout, a manifest's timeout).

@@ -1,4 +1,4 @@
-"""The command-line front door: ``python -m pytest_runtimeconflict scan|run|demo``.
+"""The command-line front door: ``python -m pytest_runtimeconflict scan|run|demo|merge``.
 
 Each subcommand lives in its own module exposing ``add_arguments(parser)`` and ``main(args)``;
 this module only dispatches and turns the project's errors into one readable line.
@@ -21,6 +21,7 @@ SUBCOMMANDS = {
     "scan": ("pytest_runtimeconflict.cli.scan", "list native runtimes and static conflicts"),
     "run": ("pytest_runtimeconflict.cli.run", "run steps in a fresh child interpreter"),
     "demo": ("pytest_runtimeconflict.cli.demo", "build the scenario zoo and run the plugin on it"),
+    "merge": ("pytest_runtimeconflict.cli.merge", "merge the JSON reports of a plan's shards"),
 }
 
 
@@ -38,7 +39,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
-    sub = parser.add_subparsers(dest="command", metavar="{scan,run,demo}")
+    sub = parser.add_subparsers(dest="command", metavar="{" + ",".join(SUBCOMMANDS) + "}")
     sub.required = True
     for name, (module_name, help_text) in SUBCOMMANDS.items():
         sub_parser = sub.add_parser(name, help=help_text, description=help_text)

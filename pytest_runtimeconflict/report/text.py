@@ -59,6 +59,12 @@ def what_to_do(diagnosis: Diagnosis | None) -> str:
     return f"Do: {diagnosis.user_advice}. Package author: {diagnosis.author_advice}."
 
 
+def headline(result: RunResult, diagnosis: Diagnosis | None) -> list[str]:
+    """The three lines (what broke, why, what to do), kept in the report entry for
+    annotations and merged reports."""
+    return [what_broke(result, diagnosis), why(diagnosis), what_to_do(diagnosis)]
+
+
 def _failure_detail(result: RunResult) -> str:
     if result.outcome == "crashed":
         sig = result.signal or f"signal {result.signum}"
