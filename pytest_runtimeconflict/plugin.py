@@ -190,10 +190,10 @@ def _select_shard(config: pytest.Config, state: session.RCState, items: list[pyt
     if state.settings.shard is None:
         return
     mine = set(state.scope.selected)
-    keep = [i for i in items if not isinstance(i, _RCItem) or i.nodeid in mine]
-    if len(keep) < len(items):
-        config.hook.pytest_deselected(items=[i for i in items if i not in keep])
-        items[:] = keep
+    others = [i for i in items if isinstance(i, _RCItem) and i.nodeid not in mine]
+    if others:
+        config.hook.pytest_deselected(items=others)
+        items[:] = [i for i in items if not isinstance(i, _RCItem) or i.nodeid in mine]
 
 
 # Expected hangs wait out their timeout (and their diagnosis does again), crashes and failures

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_runtimeconflict import aggregate
-from pytest_runtimeconflict.baseline import Baseline
+from pytest_runtimeconflict.baseline import Baseline, BaselineStatus
 from pytest_runtimeconflict.errors import InterpreterError, UsageError
 from pytest_runtimeconflict.locking import file_lock
 from pytest_runtimeconflict.model import RunSpec
@@ -140,7 +140,7 @@ class RCState:
         lines += ci.summary_lines(self.scope, self.baseline_status())
         return lines + ([self.baseline_note] if self.baseline_note else [])
 
-    def baseline_status(self) -> Any:
+    def baseline_status(self) -> BaselineStatus | None:
         """Known, new and fixed conflicts against --rc-baseline (None without it); fixed ones
         only when the run covers the whole plan (not one shard)."""
         from pytest_runtimeconflict.baseline import status_of
