@@ -28,6 +28,7 @@ from pytest_runtimeconflict.verdicts import ItemVerdict
 from pytest_runtimeconflict.vocabulary import PLAN_NODE
 
 STATE = pytest.StashKey["session.RCState"]()
+WARNED = pytest.StashKey[set[str]]()
 PROPERTY = "runtime_conflicts"
 
 
@@ -209,14 +210,28 @@ class _RCItem(pytest.Item):
         """Record the runs, then warn, xfail, fail or skip as the verdict says."""
         for entry in verdict.entries:
             self.record(entry)
-        if verdict.warning:
-            warnings.warn(verdict.warning, RuntimeConflictWarning, stacklevel=2)
+        for message in verdict.warnings:
+            self.warn_once(message)
         if verdict.xfail:
             pytest.xfail(verdict.xfail)
         if verdict.failure:
             raise ConflictFailure(verdict.failure)
         if verdict.skip:
             pytest.skip(verdict.skip)
+
+    def warn_once(self, message: str) -> None:
+        """Warn ``message`` once per process, attributed to this item's file and line, not to
+        the plugin: the same latent runtime set seen by many sequences is one warning (xdist
+        workers warn the same text at the same place, which pytest's summary groups)."""
+        warned = self.config.stash.setdefault(WARNED, set())
+        if message in warned:
+            return
+        warned.add(message)
+        filename, lineno = self.warning_location()
+        warnings.warn_explicit(message, RuntimeConflictWarning, filename, lineno)
+
+    def warning_location(self) -> tuple[str, int]:
+        return PLAN_NODE, 0
 
     @property
     def state(self) -> session.RCState:
@@ -235,6 +250,11 @@ class ScenarioItem(_RCItem):
 
     def runtest(self) -> None:
         self.apply(self.state.run_scenario_item(self.scenario, self.run))
+
+    def warning_location(self) -> tuple[str, int]:
+        from pytest_runtimeconflict.scenario.manifest import run_line
+
+        return str(self.path), run_line(self.path, self.scenario.runs.index(self.run))
 
     def reportinfo(self) -> tuple[Path, int | None, str]:
         steps = " ; ".join(self.run.spec.steps)

@@ -29,7 +29,7 @@ from pytest_runtimeconflict.verdicts import (
     PlanOutcome,
     cut_step,
     last_minimal_step,
-    latent_text,
+    latent_warnings,
     repairs,
 )
 from pytest_runtimeconflict.vocabulary import PLAN_NODE, fails, is_import_step
@@ -251,7 +251,7 @@ class RCState:
         expected = run.expect.outcome
         if expected == "passed":
             if result.outcome == "latent" and not self.fails("latent"):
-                verdict.warning = latent_text(result)
+                verdict.warnings = latent_warnings(entry)
             elif result.outcome != "passed":
                 verdict.failure = format_failure(result, diagnosis)
         elif matched:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from pytest_runtimeconflict.model import Diagnosis, RunResult
@@ -21,7 +22,9 @@ class ItemVerdict:
     failure: str | None = None
     xfail: str | None = None
     skip: str | None = None
-    warning: str | None = None
+    # One message per distinct latent runtime set (the same text for the same files, whatever
+    # the order that mapped them), so each is warned once, not once per sequence.
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -59,7 +62,7 @@ class PlanOutcome:
         verdict = ItemVerdict(entries=self.entries)
         for entry in self.entries:
             if entry.get("outcome") == "latent":
-                self.latent.append(latent_text_json(entry))
+                self.latent.extend(latent_warnings(entry))
                 if self.fail_latent:  # --rc-fail-on=latent
                     self.failures.setdefault("latent", latent_text_json(entry))
         if self.failures:
@@ -68,8 +71,7 @@ class PlanOutcome:
             verdict.skip = "same conflict as an earlier sequence: " + "; ".join(
                 self.duplicates.values()
             )
-        if self.latent:
-            verdict.warning = "\n".join(dict.fromkeys(self.latent))
+        verdict.warnings = list(dict.fromkeys(self.latent))
         return verdict
 
 
@@ -101,10 +103,6 @@ def cut_step(result: Any) -> int | None:
     return int(result.failed_step)
 
 
-def latent_text(result: Any) -> str:
-    return latent_text_json(result.to_json())
-
-
 def latent_text_json(entry: dict[str, Any]) -> str:
     """One line naming the runtime families mapped more than once, and their files."""
     by_family: dict[str, list[dict[str, Any]]] = {}
@@ -117,3 +115,32 @@ def latent_text_json(entry: dict[str, Any]) -> str:
     ]
     order = " > ".join(entry.get("steps", []))
     return f"latent runtime conflict in {order}: " + "; ".join(parts)
+
+
+def latent_sets(entry: dict[str, Any]) -> list[tuple[str, tuple[str, ...]]]:
+    """Each runtime family mapped from more than one file in a run, with those files (short
+    names with their runtime, sorted): ``("blas", ("a.libs/x.so (openblas)", ...))``."""
+    by_family: dict[str, set[str]] = {}
+    for rt in entry.get("loaded_runtimes", []):
+        short = f"{short_path(str(rt.get('path', '')))} ({rt.get('runtime')})"
+        by_family.setdefault(str(rt.get("family")), set()).add(short)
+    return [
+        (family, tuple(sorted(files)))
+        for family, files in sorted(by_family.items())
+        if len(files) > 1
+    ]
+
+
+def latent_warnings(entry: dict[str, Any]) -> list[str]:
+    """One warning text per latent runtime set of a run, independent of the import order."""
+    return [
+        f"latent runtime conflict: {len(files)} {family} runtimes mapped at once without a "
+        f"crash: {', '.join(files)} (--rc-fail-on=latent fails on it)"
+        for family, files in latent_sets(entry)
+    ]
+
+
+def short_path(path: str) -> str:
+    """``pkg.libs/x.so``, or ``dist/lib/x.so`` where the directory alone says little."""
+    parts = Path(path).parts
+    return "/".join(parts[-3:] if len(parts) > 2 and parts[-2] == "lib" else parts[-2:])
