@@ -302,6 +302,8 @@ class Reporter:
     def __init__(self, config: pytest.Config, state: session.RCState) -> None:
         self.config = config
         self.state = state
+        self.reproducers: list[Path] = []
+        self.repro_error = ""
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         # user_properties ride on every phase's report; the call phase carries the results.
@@ -314,13 +316,30 @@ class Reporter:
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         for line in self.state.summary_lines():
             terminalreporter.write_line(line)
+        if self.reproducers:
+            terminalreporter.write_line("reproducers (one per distinct conflict), run with:")
+            for path in self.reproducers:
+                terminalreporter.write_line(f"  {self.state.settings.python} {path}")
+        if self.repro_error:
+            terminalreporter.write_line(f"reproducers not written: {self.repro_error}", red=True)
+
+    def _path(self, value: str) -> Path:
+        """An option's path, relative to the directory pytest was invoked from."""
+        return Path(self.config.invocation_params.dir) / value
 
     def pytest_sessionfinish(self) -> None:
+        if self.state.settings.repro_dir:
+            from pytest_runtimeconflict.report.repro import write_reproducers
+
+            entries = [entry for _, entry in self.state.collected]
+            directory = self._path(self.state.settings.repro_dir)
+            try:
+                self.reproducers = write_reproducers(directory, entries, "--rc-repro-dir")
+            except RuntimeConflictError as exc:
+                self.repro_error = str(exc)
         if not self.state.settings.report:
             return
-        path = Path(self.state.settings.report)
-        if not path.is_absolute():
-            path = Path(self.config.invocation_params.dir) / path
+        path = self._path(self.state.settings.report)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + f".tmp{os.getpid()}")
         tmp.write_text(json.dumps(self.state.report_json(), indent=2, default=str))
