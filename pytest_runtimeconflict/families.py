@@ -63,11 +63,15 @@ class Family:
 
     def symbol_variants(self) -> frozenset[str]:
         """Every spelling of the identity symbols (prefix x name x suffix)."""
-        prefixes = ("", *self.symbol_prefixes)
-        suffixes = ("", *self.symbol_suffixes)
-        return frozenset(
-            p + s + x for s in self.identity_symbols for p in prefixes for x in suffixes
-        )
+        return _symbol_variants(self.identity_symbols, self.symbol_prefixes, self.symbol_suffixes)
+
+
+@cache
+def _symbol_variants(
+    symbols: tuple[str, ...], prefixes: tuple[str, ...], suffixes: tuple[str, ...]
+) -> frozenset[str]:
+    # Asked for every object of a scan and every family: computed once per family.
+    return frozenset(p + s + x for s in symbols for p in ("", *prefixes) for x in ("", *suffixes))
 
 
 # Symbols only Intel's libiomp5 exports (debugger support and Intel extensions); LLVM's libomp
