@@ -159,6 +159,41 @@ def test_reproducer_json_has_the_minimal_run(tmp_path: Path, bare_python: str) -
     )  # fmt: skip
 
 
+def test_ini_repro_dir_writes_the_plugin_s_reproducers(
+    pytester: pytest.Pytester, bare_python: str
+) -> None:
+    pytester.makeini("[pytest]\nruntime_conflicts_repro_dir = out/repro\n")
+    (pytester.path / "kill.scenario.toml").write_text(
+        "[scenario]\nname = 'kill'\ndescription = 'a crash'\n"
+        "[[run]]\nid = 'segv'\n"
+        "steps = ['json', 'import os, signal; os.kill(os.getpid(), signal.SIGSEGV)']\n"
+        "[run.expect]\noutcome = 'crashed'\nsignal = 'SIGSEGV'\n"
+    )
+    result = pytester.runpytest_subprocess(
+        "--runtime-conflicts", f"--rc-python={bare_python}", "--rc-modules=none",
+        "-p", "no:cacheprovider",
+    )  # fmt: skip
+    result.assert_outcomes(xfailed=1)
+    (script,) = (pytester.path / "out" / "repro").iterdir()
+    result.stdout.fnmatch_lines([f"  {bare_python} {script}"])
+    done = run_script(bare_python, script)
+    assert done.returncode == -signal.SIGSEGV, done.stderr
+
+
+@pytest.mark.parametrize("where", ["command line", "ini file"])
+def test_repro_dir_that_is_a_file_is_a_usage_error(pytester: pytest.Pytester, where: str) -> None:
+    (pytester.path / "taken").write_text("")
+    args = ["--rc-repro-dir=taken"] if where == "command line" else []
+    ini = "" if args else "runtime_conflicts_repro_dir = taken"
+    pytester.makeini(f"[pytest]\n{ini}\n")
+    result = pytester.runpytest_subprocess("--runtime-conflicts", *args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [f"*invalid --rc-repro-dir 'taken' (from {where}): it exists and is not a directory*"]
+    )
+    assert "Traceback" not in result.stderr.str()
+
+
 # ---------------------------------------------------------------- the zoo's real conflicts
 
 
