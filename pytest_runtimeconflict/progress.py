@@ -39,7 +39,7 @@ class ProgressLine:
         if prefix is not None:
             self.prefix = prefix
         text = self.prefix + (f": {detail}" if detail else "")
-        width = max(20, shutil.get_terminal_size().columns - 1)
+        width = max(20, _columns(self.stream) - 1)
         text = text.replace("\n", " ")[:width]
         if text != self._shown:
             self.stream.write("\r" + text + "\x1b[K")
@@ -72,6 +72,15 @@ def progress_line(stream: TextIO | None = None) -> Iterator[ProgressLine | None]
     finally:
         line.clear()
         _active = previous
+
+
+def _columns(stream: TextIO) -> int:
+    """The width of the terminal ``stream`` writes to (stdout may be a pipe meanwhile)."""
+    try:
+        columns = os.get_terminal_size(stream.fileno()).columns
+    except (AttributeError, ValueError, OSError):
+        columns = 0
+    return columns or shutil.get_terminal_size().columns  # 0: a terminal that sets no size
 
 
 def _is_terminal(stream: TextIO) -> bool:
