@@ -180,7 +180,8 @@ def _hang_guard(entry: Entry) -> list[str]:
     seconds = max(1, math.ceil(float(entry.get("duration_s") or 60)))
     return [
         "import faulthandler",
-        f'say("after {seconds} s every thread\'s stack is dumped and the script exits")',
+        f"say(\"after {seconds} s every thread's stack is dumped and the script exits "
+        '(processes it forked are left running)")',
         f"faulthandler.dump_traceback_later({seconds}, exit=True)",
         "",
     ]
