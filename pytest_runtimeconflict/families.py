@@ -41,6 +41,10 @@ class Family:
     threads. ``unsafe_env``: settings that hide a conflict (tried, flagged unsafe).
     ``preload_name``: the name to preload when the family is involved but no copy is mapped
     (``libstdc++.so.6``). ``copies_coexist``: False when a second initialised copy aborts.
+    ``symbol_patterns``: ``(prefix, count)`` pairs: an object exporting at least ``count``
+    C functions starting with ``prefix`` carries this runtime (a statically linked copy
+    inside another library). ``layered``: one installation comes as several files (MKL's
+    core, interface and threading layers), counted as one copy per directory.
     """
 
     family: str
@@ -56,6 +60,8 @@ class Family:
     unsafe_env: tuple[tuple[str, str], ...] = ()
     preload_name: str | None = None
     copies_coexist: bool = True
+    symbol_patterns: tuple[tuple[str, int], ...] = ()
+    layered: bool = False
 
     @property
     def kind(self) -> RuntimeKind:
@@ -132,6 +138,9 @@ FAMILIES: list[Family] = [
         name_patterns=(r"^libmkl_rt([-.]|$)", r"^libmkl_core([-.]|$)"),
         identity_symbols=("MKL_Get_Max_Threads", "mkl_get_max_threads"),
         thread_env=("MKL_NUM_THREADS",),
+        # libmkl_core alone exports thousands; a static MKL inside another library hundreds
+        symbol_patterns=(("mkl_", 200),),
+        layered=True,
     ),
     Family(
         "blas",
@@ -139,6 +148,12 @@ FAMILIES: list[Family] = [
         name_patterns=(r"^libblis([-.]|$)",),
         identity_symbols=("bli_thread_get_num_threads", "bli_info_get_version_str"),
         thread_env=("BLIS_NUM_THREADS",),
+    ),
+    Family(
+        "blas",
+        "atlas",
+        name_patterns=(r"^lib[st]?atlas([-.]|$)",),
+        identity_symbols=("ATL_buildinfo",),
     ),
     Family(
         "blas",
@@ -243,7 +258,20 @@ def _by_evidence(facts: ElfFacts) -> Family | None:
             continue
         if defined & fam.symbol_variants() or versions & set(fam.version_defs):
             return fam
-    return None
+    return next((fam for fam in FAMILIES if _by_pattern(fam, facts)), None)
+
+
+def _by_pattern(family: Family, facts: ElfFacts) -> bool:
+    """Enough exported functions with one of the family's prefixes (a static copy)."""
+    for prefix, count in family.symbol_patterns:
+        if sum(1 for name in facts.c_functions if name.startswith(prefix)) >= count:
+            return True
+    return False
+
+
+def is_layered(kind: RuntimeKind) -> bool:
+    """Whether ``kind``'s files are layers of one installation (see ``Family.layered``)."""
+    return any(f.layered for f in FAMILIES if f.kind == kind)
 
 
 def _names_of(facts: ElfFacts) -> Iterable[str]:

@@ -118,12 +118,11 @@ def latent_text_json(entry: dict[str, Any]) -> str:
 
 
 def latent_sets(entry: dict[str, Any]) -> list[tuple[str, tuple[str, ...]]]:
-    """Each runtime family mapped from more than one file in a run, with those files (short
-    names with their runtime, sorted): ``("blas", ("a.libs/x.so (openblas)", ...))``."""
+    """Each runtime family mapped from more than one file in a run, with those files (labelled
+    by :func:`runtime_label`, sorted): ``("blas", ("a.libs/x.so (a, openblas)", ...))``."""
     by_family: dict[str, set[str]] = {}
     for rt in entry.get("loaded_runtimes", []):
-        short = f"{short_path(str(rt.get('path', '')))} ({rt.get('runtime')})"
-        by_family.setdefault(str(rt.get("family")), set()).add(short)
+        by_family.setdefault(str(rt.get("family")), set()).add(runtime_label(rt))
     return [
         (family, tuple(sorted(files)))
         for family, files in sorted(by_family.items())
@@ -140,7 +139,14 @@ def latent_warnings(entry: dict[str, Any]) -> list[str]:
     ]
 
 
-def short_path(path: str) -> str:
-    """``pkg.libs/x.so``, or ``dist/lib/x.so`` where the directory alone says little."""
+def runtime_label(rt: dict[str, Any]) -> str:
+    """``site-relative/path (distribution, runtime)``, or the path's last parts outside any
+    distribution (system libraries)."""
+    path = str(rt.get("path", ""))
     parts = Path(path).parts
-    return "/".join(parts[-3:] if len(parts) > 2 and parts[-2] == "lib" else parts[-2:])
+    if "site-packages" in parts:
+        short = "/".join(parts[len(parts) - parts[::-1].index("site-packages") :])
+    else:
+        short = "/".join(parts[-3:] if len(parts) > 2 and parts[-2] == "lib" else parts[-2:])
+    owner = rt.get("distribution")
+    return f"{short} ({owner}, {rt.get('runtime')})" if owner else f"{short} ({rt.get('runtime')})"

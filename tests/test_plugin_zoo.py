@@ -115,13 +115,13 @@ def test_latent_copies_are_listed_in_the_summary(
             "runtime-conflicts::zoo_blas32>zoo_blas64",
             "  runtime-conflicts:0: RuntimeConflictWarning: latent runtime conflict: 2 blas "
             "runtimes mapped at once without a crash: zoo_blas32.libs/libscipy_openblas-*.so "
-            "(openblas), zoo_blas64.libs/libscipy_openblas64_-*.so (openblas) "
-            "(--rc-fail-on=latent fails on it)",
+            "(zoo-blas32, openblas), zoo_blas64.libs/libscipy_openblas64_-*.so "
+            "(zoo-blas64, openblas) (--rc-fail-on=latent fails on it)",
             "",
             "-- Docs:*",
             "*latent: runtimes mapped more than once without a crash*",
-            "- blas: zoo_blas32.libs/libscipy_openblas-*.so (openblas), "
-            "zoo_blas64.libs/libscipy_openblas64_-*.so (openblas)",
+            "- blas: zoo_blas32.libs/libscipy_openblas-*.so (zoo-blas32, openblas), "
+            "zoo_blas64.libs/libscipy_openblas64_-*.so (zoo-blas64, openblas)",
         ]
     )
     assert {s["outcome"] for s in data["scenarios"]} == {"latent"}

@@ -23,7 +23,9 @@ from pytest_runtimeconflict.diagnosis.advice import advice, confidence
 from pytest_runtimeconflict.diagnosis.attribution import attribute, conflict_key
 from pytest_runtimeconflict.diagnosis.evidence import gather_evidence
 from pytest_runtimeconflict.diagnosis.experiments import plan_experiments, run_experiments
+from pytest_runtimeconflict.diagnosis.interposition import evidence_lines
 from pytest_runtimeconflict.diagnosis.minimise import RunFn, Runner, minimise
+from pytest_runtimeconflict.diagnosis.signature import failure_signature
 from pytest_runtimeconflict.model import (
     AvoidedBy,
     Diagnosis,
@@ -60,7 +62,8 @@ def diagnose(
     runner = Runner(run, budget)
     runner.seed(spec, result)
     steps, minimal = minimise(spec, result, runner)
-    evidence = gather_evidence(minimal, result)
+    traced = _traced(dataclasses.replace(spec, steps=steps), minimal, runner)
+    evidence = gather_evidence(minimal, result, traced)
     verdict = _with_load_mode(attribute(evidence), steps)
     tried: list[AvoidedBy] = []
     planned: list[Experiment] = []
@@ -81,12 +84,28 @@ def diagnose(
         author_advice=verdict.author_advice,
         user_advice=advice(verdict, evidence, tried, experiments, bool(planned)),
         key=verdict.key,
+        evidence_lines=tuple(evidence_lines(evidence, [lib.path for lib in verdict.libraries])),
     )
+
+
+def _traced(spec: RunSpec, minimal: RunResult, runner: Runner) -> RunResult | None:
+    """The minimal order once more under the loader's binding trace (one child run), when it
+    crashed or failed: which object's references another distribution's copy served. Kept
+    only when it failed the same way."""
+    if minimal.outcome not in ("crashed", "failed"):
+        runner.reserve = 0  # the experiments may spend it
+        return None
+    traced = runner.reserved(dataclasses.replace(spec, trace_bindings=True))
+    if traced is None or failure_signature(traced) != failure_signature(minimal):
+        return None
+    return traced
 
 
 def _with_load_mode(verdict: Verdict, steps: tuple[str, ...]) -> Verdict:
     """Say so when a step of the minimal order put a copy's symbols in the global scope."""
     if verdict.rule == "cxx-symbol-duplicate" and any("RTLD_GLOBAL" in s for s in steps):
+        if "RTLD_GLOBAL" in verdict.cause:
+            return verdict
         return dataclasses.replace(
             verdict,
             cause=verdict.cause

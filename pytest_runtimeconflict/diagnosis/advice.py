@@ -55,7 +55,7 @@ def advice(
             "until the packages are fixed"
         )
     if not planned:
-        return "no counter-experiment applies (one import, no runtime family involved)"
+        return "no counter-experiment applies; " + untried_hint(verdict)
     return "no counter-experiment could be run (child-run cap); " + untried_hint(verdict)
 
 
@@ -63,4 +63,6 @@ def untried_hint(verdict: Verdict) -> str:
     """What to try by hand, from the rule's registry entry."""
     rule = rule_of(verdict.rule)
     hint = rule.untried_hint if rule is not None else "try the reverse import order"
-    return hint.format(version=verdict.version or "the missing version")
+    return hint.format(
+        version=verdict.version or "the missing version", soname=verdict.soname or "the library"
+    )

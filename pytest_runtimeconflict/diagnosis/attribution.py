@@ -9,6 +9,7 @@ import os
 import re
 from collections.abc import Iterable, Sequence
 
+from pytest_runtimeconflict.diagnosis import interposition
 from pytest_runtimeconflict.diagnosis.candidates import newest_candidate
 from pytest_runtimeconflict.diagnosis.evidence import _LIBC_NAMES, describe
 from pytest_runtimeconflict.diagnosis.signature import _VERSION_NOT_FOUND, exception_type_of
@@ -27,12 +28,15 @@ def attribute(evidence: Evidence) -> Verdict:
     """Choose the rule the evidence confirms best and describe the libraries it involves."""
     if evidence.outcome == "passed":
         return _verdict(evidence, None, [], [], 0)
-    shadow = _version_shadow(evidence)
+    shadow = _version_shadow(evidence) or _missing_library(evidence)
     if shadow is not None:
         return shadow
     forked = _fork_after_openmp(evidence)
     if forked is not None:
         return forked
+    bound = interposition.verdict(evidence, _verdict, lambda p: _label(p, evidence))
+    if bound is not None:
+        return bound
     ranked = sorted(evidence.findings, key=lambda f: _finding_rank(f, evidence))
     if ranked and _finding_support(ranked[0], evidence) > 0:
         best = ranked[0]
@@ -136,6 +140,32 @@ def _version_shadow(evidence: Evidence) -> Verdict | None:
     )
 
 
+def _missing_library(evidence: Evidence) -> Verdict | None:
+    """``X: cannot open shared object file``: a DT_NEEDED no searched directory provides.
+    Nothing conflicts yet; the advice is to provide the library, not to change runtimes."""
+    missing = sorted(m.split(":", 1)[1] for m in evidence.markers if m.startswith("missing:"))
+    if evidence.outcome != "failed" or not missing:
+        return None
+    soname = missing[0]
+    findings = [f for f in evidence.findings if f.rule == "needed-library-missing"]
+    step = evidence.result.failed_step
+    what = repr(evidence.result.spec.steps[step]) if step is not None else "a step"
+    cause = (
+        f"{what} needs {soname} (a DT_NEEDED of what it loads), which no directory the loader "
+        "searches provides, so the import fails before any conflict can happen"
+    )
+    return _verdict(
+        evidence,
+        "needed-library-missing",
+        list(evidence.failing_libraries),
+        findings,
+        3,
+        texts={"soname": soname},
+        extra={"soname": soname},
+        cause_override=cause,
+    )
+
+
 def _resolve_mapped(evidence: Evidence, name: str) -> str:
     """A path from an error message, or the mapped object with that basename/SONAME."""
     if os.path.isabs(name):
@@ -161,6 +191,7 @@ def _verdict(
     roles: dict[str, str] | None = None,
     texts: dict[str, str] | None = None,
     extra: dict[str, str | None] | None = None,
+    cause_override: str | None = None,
 ) -> Verdict:
     """The complete verdict for ``rule_id`` over ``paths`` (roles and cause from the registry;
     ``roles`` and ``texts`` override the generic role names and fill the cause template)."""
@@ -180,8 +211,8 @@ def _verdict(
         libraries=tuple(libraries),
         findings=tuple(findings),
         score=score,
-        cause=_cause(rule_id, libraries, evidence, texts or {}),
-        author_advice=author.format(**(texts or {})) if texts else author,
+        cause=cause_override or _cause(rule_id, libraries, evidence, texts or {}),
+        author_advice=author.format_map(_Blank(texts)) if texts else author,
         key=conflict_key(rule_id, [lib.path for lib in libraries], evidence),
         families=tuple(sorted(families)),
         **(extra or {}),

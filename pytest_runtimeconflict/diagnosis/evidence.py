@@ -43,6 +43,26 @@ def crashing_thread_frames(result: RunResult) -> list[str]:
     return [line for line in chosen.splitlines() if line.startswith("#")]
 
 
+def frame_libraries(result: RunResult) -> list[str]:
+    """Every library of the crashing thread's frames, innermost first (realpaths)."""
+    found: dict[str, None] = {}
+    for line in crashing_thread_frames(result):
+        match = _FRAME_FROM.search(line)
+        if match:
+            found.setdefault(os.path.realpath(match.group(1)), None)
+    return list(found)
+
+
+def frame_function(result: RunResult, library: str) -> str | None:
+    """The innermost function of the crashing thread that ran in ``library``."""
+    for line in crashing_thread_frames(result):
+        match = _FRAME_FROM.search(line)
+        if match and os.path.realpath(match.group(1)) == library:
+            name = re.match(r"^#\d+\s+(?:0x[0-9a-f]+ in )?(.+?) \(", line)
+            return name.group(1) if name else None
+    return None
+
+
 def backtrace_library(result: RunResult) -> str | None:
     """The innermost library outside glibc in the crashing thread's backtrace (the code that
     called ``abort()`` or faulted), e.g. an OpenMP runtime's ``__kmp_fatal``."""
@@ -53,14 +73,19 @@ def backtrace_library(result: RunResult) -> str | None:
     return None
 
 
-def gather_evidence(result: RunResult, original: RunResult | None = None) -> Evidence:
+def gather_evidence(
+    result: RunResult, original: RunResult | None = None, traced: RunResult | None = None
+) -> Evidence:
     """Collect the evidence of ``result`` (the minimal run) and describe its mapped objects.
 
-    ``original`` supplies nothing but a fallback when the minimal run recorded no mappings.
+    ``original`` supplies nothing but a fallback when the minimal run recorded no mappings;
+    ``traced`` is the same minimal order re-run under the loader's binding trace.
     """
     source = result if result.mapped or original is None else original
     objects = {os.path.realpath(o.facts.path): o for o in source.objects}
-    runtimes = {os.path.realpath(r.path): (r.family, r.runtime) for r in source.loaded_runtimes}
+    runtimes = {}  # one path per copy: the layers of one installation are one runtime
+    for copy in {r.copy or r.path: r for r in reversed(source.loaded_runtimes)}.values():
+        runtimes[os.path.realpath(copy.path)] = (copy.family, copy.runtime)
     text = text_of(result)
     return Evidence(
         result=result,
@@ -78,6 +103,8 @@ def gather_evidence(result: RunResult, original: RunResult | None = None) -> Evi
         objects=objects,
         findings=tuple(findings_for_mapped(list(objects.values()))),
         runtimes=runtimes,
+        bindings=traced.bindings if traced is not None else (),
+        frame_libraries=tuple(frame_libraries(result)),
     )
 
 

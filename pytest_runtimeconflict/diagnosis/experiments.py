@@ -43,9 +43,28 @@ def plan_experiments(spec: RunSpec, evidence: Evidence, verdict: Verdict) -> lis
     if rule is not None and "preload-newest-soname" in rule.experiments and verdict.soname:
         newest = newest_candidate(verdict.soname, verdict.version, evidence)
         planned += _preloads(spec, [newest or verdict.soname])
+    if rule is not None and "drop-global" in rule.experiments:
+        planned += _drop_global(spec)
     for family in verdict.families:
         planned += _family_experiments(spec, evidence, verdict, family)
     return _unique(planned)
+
+
+def _drop_global(spec: RunSpec) -> list[Experiment]:
+    """The same order with nothing put into the global scope: no RTLD_GLOBAL step, local
+    preloads, no LD_PRELOAD (Python's default load mode)."""
+    steps = tuple("pass" if "RTLD_GLOBAL" in s else s for s in spec.steps)
+    changed = dataclasses.replace(spec, steps=steps, preload_mode="local", ld_preload=())
+    if changed == spec or changed.steps == spec.steps and not (spec.preload or spec.ld_preload):
+        return []
+    return [
+        Experiment(
+            "load everything RTLD_LOCAL (no sys.setdlopenflags(RTLD_GLOBAL), no global "
+            "preload, no LD_PRELOAD)",
+            "load_mode",
+            changed,
+        )
+    ]
 
 
 def _reverse_order(spec: RunSpec, evidence: Evidence, verdict: Verdict) -> list[Experiment]:

@@ -32,14 +32,28 @@ class Runner:
         self.used = 0
         self.cap_hit = False
         self.cache: dict[RunSpec, RunResult] = {}
+        # one run kept back for the binding trace when the budget allows a real search
+        self.reserve = 1 if self.max_runs >= 4 else 0
 
     def seed(self, spec: RunSpec, result: RunResult) -> None:
         self.cache[spec] = result
 
+    def reserved(self, spec: RunSpec) -> RunResult | None:
+        """Run ``spec`` on the run kept back for it (the binding trace of the minimal order:
+        minimisation cannot spend it); None when the budget leaves none."""
+        if spec in self.cache:
+            return self.cache[spec]
+        if self.reserve <= 0 or self.used >= self.max_runs:
+            return None
+        self.reserve -= 1
+        self.used += 1
+        self.cache[spec] = self.run(spec)
+        return self.cache[spec]
+
     def __call__(self, spec: RunSpec) -> RunResult:
         if spec in self.cache:
             return self.cache[spec]
-        if self.used >= self.max_runs:
+        if self.used >= self.max_runs - self.reserve:
             self.cap_hit = True
             raise CapReached(f"child-run cap of {self.max_runs} reached")
         self.used += 1

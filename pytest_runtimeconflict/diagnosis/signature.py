@@ -27,6 +27,7 @@ _STATIC_TLS = re.compile(r"cannot allocate memory in static TLS block")
 
 
 _UNDEFINED_SYMBOL = re.compile(r"undefined symbol: (\S+)")
+_MISSING_LIBRARY = re.compile(r"([\w.+-]+\.so[\w.]*): cannot open shared object file")
 
 
 _HEX = re.compile(r"0x[0-9a-fA-F]+")
@@ -52,6 +53,7 @@ def failure_markers(text: str) -> tuple[str, ...]:
     markers.update(f"omp-error:{m.group(1)}" for m in _OMP_ERROR.finditer(text))
     markers.update(f"terminate:{m.group(1)}" for m in _TERMINATE.finditer(text))
     markers.update(f"undefined:{m.group(1)}" for m in _UNDEFINED_SYMBOL.finditer(text))
+    markers.update(f"missing:{m.group(1)}" for m in _MISSING_LIBRARY.finditer(text))
     if _STATIC_TLS.search(text):
         markers.add("static-tls")
     return tuple(sorted(markers))

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
         Verdict,
     )
     from pytest_runtimeconflict.model.run import (
+        Binding,
         MappedRuntime,
         RunResult,
         RunSpec,
@@ -47,7 +48,7 @@ _LAZY = {
         "pytest_runtimeconflict.model.diagnosis",
     ),
     **dict.fromkeys(
-        ("MappedRuntime", "RunResult", "RunSpec", "duplicated_families"),
+        ("Binding", "MappedRuntime", "RunResult", "RunSpec", "duplicated_families"),
         "pytest_runtimeconflict.model.run",
     ),
 }
@@ -65,6 +66,7 @@ __all__ = [
     "OUTCOMES",
     "SEVERITIES",
     "AvoidedBy",
+    "Binding",
     "Diagnosis",
     "ElfFacts",
     "Evidence",

@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pytest_runtimeconflict.model.facts import Finding, ObjectInfo
-from pytest_runtimeconflict.model.run import RunResult, RunSpec
+from pytest_runtimeconflict.model.run import Binding, RunResult, RunSpec
 
-KINDS = ("order", "preload", "ld_preload", "env")
+KINDS = ("order", "load_mode", "preload", "ld_preload", "env")
 CONFIDENCES = ("high", "medium", "low")
 
 
@@ -90,6 +90,8 @@ class Evidence:
     objects: Mapping[str, ObjectInfo]
     findings: tuple[Finding, ...]
     runtimes: Mapping[str, tuple[str, str]]
+    bindings: tuple[Binding, ...] = ()
+    frame_libraries: tuple[str, ...] = ()
 
     @property
     def active(self) -> set[str]:

@@ -15,7 +15,12 @@ class ElfFacts:
     ``defined_symbols`` holds only the defined dynamic symbols that matter (runtime identity
     symbols, libstdc++-owned symbols); ``unique_symbols`` the defined STB_GNU_UNIQUE ones;
     ``cxx_exports`` the defined, global (non-weak) C++ symbols outside namespace ``std``
-    (for the duplicate-C++-library rule).
+    (for the duplicate-C++-library rule); ``c_functions`` and ``c_data`` the defined, global
+    C (unmangled) functions and data objects, other than the loader's and Python's own entry
+    points (for the interposition analysis); ``has_initializers`` whether the object runs
+    code when loaded (``DT_INIT``/``DT_INIT_ARRAY``), so an interposed symbol bites at load;
+    ``protected`` the exported names among those with ``STV_PROTECTED`` visibility (the
+    object's own references to them never leave it, so another copy cannot interpose there).
     """
 
     path: str
@@ -35,6 +40,10 @@ class ElfFacts:
     unique_symbols: tuple[str, ...]
     cxx_exports: tuple[str, ...]
     static_libstdcxx_hidden: bool = False
+    c_functions: tuple[str, ...] = ()
+    c_data: tuple[str, ...] = ()
+    has_initializers: bool = False
+    protected: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -55,6 +64,9 @@ class ElfFacts:
             "defined_symbols",
             "unique_symbols",
             "cxx_exports",
+            "c_functions",
+            "c_data",
+            "protected",
         ):
             data[key] = tuple(data[key])
         return cls(**data)

@@ -24,6 +24,7 @@ class RunSpec:
     python: str = field(default_factory=lambda: sys.executable)
     exercise: bool = True
     id: str = ""
+    trace_bindings: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -36,6 +37,26 @@ class RunSpec:
             "timeout": self.timeout,
             "python": self.python,
             "exercise": self.exercise,
+            "trace_bindings": self.trace_bindings,
+        }
+
+
+@dataclass(frozen=True)
+class Binding:
+    """One symbol reference the loader resolved from one object to another
+    (``LD_DEBUG=bindings``), kept when the two belong to different distributions."""
+
+    referrer: str
+    provider: str
+    symbol: str
+    kind: str  # "normal" or "unique" (STB_GNU_UNIQUE)
+
+    def to_json(self) -> dict[str, str]:
+        return {
+            "referrer": self.referrer,
+            "provider": self.provider,
+            "symbol": self.symbol,
+            "kind": self.kind,
         }
 
 
@@ -46,9 +67,17 @@ class MappedRuntime:
     path: str
     family: str
     runtime: str
+    distribution: str | None = None
+    copy: str = ""  # what makes it a copy: its file, or its installation for layered runtimes
 
-    def to_json(self) -> dict[str, str]:
-        return {"path": self.path, "family": self.family, "runtime": self.runtime}
+    def to_json(self) -> dict[str, str | None]:
+        return {
+            "path": self.path,
+            "family": self.family,
+            "runtime": self.runtime,
+            "distribution": self.distribution,
+            "copy": self.copy or self.path,
+        }
 
 
 @dataclass(frozen=True)
@@ -84,6 +113,7 @@ class RunResult:
     loaded_runtimes: tuple[MappedRuntime, ...] = ()
     libraries: tuple[str, ...] = ()
     findings: tuple[Finding, ...] = ()
+    bindings: tuple[Binding, ...] = ()
     objects: tuple[ObjectInfo, ...] = field(default=(), compare=False, repr=False)
 
     def to_json(self) -> dict[str, Any]:
@@ -119,6 +149,7 @@ class RunResult:
             "gdb_backtrace": self.gdb_backtrace,
             "python_traceback": self.python_traceback,
             "exercised": [dict(e) for e in self.exercised],
+            "bindings": [b.to_json() for b in self.bindings],
         }
 
     def duplicated_families(self) -> tuple[str, ...]:
@@ -127,9 +158,13 @@ class RunResult:
 
 
 def duplicated_families(runtimes: Any) -> tuple[str, ...]:
-    """Families with two or more distinct files among ``runtimes`` (records or JSON dicts)."""
+    """Families with two or more distinct copies among ``runtimes`` (records or JSON dicts):
+    distinct files, except that the layers of one installation are one copy."""
     files: dict[str, set[str]] = {}
     for rt in runtimes:
-        family, path = (rt["family"], rt["path"]) if isinstance(rt, dict) else (rt.family, rt.path)
-        files.setdefault(str(family), set()).add(str(path))
+        if isinstance(rt, dict):
+            family, copy = rt["family"], rt.get("copy") or rt["path"]
+        else:
+            family, copy = rt.family, rt.copy or rt.path
+        files.setdefault(str(family), set()).add(str(copy))
     return tuple(sorted(f for f, paths in files.items() if len(paths) > 1))

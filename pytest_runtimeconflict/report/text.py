@@ -113,6 +113,9 @@ def format_failure(result: RunResult, diagnosis: Diagnosis | None) -> str:
     if diagnosis is not None and diagnosis.libraries:
         lines.append("Libraries:")
         lines += [f"  {_library_line(lib)}" for lib in diagnosis.libraries]
+    if diagnosis is not None and diagnosis.evidence_lines:
+        lines.append("Symbols:")
+        lines += [f"  {line}" for line in diagnosis.evidence_lines]
     evidence_of = diagnosis.minimal_result if diagnosis is not None else result
     lines += _evidence(evidence_of)
     if diagnosis is not None:

@@ -10,12 +10,21 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from pytest_runtimeconflict.model import Finding, MappedRuntime, ObjectInfo, RunResult, RunSpec
+from pytest_runtimeconflict.families import is_layered
+from pytest_runtimeconflict.model import (
+    Binding,
+    Finding,
+    MappedRuntime,
+    ObjectInfo,
+    RunResult,
+    RunSpec,
+    RuntimeKind,
+)
 from pytest_runtimeconflict.model.run import duplicated_families
 from pytest_runtimeconflict.sandbox import postmortem
 from pytest_runtimeconflict.static.objects import describe_paths
 from pytest_runtimeconflict.static.records import distributions_of
-from pytest_runtimeconflict.static.rules import findings_for_mapped
+from pytest_runtimeconflict.static.rules import findings_for_mapped, rule_of
 from pytest_runtimeconflict.vocabulary import signal_name
 
 log = logging.getLogger(__name__)
@@ -135,7 +144,37 @@ def assess(spec: RunSpec, raw: ChildRun) -> RunResult:
     fields["step_libraries"] = tuple(tuple(s) for s in step_libraries)
     fields["exercised"] = tuple(state.exercised)
     fields.update(_describe(fields))
+    if spec.trace_bindings:
+        fields["bindings"] = _bindings(raw, fields["objects"])
     return RunResult(spec=spec, **fields)
+
+
+MAX_BINDINGS = 2000
+
+
+def _bindings(raw: ChildRun, objects: tuple[ObjectInfo, ...]) -> tuple[Binding, ...]:
+    """The loader's bindings between objects of two different distributions (what
+    interposition looks like: one wheel's reference served by another wheel's copy)."""
+    owner = {os.path.realpath(o.path): o.distribution for o in objects}
+    real: dict[str, str] = {}
+
+    def dist(path: str) -> str | None:
+        if path not in real:
+            real[path] = os.path.realpath(path)
+        return owner.get(real[path])
+
+    def keep(referrer: str, provider: str) -> bool:
+        a, b = dist(referrer), dist(provider)
+        return a is not None and b is not None and a != b
+
+    pid = next((e.get("pid") for e in raw.events if e.get("event") == "start"), None)
+    found = postmortem.read_bindings(raw.run_dir, LOADER_LOG_PREFIX, pid, keep)
+    if len(found) > MAX_BINDINGS:
+        # Lazy bindings resolve at the first call, so the ones nearest the failure come last.
+        found = found[: MAX_BINDINGS // 4] + found[-(MAX_BINDINGS - MAX_BINDINGS // 4) :]
+    return tuple(
+        Binding(real.get(a, a), real.get(b, b), symbol, kind) for a, b, symbol, kind in found
+    )
 
 
 def _could_not_start(spec: RunSpec, raw: ChildRun) -> RunResult:
@@ -218,22 +257,25 @@ def _postmortem(
 
 
 def _describe(fields: dict[str, Any]) -> dict[str, Any]:
-    """Mapped runtimes, a latent duplicate, findings confirmed by the mapped set, blame."""
+    """Mapped runtimes, findings confirmed by the mapped set, a latent conflict, blame."""
     paths = [p for p in fields["mapped"] if os.path.isabs(p) and os.path.isfile(p)]
     objects = describe_paths(paths, distributions_of(paths))
     runtimes = tuple(
-        MappedRuntime(o.facts.path, o.kind.family, o.kind.runtime)
+        MappedRuntime(
+            o.facts.path, o.kind.family, o.kind.runtime, o.distribution, _copy_of(o.path, o.kind)
+        )
         for o in objects
         if o.kind is not None
     )
     out: dict[str, Any] = {"objects": tuple(objects), "loaded_runtimes": runtimes}
-    duplicates = duplicate_sentences(runtimes)
-    if fields["outcome"] == "passed" and duplicates:
-        out["outcome"], out["message"] = "latent", "survived, but " + "; ".join(duplicates)
-    outcome = out.get("outcome", fields["outcome"])
-    if outcome == "passed" or fields.get("exception_type") == "ModuleNotFoundError":
+    if fields.get("exception_type") == "ModuleNotFoundError":
         return out
     findings = _confirmed_findings(objects, set(fields["mapped"]))
+    latent = duplicate_sentences(runtimes) + _latent_findings(findings)
+    if fields["outcome"] == "passed" and latent:
+        out["outcome"], out["message"] = "latent", "survived, but " + "; ".join(latent)
+    elif fields["outcome"] == "passed":
+        return out
     blamed = [lib for f in findings for lib in f.libraries]
     runtime_paths = {r.path for r in runtimes}
     blamed += [
@@ -241,6 +283,23 @@ def _describe(fields: dict[str, Any]) -> dict[str, Any]:
     ]
     out["findings"] = tuple(findings)
     out["libraries"] = tuple(dict.fromkeys(blamed))
+    return out
+
+
+def _copy_of(path: str, kind: RuntimeKind) -> str:
+    """The file, or for a layered runtime the directory of its installation."""
+    if is_layered(kind):
+        return f"layers:{kind.runtime}:{os.path.dirname(os.path.realpath(path))}"
+    return os.path.realpath(path)
+
+
+def _latent_findings(findings: list[Finding]) -> list[str]:
+    """Findings whose rule makes a surviving run latent (objects that interpose or merge)."""
+    out = []
+    for finding in findings:
+        rule = rule_of(finding.rule)
+        if rule is not None and rule.marks_latent and finding.severity != "info":
+            out.append(f"{finding.title} ({finding.rule})")
     return out
 
 
@@ -256,6 +315,6 @@ def duplicate_sentences(runtimes: tuple[MappedRuntime, ...]) -> list[str]:
         records = [r for r in runtimes if r.family == family]
         names = ", ".join(f"{r.path} ({r.runtime})" for r in records)
         sentences.append(
-            f"{len({r.path for r in records})} {family} runtimes were mapped at once: {names}"
+            f"{len({r.copy or r.path for r in records})} {family} runtimes were mapped at once: {names}"
         )
     return sentences

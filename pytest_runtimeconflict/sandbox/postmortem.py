@@ -19,7 +19,7 @@ import re
 import shutil
 import struct
 import subprocess
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -254,6 +254,39 @@ def read_loader_log(run_dir: str, prefix: str, pid: int | None) -> LoaderLog:
             return parse_loader_log(fh)
     except OSError:
         return LoaderLog()
+
+
+_BINDING_RE = re.compile(
+    r"^\s*\d+:\s+binding file (?P<referrer>.+?) \[\d+\] to (?P<provider>.+?) \[\d+\]: "
+    r"(?P<kind>\w+) symbol `(?P<symbol>[^']+)'"
+)
+
+
+def read_bindings(
+    run_dir: str, prefix: str, pid: int | None, keep: Callable[[str, str], bool]
+) -> list[tuple[str, str, str, str]]:
+    """``(referrer, provider, symbol, kind)`` of every ``LD_DEBUG=bindings`` line of
+    ``<prefix>.<pid>`` between two different files that ``keep(referrer, provider)`` wants
+    (first occurrence of each)."""
+    if pid is None:
+        return []
+    seen: dict[tuple[str, str, str, str], None] = {}
+    try:
+        with open(
+            os.path.join(run_dir, f"{prefix}.{pid}"), encoding="utf-8", errors="replace"
+        ) as fh:
+            for line in fh:
+                if "binding file" not in line:
+                    continue
+                match = _BINDING_RE.match(line)
+                if match is None or match["referrer"] == match["provider"]:
+                    continue
+                if keep(match["referrer"], match["provider"]):
+                    key = (match["referrer"], match["provider"], match["symbol"], match["kind"])
+                    seen.setdefault(key, None)
+    except OSError:
+        return []
+    return list(seen)
 
 
 def gdb_backtrace(python: str, core: str, timeout: float = GDB_TIMEOUT) -> str | None:

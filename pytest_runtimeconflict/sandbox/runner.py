@@ -158,7 +158,7 @@ def child_environment(spec: RunSpec, run_dir: str) -> dict[str, str]:
         and not k.startswith("COV_CORE_")
     }
     env["PYTHONUNBUFFERED"] = "1"  # the stdout tail of a crashed child is then complete
-    env["LD_DEBUG"] = "files"
+    env["LD_DEBUG"] = "files,bindings" if spec.trace_bindings else "files"
     env["LD_DEBUG_OUTPUT"] = os.path.join(run_dir, LOADER_LOG_PREFIX)
     if spec.ld_preload:
         env["LD_PRELOAD"] = " ".join(spec.ld_preload)

@@ -33,6 +33,7 @@ from pytest_runtimeconflict.static.symbols import (
     _LIBSTDCXX_RODATA_STRINGS,
     LIBSTDCXX_MARKERS,
     exports_libstdcxx,
+    is_c_export,
     leading_namespace,
     needs_libstdcxx,
 )
@@ -55,6 +56,7 @@ class DynSym(NamedTuple):
     bind: str
     type: str
     defined: bool
+    protected: bool = False
 
 
 def _dynamic_symbols(elf: ELFFile) -> Iterator[DynSym]:
@@ -68,7 +70,9 @@ def _dynamic_symbols(elf: ELFFile) -> Iterator[DynSym]:
             if not sym.name:
                 continue
             info = sym["st_info"]
-            yield DynSym(sym.name, info["bind"], info["type"], sym["st_shndx"] != "SHN_UNDEF")
+            protected = sym["st_other"]["visibility"] == "STV_PROTECTED"
+            defined = sym["st_shndx"] not in ("SHN_UNDEF", "SHN_ABS")  # ABS: version nodes
+            yield DynSym(sym.name, info["bind"], info["type"], defined, protected)
 
 
 def _is_cxx_export(sym: DynSym) -> bool:
@@ -81,7 +85,14 @@ def _is_cxx_export(sym: DynSym) -> bool:
 def _dynamic_info(elf: ELFFile) -> dict[str, Any]:
     from elftools.elf.dynamic import DynamicSection
 
-    info: dict[str, Any] = {"soname": None, "needed": [], "rpath": [], "runpath": [], "flags": 0}
+    info: dict[str, Any] = {
+        "soname": None,
+        "needed": [],
+        "rpath": [],
+        "runpath": [],
+        "flags": 0,
+        "initializers": False,
+    }
     for section in elf.iter_sections():
         if not isinstance(section, DynamicSection):
             continue
@@ -98,6 +109,8 @@ def _dynamic_info(elf: ELFFile) -> dict[str, Any]:
                 info["runpath"].extend(p for p in tag.runpath.split(":") if p)
             elif kind == "DT_FLAGS":
                 info["flags"] |= tag.entry.d_val
+            elif kind in ("DT_INIT", "DT_INIT_ARRAY"):
+                info["initializers"] = True
     return info
 
 
@@ -149,11 +162,15 @@ def _file_contains(stream: BinaryIO, offset: int, size: int) -> bool:
         return any(mm.find(needle, offset, end) >= 0 for needle in _LIBSTDCXX_RODATA_STRINGS)
 
 
-def _symbol_facts(elf: ELFFile) -> tuple[list[str], list[str], list[str]]:
+def _symbol_facts(elf: ELFFile) -> tuple[list[str], ...]:
+    """defined (kept names), unique, C++ exports, C functions and C data of .dynsym."""
     keep = identity_symbol_names() | LIBSTDCXX_MARKERS
     defined: set[str] = set()
     unique: set[str] = set()
     cxx: set[str] = set()
+    c_functions: set[str] = set()
+    c_data: set[str] = set()
+    protected: set[str] = set()
     for sym in _dynamic_symbols(elf):
         if not sym.defined:
             continue
@@ -163,13 +180,20 @@ def _symbol_facts(elf: ELFFile) -> tuple[list[str], list[str], list[str]]:
             unique.add(sym.name)
         elif _is_cxx_export(sym):
             cxx.add(sym.name)
-    return sorted(defined), sorted(unique), sorted(cxx)
+        elif sym.bind == "STB_GLOBAL" and is_c_export(sym.name):
+            if sym.type in ("STT_FUNC", "STT_LOOS", "STT_GNU_IFUNC"):  # IFUNC is 10
+                c_functions.add(sym.name)
+            elif sym.type == "STT_OBJECT":
+                c_data.add(sym.name)
+        if sym.protected and (sym.name in cxx or sym.name in c_functions or sym.name in c_data):
+            protected.add(sym.name)
+    return tuple(sorted(x) for x in (defined, unique, cxx, c_functions, c_data, protected))
 
 
 def _facts_from_elf(path: str, elf: ELFFile, stream: BinaryIO) -> ElfFacts:
     dyn = _dynamic_info(elf)
     version_defs, version_needs = _versions(elf)
-    defined, unique, cxx = _symbol_facts(elf)
+    defined, unique, cxx, c_functions, c_data, protected = _symbol_facts(elf)
     exports_std = exports_libstdcxx(defined, unique)
     hidden = False
     if not exports_std and not needs_libstdcxx(dyn["soname"], dyn["needed"]):
@@ -192,6 +216,10 @@ def _facts_from_elf(path: str, elf: ELFFile, stream: BinaryIO) -> ElfFacts:
         unique_symbols=tuple(unique),
         cxx_exports=tuple(cxx),
         static_libstdcxx_hidden=hidden,
+        c_functions=tuple(c_functions),
+        c_data=tuple(c_data),
+        has_initializers=bool(dyn["initializers"]),
+        protected=tuple(protected),
     )
 
 

@@ -19,12 +19,13 @@ from pytest_runtimeconflict.static.symbols import (
     _LIBSTDCXX_RODATA_STRINGS,
     LIBSTDCXX_MARKERS,
     exports_libstdcxx,
+    is_c_export,
     leading_namespace,
     needs_libstdcxx,
 )
 
 # Bump when the extraction changes what a fact holds: cached facts (factcache) are keyed on it.
-FACTS_VERSION = 2
+FACTS_VERSION = 5
 
 DF_STATIC_TLS = 0x10
 VER_FLG_BASE = 0x1
@@ -32,9 +33,13 @@ VER_FLG_BASE = 0x1
 PT_LOAD, PT_DYNAMIC, PT_TLS = 1, 2, 7
 SHT_PROGBITS, SHT_SYMTAB = 1, 2
 STB_GLOBAL, STB_GNU_UNIQUE = 1, 10
-STT_OBJECT, STT_FUNC = 1, 2
+STT_OBJECT, STT_FUNC, STT_GNU_IFUNC = 1, 2, 10
+STV_PROTECTED = 3
+SHN_ABS = 0xFFF1
+_C_KINDS = (STT_FUNC, STT_OBJECT, STT_GNU_IFUNC)
 DT_NULL, DT_NEEDED, DT_HASH, DT_STRTAB, DT_SYMTAB, DT_STRSZ, DT_SYMENT = 0, 1, 4, 5, 6, 10, 11
 DT_SONAME, DT_RPATH, DT_RUNPATH, DT_FLAGS = 14, 15, 29, 30
+DT_INIT, DT_INIT_ARRAY = 12, 25
 DT_GNU_HASH = 0x6FFFFEF5
 DT_VERDEF, DT_VERDEFNUM, DT_VERNEED, DT_VERNEEDNUM = 0x6FFFFFFC, 0x6FFFFFFD, 0x6FFFFFFE, 0x6FFFFFFF
 # Real objects have a handful of version entries; a fuzzed count must not spin for minutes.
@@ -196,6 +201,7 @@ def _dynamic(image: Image, hdr: _Header, segments: list[_Segment]) -> _Dynamic:
 
 def _dynamic_info_fast(dyn: _Dynamic) -> dict[str, Any]:
     info: dict[str, Any] = {"soname": None, "needed": [], "rpath": [], "runpath": [], "flags": 0}
+    info["initializers"] = any(tag in (DT_INIT, DT_INIT_ARRAY) for tag, _v in dyn.tags)
     for tag, value in dyn.tags:
         if tag == DT_NEEDED:
             info["needed"].append(dyn.string(value))
@@ -267,10 +273,11 @@ def _symbol_entry_size(hdr: _Header) -> int:
 
 
 def _symbol_facts_fast(hdr: _Header, table: bytes, strtab: bytes) -> tuple[list[str], ...]:
-    """defined (kept names), unique and C++ export names of the .dynsym entries in ``table``.
+    """defined (kept names), unique, C++ exports, C functions and C data of the .dynsym
+    entries in ``table`` (the same decisions as the reference path's ``_symbol_facts``).
 
     Entries are unpacked in bulk; a name is sliced out of the string table only for a defined
-    symbol, and decoded only when it is kept (the same decision as :func:`_symbol_facts`)."""
+    symbol, and decoded only when it is kept."""
     keep = _keep_bytes()
     fmt = hdr.end + ("IBBH16x" if hdr.is64 else "I8xBBH")
     table = table[: len(table) - len(table) % _symbol_entry_size(hdr)]
@@ -278,8 +285,10 @@ def _symbol_facts_fast(hdr: _Header, table: bytes, strtab: bytes) -> tuple[list[
     defined: set[bytes] = set()
     unique: set[bytes] = set()
     cxx: list[bytes] = []
-    for name_at, info, _other, shndx in struct.iter_unpack(fmt, table):
-        if not shndx:  # SHN_UNDEF
+    c_names: dict[bytes, int] = {}
+    protected: list[bytes] = []
+    for name_at, info, other, shndx in struct.iter_unpack(fmt, table):
+        if not shndx or shndx == SHN_ABS:  # undefined, or a version node's absolute symbol
             continue
         end = find(b"\0", name_at)
         raw = strtab[name_at:end] if end >= 0 else strtab[name_at:]
@@ -287,14 +296,40 @@ def _symbol_facts_fast(hdr: _Header, table: bytes, strtab: bytes) -> tuple[list[
             continue
         if raw in keep or raw.startswith(b"PyInit_"):
             defined.add(raw)
-        bind = info >> 4
+        bind, kind = info >> 4, info & 0xF
         if bind == STB_GNU_UNIQUE:
             unique.add(raw)
-        elif bind == STB_GLOBAL and info & 0xF in (STT_FUNC, STT_OBJECT) and raw[:2] == b"_Z":
-            cxx.append(raw)
-    names = {r.decode("utf-8", errors="replace") for r in cxx}
+        elif bind == STB_GLOBAL and kind in _C_KINDS:
+            if raw[:2] == b"_Z":
+                if kind != STT_GNU_IFUNC:
+                    cxx.append(raw)
+            else:
+                c_names[raw] = kind
+            if other & 3 == STV_PROTECTED:
+                protected.append(raw)
+    names = _decoded(set(cxx))
     exports = [n for n in names if leading_namespace(n) not in (None, "std")]
-    return sorted(_decoded(defined)), sorted(_decoded(unique)), sorted(exports)
+    c_functions, c_data = _c_exports(c_names)
+    kept = {*exports, *c_functions, *c_data}
+    shielded = sorted(n for n in _decoded(set(protected)) if n in kept)
+    return (
+        sorted(_decoded(defined)),
+        sorted(_decoded(unique)),
+        sorted(exports),
+        c_functions,
+        c_data,
+        shielded,
+    )
+
+
+def _c_exports(c_names: dict[bytes, int]) -> tuple[list[str], list[str]]:
+    functions: list[str] = []
+    data: list[str] = []
+    for raw, kind in c_names.items():
+        name = raw.decode("utf-8", errors="replace")
+        if is_c_export(name):
+            (data if kind == STT_OBJECT else functions).append(name)
+    return sorted(functions), sorted(data)
 
 
 def _decoded(raw: set[bytes]) -> set[str]:
@@ -447,7 +482,9 @@ def facts_from_image(image: Image, shown: str) -> ElfFacts:
     info = _dynamic_info_fast(dyn)
     version_defs, version_needs = _versions_fast(image, hdr, segments, dyn)
     table = _dynsym_bytes(image, hdr, segments, dyn)
-    defined, unique, cxx = _symbol_facts_fast(hdr, table, dyn.strtab)
+    defined, unique, cxx, c_functions, c_data, protected = _symbol_facts_fast(
+        hdr, table, dyn.strtab
+    )
     exports_std = exports_libstdcxx(defined, unique)
     hidden = False
     if not exports_std and not needs_libstdcxx(info["soname"], info["needed"]):
@@ -470,4 +507,8 @@ def facts_from_image(image: Image, shown: str) -> ElfFacts:
         unique_symbols=tuple(unique),
         cxx_exports=tuple(cxx),
         static_libstdcxx_hidden=hidden,
+        c_functions=tuple(c_functions),
+        c_data=tuple(c_data),
+        has_initializers=bool(info["initializers"]),
+        protected=tuple(protected),
     )

@@ -49,6 +49,8 @@ def leading_namespace(mangled: str) -> str | None:
         rest = rest[2:] if rest[:2] in ("TV", "TI", "TS", "TT", "GV", "GR") else ""
         if not rest:
             return None
+        if rest.startswith("Z"):  # the guard or reference of a local static: its function's
+            return leading_namespace("_Z" + rest[1:])
     if rest.startswith(("St", "NSt", "NKSt", "NVSt", "NKVSt")):
         return "std"
     if not rest.startswith("N"):
@@ -89,3 +91,13 @@ def exports_libstdcxx(defined: Iterable[str], unique: Iterable[str]) -> bool:
     """Whether an object with these defined and GNU_UNIQUE dynamic symbols exports libstdc++'s
     own code (a statically linked, exported copy when the object is not libstdc++ itself)."""
     return any(s in _STD_MARKERS for s in defined) or any(is_libstdcxx_unique(u) for u in unique)
+
+
+# Defined C symbols every object of a kind carries, which interpose on nothing that matters.
+_C_NOISE = frozenset({"_init", "_fini", "_edata", "_end", "__bss_start", "_IO_stdin_used"})
+
+
+def is_c_export(name: str) -> bool:
+    """An unmangled exported name worth comparing across objects (not a loader or Python
+    module entry point, not a C++ name)."""
+    return not name.startswith(("_Z", "PyInit_")) and name not in _C_NOISE

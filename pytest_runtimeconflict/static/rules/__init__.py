@@ -17,7 +17,13 @@ from collections.abc import Sequence
 from pytest_runtimeconflict.model import Finding, ObjectInfo
 from pytest_runtimeconflict.static.loader import LoaderModel
 from pytest_runtimeconflict.static.objects import FactsReader, info_of
-from pytest_runtimeconflict.static.rules import cxx, libstdcxx, loading, runtimes  # noqa: F401
+from pytest_runtimeconflict.static.rules import (  # noqa: F401  (each registers its rules)
+    cxx,
+    interposition,
+    libstdcxx,
+    loading,
+    runtimes,
+)
 from pytest_runtimeconflict.static.rules.common import unique_by_path
 from pytest_runtimeconflict.static.rules.loading import Reach, compute_reach
 from pytest_runtimeconflict.static.rules.registry import RULES, Rule, register, rule_of

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 
+from pytest_runtimeconflict.families import is_layered
 from pytest_runtimeconflict.model import ObjectInfo
 from pytest_runtimeconflict.static.loader import file_key
 
@@ -31,15 +32,34 @@ def describe(info: ObjectInfo) -> str:
 
 
 def distinct_copies(infos: Iterable[ObjectInfo]) -> list[ObjectInfo]:
-    """One object per SONAME (the loader keeps one file per SONAME), distinct files only."""
-    by_name: dict[str, ObjectInfo] = {}
-    seen_files: set[str] = set()
+    """Distinct files (by path and inode), whatever their SONAMEs: two files of one runtime are
+    two copies. A DT_NEEDED lookup reuses a loaded SONAME, but a load by path maps a second
+    file even when its SONAME is already loaded (see :func:`how_loaded`)."""
+    seen_files: dict[str, ObjectInfo] = {}
     for info in sorted(infos, key=lambda i: i.path):
-        if file_key(info.path) in seen_files:
-            continue
-        seen_files.add(file_key(info.path))
-        by_name.setdefault(load_name(info), info)
-    return list(by_name.values())
+        seen_files.setdefault(_copy_key(info), info)
+    return list(seen_files.values())
+
+
+def _copy_key(info: ObjectInfo) -> str:
+    """A file, or for a layered runtime (MKL's core, interface and thread libraries) the
+    directory of its installation: its layers are one copy."""
+    if info.kind is not None and is_layered(info.kind):
+        return f"layers:{info.kind.runtime}:{os.path.dirname(os.path.realpath(info.path))}"
+    return file_key(info.path)
+
+
+def how_loaded(copies: Iterable[ObjectInfo]) -> str:
+    """How the loader can keep ``copies`` side by side, in words."""
+    names = [load_name(c) for c in copies]
+    if len(set(names)) == len(names):
+        return "Different SONAMEs, so the loader keeps all of them"
+    shared = sorted({n for n in names if names.count(n) > 1})
+    return (
+        f"Some share the SONAME {', '.join(shared)}: a DT_NEEDED lookup reuses whichever copy "
+        "loaded first, but a load by path (ctypes.CDLL('/abs/path'), dlopen with a slash) "
+        "maps a second file anyway"
+    )
 
 
 def unique_by_path(infos: Iterable[ObjectInfo]) -> list[ObjectInfo]:

@@ -93,5 +93,6 @@ register(
             "copies of one C++ library violate the one-definition rule"
         ),
         order_unsafe=True,
+        experiments=("drop-global",),
     )
 )

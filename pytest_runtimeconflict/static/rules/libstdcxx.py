@@ -7,7 +7,13 @@ import os
 from collections.abc import Sequence
 
 from pytest_runtimeconflict.model import Finding, ObjectInfo
-from pytest_runtimeconflict.static.rules.common import describe, distinct_copies, dists, libs
+from pytest_runtimeconflict.static.rules.common import (
+    describe,
+    distinct_copies,
+    dists,
+    how_loaded,
+    libs,
+)
 from pytest_runtimeconflict.static.rules.registry import Rule, register
 from pytest_runtimeconflict.static.symbols import is_libstdcxx_unique
 
@@ -24,7 +30,7 @@ def _libstdcxx_duplicate(infos: Sequence[ObjectInfo]) -> list[Finding]:
             family="libstdc++",
             severity="error",
             title=f"{len(copies)} shared libstdc++ copies can be loaded into one process",
-            detail="Different SONAMEs, so the loader keeps both: "
+            detail=f"{how_loaded(copies)}: "
             + "; ".join(describe(c) for c in copies)
             + ". libstdc++'s STB_GNU_UNIQUE symbols (std::locale::id of every facet) are "
             "merged process-wide even under RTLD_LOCAL, so the second copy runs on the first "

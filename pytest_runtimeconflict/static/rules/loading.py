@@ -4,12 +4,15 @@ model (:class:`Reach`), so only the scan applies them."""
 
 from __future__ import annotations
 
+import hashlib
 import os
+import zipfile
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from pytest_runtimeconflict.model import Finding, ObjectInfo
+from pytest_runtimeconflict.static.discover import WHEEL_SEP
 from pytest_runtimeconflict.static.loader import LoaderModel, ProcessState, file_key
 from pytest_runtimeconflict.static.rules.common import describe, dists, libs
 from pytest_runtimeconflict.static.rules.registry import Rule, register
@@ -71,6 +74,74 @@ def _version_shadow(reach: Reach, info_of: dict[str, ObjectInfo]) -> list[Findin
     return out
 
 
+def _content_id(path: str) -> str:
+    """What a file holds, for telling byte-identical copies apart from different builds: the
+    CRC of a wheel member, else a BLAKE2 digest of the file (only same-SONAME candidates are
+    hashed, which are few)."""
+    if WHEEL_SEP in path:
+        wheel, member = path.split(WHEEL_SEP, 1)
+        try:
+            with zipfile.ZipFile(wheel) as zf:
+                info = zf.getinfo(member)
+            return f"crc:{info.CRC}:{info.file_size}"
+        except (OSError, KeyError, zipfile.BadZipFile):
+            return f"unreadable:{path}"
+    digest = hashlib.blake2b(digest_size=16)
+    try:
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+    except OSError:
+        return f"unreadable:{path}"
+    return digest.hexdigest()
+
+
+def _same_content(a: ObjectInfo, b: ObjectInfo) -> bool:
+    """Byte-identical copies (the same build shipped twice)."""
+    return a.facts.size == b.facts.size and _content_id(a.path) == _content_id(b.path)
+
+
+def _soname_shadow(reach: Reach, info_of: dict[str, ObjectInfo]) -> list[Finding]:
+    """Different files under one SONAME, reached by different extensions, that the loader will
+    not tell apart: whichever loads first serves every later request, and no version
+    requirement makes it refuse the wrong one (that case is soname-version-shadow). Runtime
+    copies are their family rules' business."""
+    files: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
+    for ext, state in reach.closures.items():
+        for (_req, name), path in state.resolved.items():
+            files[name][path].append(ext)
+    versioned = [f.title for f in _version_shadow(reach, info_of)]
+    out = []
+    for name, by_file in sorted(files.items()):
+        infos = [info_of[p] for p in sorted(by_file) if p in info_of]
+        distinct = [
+            i for n, i in enumerate(infos) if not any(_same_content(i, j) for j in infos[:n])
+        ]
+        clue = any(f": {name} lacks " in title for title in versioned)
+        if len(distinct) < 2 or clue or any(i.kind is not None for i in distinct):
+            continue
+        exts = sorted({e for p in by_file for e in by_file[p]})
+        out.append(
+            Finding(
+                rule="soname-shadow",
+                family="loader",
+                severity="warning",
+                title=f"{len(distinct)} different files are all {name}: the first loaded serves all",
+                detail="; ".join(describe(i) for i in distinct) + f" are different files with "
+                f"the SONAME {name}, needed by {', '.join(os.path.basename(e) for e in exts)}. "
+                "The loader keeps the first one it loads and reuses it for every later request "
+                "of that SONAME, and no version requirement makes it refuse the wrong one: "
+                "whichever package is imported first decides which code the others run.",
+                libraries=libs(distinct),
+                distributions=dists(distinct),
+                advice=f"Package authors: vendor {name} under a unique (hashed) SONAME, as "
+                "auditwheel does, or depend on one shared copy. Users: import the package whose "
+                f"{name} is the newest first.",
+            )
+        )
+    return out
+
+
 def _needs_on(state: ProcessState, name: str) -> set[str]:
     needs: set[str] = set()
     for facts in state.loaded.values():
@@ -109,25 +180,63 @@ def _shadow_finding(
 
 
 def _static_tls_late(reach: Reach, info_of: dict[str, ObjectInfo]) -> list[Finding]:
-    out = []
+    """One finding per library file name: the same library shipped by two packages is one
+    finding naming both copies."""
+    copies: dict[str, list[ObjectInfo]] = defaultdict(list)
     for path in sorted(reach.reached_by):
         info = info_of.get(path)
         if info is None or not info.facts.static_tls or path in reach.base:
             continue
+        copies[os.path.basename(path)].append(info)
+    out = []
+    for name, infos in sorted(copies.items()):
+        info = infos[0]
         out.append(
             Finding(
                 rule="static-tls-late",
                 family=info.kind.family if info.kind else "tls",
                 severity="info",
-                title=f"{os.path.basename(path)} uses static TLS and is only loaded by dlopen",
-                detail=f"{describe(info)} has DF_STATIC_TLS ({info.facts.tls_size} bytes of TLS); "
-                "loaded late it must fit the static TLS surplus. On aarch64 this fails with "
-                "'cannot allocate memory in static TLS block' depending on import order.",
-                libraries=(path,),
-                distributions=dists([info]),
+                title=f"{name} uses static TLS and is only loaded by dlopen",
+                detail="; ".join(describe(i) for i in infos)
+                + f" has DF_STATIC_TLS ({info.facts.tls_size} bytes of TLS); loaded late it "
+                "must fit the static TLS surplus. On aarch64 this fails with 'cannot allocate "
+                "memory in static TLS block' depending on import order.",
+                libraries=libs(infos),
+                distributions=dists(infos),
                 advice="Package authors: build with -ftls-model=global-dynamic. Users: import this "
                 "package first, preload the library, or raise glibc.rtld.optional_static_tls "
                 "(GLIBC_TUNABLES).",
+            )
+        )
+    return out
+
+
+def _missing_needed(reach: Reach, info_of: dict[str, ObjectInfo]) -> list[Finding]:
+    """DT_NEEDED entries that no directory the loader searches provides: the import fails."""
+    needers: dict[str, list[str]] = defaultdict(list)
+    for state in reach.closures.values():
+        for missing in state.missing:
+            if missing.requester not in needers[missing.soname]:
+                needers[missing.soname].append(missing.requester)
+    out = []
+    for soname, requesters in sorted(needers.items()):
+        infos = [info_of[p] for p in requesters if p in info_of]
+        names = ", ".join(sorted({os.path.basename(p) for p in requesters}))
+        out.append(
+            Finding(
+                rule="needed-library-missing",
+                family="loader",
+                severity="error",
+                title=f"{soname} is needed by {names} but not found",
+                detail=f"{'; '.join(sorted(requesters))} need(s) {soname}, which no directory "
+                "the loader searches provides (the needer's RUNPATH/RPATH, LD_LIBRARY_PATH, "
+                "ld.so.cache, the default directories): importing it fails with "
+                f'"{soname}: cannot open shared object file".',
+                libraries=libs(infos) or tuple(sorted(requesters)),
+                distributions=dists(infos),
+                advice=f"Users: install the system package that provides {soname}. Package "
+                "authors: vendor it into the wheel (auditwheel repair) or declare the system "
+                "dependency in the install instructions.",
             )
         )
     return out
@@ -173,5 +282,44 @@ register(
             "DF_STATIC_TLS) so it can be loaded late"
         ),
         untried_hint="try importing the package with static TLS first",
+    )
+)
+register(
+    Rule(
+        id="needed-library-missing",
+        family="loader",
+        severity="error",
+        summary="a DT_NEEDED library no directory the loader searches provides",
+        scope="loader",
+        detect=_missing_needed,
+        markers=("missing:",),
+        cause=(
+            "{libs} need(s) {soname}, which no directory the loader searches provides, so the "
+            "import fails before any conflict can happen"
+        ),
+        author_advice=(
+            "vendor {soname} into the wheel (auditwheel repair) or declare the system package "
+            "that provides it"
+        ),
+        untried_hint="install the system package that provides {soname}",
+    )
+)
+register(
+    Rule(
+        id="soname-shadow",
+        family="loader",
+        severity="warning",
+        summary="different files under one SONAME: the first loaded serves every later request",
+        scope="loader",
+        detect=_soname_shadow,
+        cause=(
+            "{libs} share a SONAME; the first loaded served every later request of it, so one "
+            "package ran the other's copy"
+        ),
+        author_advice=(
+            "vendor the library under a unique (hashed) SONAME, as auditwheel does, or depend "
+            "on one shared copy"
+        ),
+        untried_hint="try the reverse import order",
     )
 )

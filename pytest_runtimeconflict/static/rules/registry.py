@@ -15,7 +15,7 @@ party before the scan runs), plus its tests and its docs section.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from pytest_runtimeconflict.model import Finding, ObjectInfo
 
@@ -28,7 +28,7 @@ SCOPES = ("reachable", "every-object", "loader", "run")
 # How the diagnosis names the libraries of a verdict for this rule.
 ROLE_STYLES = ("plain", "copies", "static-libstdcxx")
 # Counter-experiments a rule asks for beyond the reverse order and its families' own.
-EXPERIMENTS = ("preload-newest-soname", "preload-exporter-partner")
+EXPERIMENTS = ("preload-newest-soname", "drop-global")
 
 ObjectDetector = Callable[[Sequence[ObjectInfo], bool], list[Finding]]
 
@@ -47,6 +47,8 @@ class Rule:
     rule chosen for a duplicated family without a static finding, ``copies`` telling
     ``same-runtime`` from ``mixed`` implementations).
     ``order_unsafe``: reversing the import order only changes which copy wins.
+    ``marks_latent``: a run that survives with this rule's libraries mapped together (and the
+    finding at warning or error) is ``latent``, like a run with a runtime family mapped twice.
     """
 
     id: str
@@ -65,7 +67,7 @@ class Rule:
     copies: str | None = None
     order_unsafe: bool = False
     hang_support: bool = False
-    tags: tuple[str, ...] = field(default=())
+    marks_latent: bool = False
 
     @property
     def verdict_only(self) -> bool:

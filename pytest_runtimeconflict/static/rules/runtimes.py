@@ -3,10 +3,18 @@ OpenMP runtime's thread pool after fork."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 from pytest_runtimeconflict.model import Finding, ObjectInfo
-from pytest_runtimeconflict.static.rules.common import describe, distinct_copies, dists, libs
+from pytest_runtimeconflict.static.interpose import shared_symbols
+from pytest_runtimeconflict.static.rules.common import (
+    describe,
+    distinct_copies,
+    dists,
+    how_loaded,
+    libs,
+)
 from pytest_runtimeconflict.static.rules.registry import Rule, register
 
 _OMP_ADVICE = (
@@ -42,7 +50,7 @@ def _openmp_duplicate(infos: Sequence[ObjectInfo]) -> list[Finding]:
                 family="openmp",
                 severity="error" if fatal else "warning",
                 title=f"{len(copies)} copies of {runtime} can be loaded into one process",
-                detail=f"Different SONAMEs, so the loader keeps all of them: {effect}. Copies: "
+                detail=f"{how_loaded(copies)}: {effect}. Copies: "
                 + "; ".join(describe(c) for c in copies),
                 libraries=libs(copies),
                 distributions=dists(copies),
@@ -100,15 +108,7 @@ def _blas_duplicate(infos: Sequence[ObjectInfo]) -> list[Finding]:
     if len(copies) < 2:
         return []
     names = [_blas_naming(c) for c in copies]
-    sym_names = [n.split("(")[-1].rstrip(")") for n in names if "(" in n]
-    collide = len(sym_names) != len(set(sym_names))
-    collision = (
-        "Some copies export the same symbol names: they interpose on each other when one is "
-        "loaded RTLD_GLOBAL or preloaded (reported hangs and SIGSEGV)."
-        if collide
-        else "Their symbols are named apart, so they do not interpose; each still starts its "
-        "own thread pool (oversubscription)."
-    )
+    collision = _blas_collision(copies)
     return [
         Finding(
             rule="blas-duplicate",
@@ -120,10 +120,39 @@ def _blas_duplicate(infos: Sequence[ObjectInfo]) -> list[Finding]:
             + collision,
             libraries=libs(copies),
             distributions=dists(copies),
-            advice="Package authors: link a shared BLAS (e.g. scipy-openblas32/64 wheels) with "
-            "prefixed symbols. Users: limit threads with OPENBLAS_NUM_THREADS or threadpoolctl.",
+            advice="Package authors: depend on one shared BLAS wheel (e.g. scipy-openblas32/64) "
+            "instead of vendoring a copy, and build vendored copies with hidden internals. "
+            "Users: do not load a BLAS copy RTLD_GLOBAL or with LD_PRELOAD; limit threads "
+            "with OPENBLAS_NUM_THREADS or threadpoolctl.",
         )
     ]
+
+
+def _blas_collision(copies: Sequence[ObjectInfo]) -> str:
+    """What the copies' exported names do to each other, checked name by name (the
+    "prefixed" scipy-openblas builds still export thousands of unprefixed internals); the
+    three largest overlaps in words, the rest counted."""
+    overlaps = []
+    for i, first in enumerate(copies):
+        for second in copies[i + 1 :]:
+            shared = shared_symbols(first, second)
+            if shared.total:
+                overlaps.append(shared)
+    if not overlaps:
+        return "They export no name in common (checked); each starts its own thread pool."
+    overlaps.sort(key=lambda s: (-s.total, s.first.path, s.second.path))
+    sentences = [
+        f"{os.path.basename(s.first.path)} and {os.path.basename(s.second.path)} both export "
+        f"{s.describe()}"
+        for s in overlaps[:3]
+    ]
+    more = f" ({len(overlaps) - 3} more pairs share names too)" if len(overlaps) > 3 else ""
+    return (
+        "; ".join(sentences)
+        + more
+        + ": loaded RTLD_GLOBAL or LD_PRELOADed, one copy's calls end in the other's code and "
+        "state (reported SIGSEGV and hangs). Each also starts its own thread pool."
+    )
 
 
 def _fortran_duplicate(infos: Sequence[ObjectInfo]) -> list[Finding]:
@@ -138,8 +167,8 @@ def _fortran_duplicate(infos: Sequence[ObjectInfo]) -> list[Finding]:
                 family=runtime,
                 severity="warning",
                 title=f"{len(copies)} copies of {runtime} can be loaded into one process",
-                detail="Each copy keeps its own I/O units and error state: "
-                + "; ".join(describe(c) for c in copies),
+                detail=f"{how_loaded(copies)}; each copy keeps its own I/O units and error "
+                "state: " + "; ".join(describe(c) for c in copies),
                 libraries=libs(copies),
                 distributions=dists(copies),
                 advice="Package authors: link the system/shared runtime or a common runtime "

@@ -1,0 +1,255 @@
+"""Interposition verdicts from the loader's binding trace: a reference from one object that
+the loader resolved to *another distribution's* definition while the referrer's own
+distribution defines the same name. The verdict names the symbol, the object that referred to
+it, the copy that served it, the copy that should have, and the load mode that put the serving
+copy in the global scope."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Callable, Sequence
+
+from pytest_runtimeconflict.diagnosis.evidence import frame_function
+from pytest_runtimeconflict.model import Binding, Evidence, ObjectInfo, RunSpec, Verdict
+from pytest_runtimeconflict.static.interpose import shared_symbols, unique_outside_std
+from pytest_runtimeconflict.static.rules import rule_of
+
+VerdictFn = Callable[..., Verdict]
+
+
+def defines(info: ObjectInfo, symbol: str) -> bool:
+    """Whether ``info`` exports ``symbol`` (as a C function or datum, a C++ export or a
+    GNU_UNIQUE object)."""
+    facts = info.facts
+    return (
+        symbol in facts.c_functions
+        or symbol in facts.c_data
+        or symbol in facts.cxx_exports
+        or symbol in unique_outside_std(facts.unique_symbols)
+    )
+
+
+def interposed(evidence: Evidence) -> list[tuple[Binding, str]]:
+    """Bindings whose referrer's own distribution defines the symbol (the copy that should
+    have served it), with that file; those into a crashing frame's library first, then the
+    latest first."""
+    by_dist: dict[str, list[ObjectInfo]] = {}
+    for info in evidence.objects.values():
+        if info.distribution:
+            by_dist.setdefault(info.distribution, []).append(info)
+    hits = []
+    for binding in evidence.bindings:
+        referrer = evidence.objects.get(binding.referrer)
+        if referrer is None or referrer.distribution is None:
+            continue
+        own = [
+            o.path
+            for o in by_dist.get(referrer.distribution, [])
+            if o.path != binding.provider and defines(o, binding.symbol)
+        ]
+        if own:
+            hits.append((binding, own[0]))
+    crashing = crashing_libraries(evidence)
+    # Into the crashing thread's library first; then the latest in the trace (lazy bindings
+    # resolve at the first call, so the ones nearest the failure come last).
+    order = {id(hit[0]): i for i, hit in enumerate(hits)}
+    hits.sort(key=lambda hit: (hit[0].provider not in crashing, -order[id(hit[0])]))
+    return hits
+
+
+def _roles_and_cause(
+    binding: Binding, own: str, why: str, ran: str | None, labels: Callable[[str], str]
+) -> tuple[dict[str, str], str]:
+    """Each library's part in the interposition, and the cause sentence."""
+    symbol = binding.symbol
+    itself = own == binding.referrer
+    roles = {
+        binding.referrer: f"referenced '{symbol}'"
+        + (", which it defines itself" if itself else f" (its distribution's copy: "
+           f"{os.path.basename(own)})"),
+        binding.provider: f"served '{symbol}' to the other distribution"
+        + (f"; the crashing thread ran {ran} here" if ran else ""),
+    }  # fmt: skip
+    if not itself:
+        roles[own] = f"defines '{symbol}' too; should have served it, was not used"
+    instead = "its own definition" if itself else labels(own)
+    cause = (
+        f"'{symbol}' referenced by {labels(binding.referrer)} was served by "
+        f"{labels(binding.provider)} instead of {instead}: {why}"
+        + (
+            f"; the crashing thread ran {ran} in {os.path.basename(binding.provider)}"
+            if ran
+            else ""
+        )
+    )
+    return roles, cause
+
+
+def _largest_pair(hits: list[tuple[Binding, str]]) -> tuple[Binding, str]:
+    """A hit of the (referrer, provider) pair with the most interposed references: with no
+    crashing frame to point at, the pair that mixed the most is the suspect."""
+    counts: dict[tuple[str, str], int] = {}
+    for binding, _own in hits:
+        key = (binding.referrer, binding.provider)
+        counts[key] = counts.get(key, 0) + 1
+    best = max(counts, key=lambda k: (counts[k], k))
+    return next(hit for hit in hits if (hit[0].referrer, hit[0].provider) == best)
+
+
+def _pair_roles_and_cause(
+    hits: list[tuple[Binding, str]], binding: Binding, why: str, labels: Callable[[str], str]
+) -> tuple[dict[str, str], str]:
+    """Roles and cause for a failure no frame pins on one symbol: how many of the referrer's
+    references the other copy served, with examples (no single name claimed as the cause)."""
+    names = [
+        b.symbol
+        for b, _own in hits
+        if (b.referrer, b.provider) == (binding.referrer, binding.provider)
+    ]
+    example = ", ".join(sorted(names)[:4])
+    roles = {
+        binding.referrer: f"{len(names)} of its references (e.g. {example}) were served by the "
+        "other copy",
+        binding.provider: f"served {len(names)} names to the other distribution (e.g. {example})",
+    }
+    cause = (
+        f"{len(names)} references of {labels(binding.referrer)} to names it defines itself "
+        f"(e.g. {example}) were served by {labels(binding.provider)}: {why}; the run failed "
+        "without a crash, so no frame names which of them went wrong"
+    )
+    return roles, cause
+
+
+def _matching_frame(evidence: Evidence, hits: list[tuple[Binding, str]]) -> tuple[Binding, str]:
+    """The hit whose symbol is the function the crashing thread ran in the serving copy
+    (C++ names compared demangled), else the first hit."""
+    first = hits[0]
+    ran = frame_function(evidence.result, first[0].provider)
+    if not ran:
+        return first
+    names = demangle([b.symbol for b, _own in hits])
+    for (binding, own), name in zip(hits, names):
+        if binding.provider == first[0].provider and ran in (binding.symbol, name):
+            return binding, own
+    return first
+
+
+def demangle(symbols: Sequence[str]) -> list[str]:
+    """Readable names of ``symbols`` (``c++filt``, when installed; else as given)."""
+    tool = shutil.which("c++filt")
+    if tool is None or not symbols:
+        return list(symbols)
+    try:
+        proc = subprocess.run(
+            [tool], input="\n".join(symbols), capture_output=True, text=True, timeout=30
+        )
+    except (OSError, subprocess.SubprocessError):
+        return list(symbols)
+    names = proc.stdout.splitlines()
+    return names if len(names) == len(symbols) else list(symbols)
+
+
+def crashing_libraries(evidence: Evidence) -> set[str]:
+    """Libraries the crashing thread ran in: its gdb frames, else the core's PC."""
+    found = set(evidence.frame_libraries)
+    found.update(os.path.realpath(p) for p in (evidence.crash_library, evidence.frame_library) if p)
+    return found
+
+
+def rule_for(binding: Binding) -> str:
+    """The rule a binding's kind and symbol name: GNU_UNIQUE, a C++ name, or a C name."""
+    if binding.kind == "unique":
+        return "gnu-unique-shared"
+    return "cxx-symbol-duplicate" if binding.symbol.startswith("_Z") else "symbol-interposition"
+
+
+def load_mode(spec: RunSpec, provider: str) -> str:
+    """Why the provider was in the global scope, from the run's own settings."""
+    base = os.path.basename(provider)
+    steps = [(i, s) for i, s in enumerate(spec.steps) if "RTLD_GLOBAL" in s]
+    if any(os.path.basename(p) == base for p in spec.ld_preload):
+        return f"LD_PRELOAD put {base} in the global scope"
+    if spec.preload and spec.preload_mode == "global":
+        return "a ctypes.CDLL(..., RTLD_GLOBAL) preload put its symbols in the global scope"
+    if steps:
+        index, step = steps[0]
+        return (
+            f"step {index} ({step!r}) made the next imports RTLD_GLOBAL, so {base}'s symbols "
+            "joined the global scope, which the loader searches before an object's own "
+            "dependencies"
+        )
+    return "the two definitions met in one lookup scope"
+
+
+def verdict(evidence: Evidence, make: VerdictFn, labels: Callable[[str], str]) -> Verdict | None:
+    """The interposition verdict when the evidence shows one behind the failure: the serving
+    copy runs in the crashing thread, or the run failed (a wrong result) with no other
+    mechanism named by its output."""
+    hits = interposed(evidence)
+    if not hits or _mechanism_named(evidence):
+        return None
+    in_frames = hits[0][0].provider in crashing_libraries(evidence)
+    binding, own = _matching_frame(evidence, hits) if in_frames else _largest_pair(hits)
+    provider = evidence.objects.get(binding.provider)
+    unique = binding.kind == "unique" or (
+        provider is not None and binding.symbol in provider.facts.unique_symbols
+    )
+    if unique:
+        binding = Binding(binding.referrer, binding.provider, binding.symbol, "unique")
+    if not (in_frames or unique or (evidence.outcome == "failed" and not evidence.markers)):
+        return None
+    symbol = binding.symbol
+    why = (
+        "STB_GNU_UNIQUE symbols are merged process-wide even under RTLD_LOCAL"
+        if unique
+        else load_mode(evidence.result.spec, binding.provider)
+    )
+    ran = frame_function(evidence.result, binding.provider) if in_frames else None
+    roles, cause = _roles_and_cause(binding, own, why, ran, labels)
+    if not (in_frames or unique):
+        roles, cause = _pair_roles_and_cause(hits, binding, why, labels)
+    paths = list(dict.fromkeys([binding.referrer, binding.provider, own]))
+    rule = rule_for(binding)
+    findings = [f for f in evidence.findings if f.rule == rule and binding.provider in f.libraries]
+    return make(
+        evidence, rule, paths, findings, 3 + (1 if in_frames else 0), roles=roles,
+        texts={"symbols": symbol}, cause_override=cause,
+    )  # fmt: skip
+
+
+def _mechanism_named(evidence: Evidence) -> bool:
+    """The run's own output names a mechanism a static finding of the mapped set explains
+    (``OMP: Error #15`` and two OpenMP copies): that rule, not the binding, is the cause."""
+    for finding in evidence.findings:
+        rule = rule_of(finding.rule)
+        if rule is not None and rule.fits(evidence.markers):
+            return True
+    return False
+
+
+def evidence_lines(evidence: Evidence, paths: Sequence[str], limit: int = 6) -> list[str]:
+    """What the verdict's libraries share and how the loader bound them, in words: the
+    cross-distribution bindings of the trace, then the names each pair exports in common."""
+    lines = [
+        f"binding: {os.path.basename(b.referrer)} -> {os.path.basename(b.provider)}: "
+        f"{b.kind} symbol '{b.symbol}'"
+        for b, _own in interposed(evidence)[:limit]
+    ]
+    reals = dict.fromkeys(os.path.realpath(p) for p in paths)
+    infos = [evidence.objects[p] for p in reals if p in evidence.objects]
+    for i, first in enumerate(infos):
+        for second in infos[i + 1 :]:
+            shared = shared_symbols(first, second)
+            if shared.total:
+                lines.append(
+                    f"shared: {os.path.basename(first.path)} and "
+                    f"{os.path.basename(second.path)} both export {shared.describe()}"
+                )
+    return lines
+
+
+def shared_names(bindings: Sequence[Binding], referrer: str, provider: str) -> list[str]:
+    """Every symbol ``referrer`` took from ``provider`` (for the evidence lines)."""
+    return sorted({b.symbol for b in bindings if b.referrer == referrer and b.provider == provider})

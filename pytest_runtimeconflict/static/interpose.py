@@ -1,0 +1,111 @@
+"""Symbol interposition analysis: which exported names two objects share, by kind.
+
+Under ``RTLD_GLOBAL`` or ``LD_PRELOAD`` an object's exported symbols join the global scope,
+which the loader searches before a later object's own dependencies: every later reference to a
+shared name binds to the first definition. ``STB_GNU_UNIQUE`` objects are merged process-wide
+even under ``RTLD_LOCAL``. So what two objects can do to each other follows from the names they
+both export:
+
+- ``unique``: GNU_UNIQUE objects outside ``std`` (a registry, a template's static member):
+  always merged;
+- ``data``: C data objects (``gotoblas``): one copy's code runs on the other's state;
+- ``functions``: C functions; they bite at load time when the object has initializers;
+- ``cxx``: C++ functions and objects outside ``std`` (two copies of one C++ library).
+
+libstdc++'s own header-template statics and instantiations (``_ZZNSt...``, ``_ZGVZNSt...``,
+``_ZNSt...``) are left out: every C++ object carries them, and they are the C++ runtime's
+concern (the libstdc++ rules), not another library's.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from pytest_runtimeconflict.model import ObjectInfo
+from pytest_runtimeconflict.static.symbols import leading_namespace
+
+KINDS = ("unique", "data", "functions", "cxx")
+
+
+@dataclass(frozen=True)
+class SharedSymbols:
+    """The exported names ``first`` and ``second`` both define, by kind (sorted)."""
+
+    first: ObjectInfo
+    second: ObjectInfo
+    unique: tuple[str, ...] = ()
+    data: tuple[str, ...] = ()
+    functions: tuple[str, ...] = ()
+    cxx: tuple[str, ...] = ()
+
+    @property
+    def total(self) -> int:
+        return len(self.unique) + len(self.data) + len(self.functions) + len(self.cxx)
+
+    def examples(self, limit: int = 4) -> list[str]:
+        """The names most likely to bite first: unique, data, then functions, then C++."""
+        names = [*self.unique, *self.data, *self.functions, *self.cxx]
+        return names[:limit]
+
+    def describe(self) -> str:
+        """``13 data objects, 6179 functions (e.g. gotoblas, ...)``."""
+        counts = [
+            (len(self.unique), "GNU_UNIQUE objects"),
+            (len(self.data), "C data objects"),
+            (len(self.functions), "C functions"),
+            (len(self.cxx), "C++ symbols"),
+        ]
+        parts = [f"{n} {what}" for n, what in counts if n]
+        return ", ".join(parts) + f" (e.g. {', '.join(self.examples())})" if parts else "nothing"
+
+
+def unique_outside_std(names: Iterable[str]) -> set[str]:
+    """GNU_UNIQUE names that are not the C++ runtime's own (libstdc++ header statics)."""
+    return {n for n in names if leading_namespace(n) != "std"}
+
+
+def _symbols(info: ObjectInfo) -> dict[str, Iterable[str]]:
+    facts = info.facts
+    return {
+        "unique": unique_outside_std(facts.unique_symbols),
+        "data": facts.c_data,
+        "functions": facts.c_functions,
+        "cxx": facts.cxx_exports,
+    }
+
+
+def shared_symbols(first: ObjectInfo, second: ObjectInfo) -> SharedSymbols:
+    """What ``first`` and ``second`` both export, by kind, leaving out names both define with
+    ``STV_PROTECTED`` visibility (each binds its own references to its own definition, so
+    neither copy can interpose on the other there)."""
+    mine, theirs = _symbols(first), _symbols(second)
+    shielded = set(first.facts.protected) & set(second.facts.protected)
+    common = {k: tuple(sorted((set(mine[k]) & set(theirs[k])) - shielded)) for k in KINDS}
+    return SharedSymbols(first, second, **common)
+
+
+def sharing_pairs(objects: Sequence[ObjectInfo]) -> list[SharedSymbols]:
+    """Every pair of objects of different distributions that export a name in common (one
+    index over all names, so the cost is linear in the names, not quadratic in objects)."""
+    owners: dict[tuple[str, str], list[int]] = defaultdict(list)
+    for index, info in enumerate(objects):
+        if info.distribution is None:
+            continue
+        for kind, names in _symbols(info).items():
+            for name in names:
+                owners[(kind, name)].append(index)
+    pairs: set[tuple[int, int]] = set()
+    for holders in owners.values():
+        if 1 < len(holders) <= 8:  # a name in many objects is an ABI convention, not a copy
+            pairs.update(_cross_pairs(objects, holders))
+    found = [shared_symbols(objects[a], objects[b]) for a, b in sorted(pairs)]
+    return [s for s in found if s.total]
+
+
+def _cross_pairs(objects: Sequence[ObjectInfo], holders: list[int]) -> Iterable[tuple[int, int]]:
+    for i, a in enumerate(holders):
+        for b in holders[i + 1 :]:
+            if objects[a].distribution != objects[b].distribution:
+                yield (a, b) if objects[a].path <= objects[b].path else (b, a)

@@ -1,0 +1,80 @@
+"""Issue 14's verdicts on real reproducers: a reference served by another distribution's copy
+(the loader's binding trace), GNU_UNIQUE objects merged under RTLD_LOCAL, one runtime shipped
+twice under one SONAME with a by-path load. Each verdict names its rule, both libraries and a
+shared symbol; the rule follows the evidence, not whichever runtime copies are mapped."""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import os
+
+import pytest
+from zoo_support import *  # noqa: F403
+from zoo_support import ZooVenv
+
+from pytest_runtimeconflict.diagnosis import diagnose
+from pytest_runtimeconflict.report.text import format_failure
+from pytest_runtimeconflict.sandbox.runner import run_spec
+
+pytestmark = pytest.mark.slow
+
+# scenario, run, rule, libraries (globs, all named), a symbol the verdict must name
+CASES = [
+    ("c-helper-ctor-global", "a-global-then-b", "symbol-interposition",
+     ["libzhelper-*.so", "libzhelper-*.so"], "zhelper_fill"),
+    ("cxx-ctor-interposed", "a-global-then-b", "cxx-symbol-duplicate",
+     ["_zoo_cxi_a.*.so", "libzcore-*.so"], "_ZN5zcore6TensorC1ERKNS_5ShapeE"),
+    ("blas-internal-interpose", "a-global-then-b", "symbol-interposition",
+     ["libzblasa-*.so", "libzblasb-*.so"], "ddot_kernel_HASWELL"),
+    ("gnu-unique-registry", "a-then-b", "gnu-unique-shared",
+     ["_zoo_gur_a.*.so", "_zoo_gur_b.*.so"], "_ZN4zreg8RegistryINS_14GeneratedFilesEE5filesB5cxx11E"),
+    ("openmp-same-soname-by-path", "needed-then-bypath", "openmp-duplicate",
+     ["libiomp5.so", "libiomp5.so"], "kmp_"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("name", "run_id", "rule", "libraries", "symbol"), CASES)
+def test_verdict_names_rule_libraries_and_a_shared_symbol(
+    zoo_venv: ZooVenv, name: str, run_id: str, rule: str, libraries: list[str], symbol: str
+) -> None:
+    zoo_venv.wheels.check(name)
+    run = next(r for r in zoo_venv.scenarios[name].runs if r.id == run_id)
+    spec = dataclasses.replace(run.spec, python=zoo_venv.python)
+    result = run_spec(spec)
+    assert result.outcome == run.expect.outcome, result.message
+    d = diagnose(spec, result, max_runs=20)
+    text = format_failure(result, d)
+    assert d.rule == rule, text
+    paths = [lib.path for lib in d.libraries]
+    for pattern in libraries:  # both copies named, each from its distribution
+        matching = [p for p in paths if fnmatch.fnmatch(os.path.basename(p), pattern)]
+        assert matching, (pattern, paths)
+    assert len({lib.distribution for lib in d.libraries if lib.distribution}) >= 2, paths
+    assert symbol in d.cause or any(symbol in line for line in d.evidence_lines), text
+    assert not any("GOMP_1.0" in line for line in d.evidence_lines)  # version nodes are no symbols
+    assert "Symbols:" in text and symbol in text
+
+
+def test_interposition_verdict_says_which_copy_served_and_why(zoo_venv: ZooVenv) -> None:
+    zoo_venv.wheels.check("c-helper-ctor-global")
+    run = next(
+        r for r in zoo_venv.scenarios["c-helper-ctor-global"].runs if r.id == "a-global-then-b"
+    )
+    spec = dataclasses.replace(run.spec, python=zoo_venv.python)
+    d = diagnose(spec, run_spec(spec))
+    assert "served by libzhelper-" in d.cause and "(from zoo-chg-a)" in d.cause
+    assert "RTLD_GLOBAL" in d.cause and "instead of its own definition" in d.cause
+    roles = {lib.distribution: lib.role for lib in d.libraries}
+    assert roles["zoo-chg-a"].startswith("served 'zhelper_fill'"), roles
+    assert roles["zoo-chg-b"] == "referenced 'zhelper_fill', which it defines itself", roles
+    # dropping the global load mode is tried and avoids it
+    assert any(e.kind == "load_mode" and e.avoided for e in d.experiments), d.experiments
+
+
+def test_plain_imports_of_interposing_copies_are_latent(zoo_venv: ZooVenv) -> None:
+    zoo_venv.wheels.check("c-helper-ctor-global")
+    run = next(r for r in zoo_venv.scenarios["c-helper-ctor-global"].runs if r.id == "a-then-b")
+    result = run_spec(dataclasses.replace(run.spec, python=zoo_venv.python))
+    assert result.outcome == "latent" and "symbol-interposition" in result.message
+    assert [f.rule for f in result.findings] == ["symbol-interposition"]
