@@ -66,13 +66,13 @@ def unique_outside_std(names: Iterable[str]) -> set[str]:
     return {n for n in names if leading_namespace(n) != "std"}
 
 
-def _symbols(info: ObjectInfo) -> dict[str, Iterable[str]]:
+def _symbols(info: ObjectInfo) -> dict[str, frozenset[str]]:
     facts = info.facts
     return {
-        "unique": unique_outside_std(facts.unique_symbols),
-        "data": facts.c_data,
-        "functions": facts.c_functions,
-        "cxx": facts.cxx_exports,
+        "unique": frozenset(unique_outside_std(facts.unique_symbols)),
+        "data": frozenset(facts.c_data),
+        "functions": frozenset(facts.c_functions),
+        "cxx": frozenset(facts.cxx_exports),
     }
 
 
@@ -80,31 +80,62 @@ def shared_symbols(first: ObjectInfo, second: ObjectInfo) -> SharedSymbols:
     """What ``first`` and ``second`` both export, by kind, leaving out names both define with
     ``STV_PROTECTED`` visibility (each binds its own references to its own definition, so
     neither copy can interpose on the other there)."""
-    mine, theirs = _symbols(first), _symbols(second)
+    return _shared(first, second, _symbols(first), _symbols(second))
+
+
+def _shared(
+    first: ObjectInfo,
+    second: ObjectInfo,
+    mine: dict[str, frozenset[str]],
+    theirs: dict[str, frozenset[str]],
+) -> SharedSymbols:
     shielded = set(first.facts.protected) & set(second.facts.protected)
-    common = {k: tuple(sorted((set(mine[k]) & set(theirs[k])) - shielded)) for k in KINDS}
+    common = {k: tuple(sorted((mine[k] & theirs[k]) - shielded)) for k in KINDS}
     return SharedSymbols(first, second, **common)
 
 
 def sharing_pairs(objects: Sequence[ObjectInfo]) -> list[SharedSymbols]:
-    """Every pair of objects of different distributions that export a name in common (one
-    index over all names, so the cost is linear in the names, not quadratic in objects)."""
-    owners: dict[tuple[str, str], list[int]] = defaultdict(list)
-    for index, info in enumerate(objects):
-        if info.distribution is None:
-            continue
-        for kind, names in _symbols(info).items():
-            for name in names:
-                owners[(kind, name)].append(index)
+    """Every pair of objects of different distributions that export a name in common. Each
+    object's names are read once, and only names exported by two distributions or more are
+    indexed (set operations: torch alone exports tens of thousands of names, which a warm
+    scan must not walk one by one)."""
+    symbols = {i: _symbols(o) for i, o in enumerate(objects) if o.distribution is not None}
+    holder_sets: set[tuple[int, ...]] = set()
+    for kind in KINDS:
+        shared = _in_two_distributions(objects, symbols, kind)
+        owners: dict[str, list[int]] = defaultdict(list)
+        for index, names in symbols.items():  # in object order, like the holders' lists
+            for name in shared.intersection(names[kind]):
+                owners[name].append(index)
+        # Thousands of names have the same few holders (two copies of one library): the
+        # pairs come from each distinct holder list once.
+        holder_sets.update(map(tuple, owners.values()))
     pairs: set[tuple[int, int]] = set()
-    for holders in owners.values():
+    for holders in holder_sets:
         if 1 < len(holders) <= 8:  # a name in many objects is an ABI convention, not a copy
             pairs.update(_cross_pairs(objects, holders))
-    found = [shared_symbols(objects[a], objects[b]) for a, b in sorted(pairs)]
+    found = [_shared(objects[a], objects[b], symbols[a], symbols[b]) for a, b in sorted(pairs)]
     return [s for s in found if s.total]
 
 
-def _cross_pairs(objects: Sequence[ObjectInfo], holders: list[int]) -> Iterable[tuple[int, int]]:
+def _in_two_distributions(
+    objects: Sequence[ObjectInfo], symbols: dict[int, dict[str, frozenset[str]]], kind: str
+) -> set[str]:
+    """Names of ``kind`` that objects of two or more distributions export."""
+    by_dist: dict[str, set[str]] = defaultdict(set)
+    for index, by_kind in symbols.items():
+        by_dist[str(objects[index].distribution)].update(by_kind[kind])
+    seen: set[str] = set()
+    shared: set[str] = set()
+    for names in by_dist.values():
+        shared |= seen & names
+        seen |= names
+    return shared
+
+
+def _cross_pairs(
+    objects: Sequence[ObjectInfo], holders: Sequence[int]
+) -> Iterable[tuple[int, int]]:
     for i, a in enumerate(holders):
         for b in holders[i + 1 :]:
             if objects[a].distribution != objects[b].distribution:
