@@ -17,6 +17,7 @@ A new runtime is one :func:`register` call, never a new branch of code.
 
 from __future__ import annotations
 
+import bisect
 import os
 import re
 from collections.abc import Iterable
@@ -263,10 +264,21 @@ def _by_evidence(facts: ElfFacts) -> Family | None:
 
 def _by_pattern(family: Family, facts: ElfFacts) -> bool:
     """Enough exported functions with one of the family's prefixes (a static copy)."""
-    for prefix, count in family.symbol_patterns:
-        if sum(1 for name in facts.c_functions if name.startswith(prefix)) >= count:
-            return True
-    return False
+    return any(
+        _count_prefixed(facts.c_functions, prefix) >= count
+        for prefix, count in family.symbol_patterns
+    )
+
+
+def _count_prefixed(names: tuple[str, ...], prefix: str) -> int:
+    """How many of ``names`` start with ``prefix``: both ELF readers keep ``c_functions``
+    sorted, where those names are one run (two bisections, not a walk over every export of
+    every object of a scan)."""
+    if not prefix:
+        return len(names)
+    start = bisect.bisect_left(names, prefix)
+    end = bisect.bisect_left(names, prefix[:-1] + chr(ord(prefix[-1]) + 1), start)
+    return end - start
 
 
 def is_layered(kind: RuntimeKind) -> bool:

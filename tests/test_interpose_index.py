@@ -42,3 +42,23 @@ def test_sharing_pairs_match_the_plain_rule(zoo_venv: ZooVenv) -> None:
     assert sorted((s.first.path, s.second.path) for s in found) == reference_pairs(objects)
     for shared in found:
         assert shared == interpose.shared_symbols(shared.first, shared.second)
+
+
+def test_prefix_counts_by_bisection_match_a_walk(zoo_venv: ZooVenv) -> None:
+    """families counts a family's prefixed exports by bisection: c_functions must be sorted
+    (by both ELF readers) and the count must equal a walk over the names."""
+    from pytest_runtimeconflict import families
+    from pytest_runtimeconflict.static.elffacts import read_elf_facts_plain
+
+    objects = list(scan_environment(zoo_venv.python).objects)
+    checked = 0
+    for info in objects:
+        names = info.facts.c_functions
+        assert list(names) == sorted(names), info.path
+        plain = read_elf_facts_plain(info.path).c_functions if "!/" not in info.path else names
+        assert tuple(plain) == tuple(names), info.path
+        for prefix in {n[:k] for n in names[:50] for k in (1, 3, 6)} | {"mkl_", "zz"}:
+            walk = sum(1 for n in names if n.startswith(prefix))
+            assert families._count_prefixed(names, prefix) == walk, (info.path, prefix)
+            checked += 1
+    assert checked > 100

@@ -20,8 +20,9 @@ concern (the libstdc++ rules), not another library's.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 from pytest_runtimeconflict.model import ObjectInfo
 from pytest_runtimeconflict.static.symbols import leading_namespace
@@ -66,21 +67,44 @@ def unique_outside_std(names: Iterable[str]) -> set[str]:
     return {n for n in names if leading_namespace(n) != "std"}
 
 
-def _symbols(info: ObjectInfo) -> dict[str, frozenset[str]]:
+def _names(info: ObjectInfo) -> dict[str, Collection[str]]:
     facts = info.facts
     return {
-        "unique": frozenset(unique_outside_std(facts.unique_symbols)),
-        "data": frozenset(facts.c_data),
-        "functions": frozenset(facts.c_functions),
-        "cxx": frozenset(facts.cxx_exports),
+        "unique": unique_outside_std(facts.unique_symbols),
+        "data": facts.c_data,
+        "functions": facts.c_functions,
+        "cxx": facts.cxx_exports,
     }
+
+
+def _symbols(info: ObjectInfo) -> dict[str, frozenset[str]]:
+    return {kind: frozenset(names) for kind, names in _names(info).items()}
+
+
+class _Same:
+    """An object as a cache key by identity (hashing ObjectInfo would hash every name)."""
+
+    def __init__(self, info: ObjectInfo) -> None:
+        self.info = info
+
+    def __hash__(self) -> int:
+        return id(self.info)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Same) and other.info is self.info
+
+
+@lru_cache(maxsize=64)
+def _symbols_of(key: _Same) -> dict[str, frozenset[str]]:
+    # The BLAS rule compares every pair of its copies: each copy's sets are built once.
+    return _symbols(key.info)
 
 
 def shared_symbols(first: ObjectInfo, second: ObjectInfo) -> SharedSymbols:
     """What ``first`` and ``second`` both export, by kind, leaving out names both define with
     ``STV_PROTECTED`` visibility (each binds its own references to its own definition, so
     neither copy can interpose on the other there)."""
-    return _shared(first, second, _symbols(first), _symbols(second))
+    return _shared(first, second, _symbols_of(_Same(first)), _symbols_of(_Same(second)))
 
 
 def _shared(
@@ -95,17 +119,17 @@ def _shared(
 
 
 def sharing_pairs(objects: Sequence[ObjectInfo]) -> list[SharedSymbols]:
-    """Every pair of objects of different distributions that export a name in common. Each
-    object's names are read once, and only names exported by two distributions or more are
-    indexed (set operations: torch alone exports tens of thousands of names, which a warm
-    scan must not walk one by one)."""
-    symbols = {i: _symbols(o) for i, o in enumerate(objects) if o.distribution is not None}
+    """Every pair of objects of different distributions that export a name in common. Only
+    names exported by two distributions or more are indexed, found by set operations (torch
+    alone exports tens of thousands of names, which a warm scan must not walk one by one),
+    and only the objects of a pair get their names as sets."""
+    names = {i: _names(o) for i, o in enumerate(objects) if o.distribution is not None}
     holder_sets: set[tuple[int, ...]] = set()
     for kind in KINDS:
-        shared = _in_two_distributions(objects, symbols, kind)
+        shared = _in_two_distributions(objects, names, kind)
         owners: dict[str, list[int]] = defaultdict(list)
-        for index, names in symbols.items():  # in object order, like the holders' lists
-            for name in shared.intersection(names[kind]):
+        for index, by_kind in names.items():  # in object order, like the holders' lists
+            for name in shared.intersection(by_kind[kind]):
                 owners[name].append(index)
         # Thousands of names have the same few holders (two copies of one library): the
         # pairs come from each distinct holder list once.
@@ -114,22 +138,23 @@ def sharing_pairs(objects: Sequence[ObjectInfo]) -> list[SharedSymbols]:
     for holders in holder_sets:
         if 1 < len(holders) <= 8:  # a name in many objects is an ABI convention, not a copy
             pairs.update(_cross_pairs(objects, holders))
-    found = [_shared(objects[a], objects[b], symbols[a], symbols[b]) for a, b in sorted(pairs)]
+    sets = {i: _symbols(objects[i]) for i in sorted({i for pair in pairs for i in pair})}
+    found = [_shared(objects[a], objects[b], sets[a], sets[b]) for a, b in sorted(pairs)]
     return [s for s in found if s.total]
 
 
 def _in_two_distributions(
-    objects: Sequence[ObjectInfo], symbols: dict[int, dict[str, frozenset[str]]], kind: str
+    objects: Sequence[ObjectInfo], names: dict[int, dict[str, Collection[str]]], kind: str
 ) -> set[str]:
     """Names of ``kind`` that objects of two or more distributions export."""
     by_dist: dict[str, set[str]] = defaultdict(set)
-    for index, by_kind in symbols.items():
+    for index, by_kind in names.items():
         by_dist[str(objects[index].distribution)].update(by_kind[kind])
     seen: set[str] = set()
     shared: set[str] = set()
-    for names in by_dist.values():
-        shared |= seen & names
-        seen |= names
+    for exported in by_dist.values():
+        shared |= seen & exported
+        seen |= exported
     return shared
 
 
