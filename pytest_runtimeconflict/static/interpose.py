@@ -127,13 +127,7 @@ def sharing_pairs(objects: Sequence[ObjectInfo]) -> list[SharedSymbols]:
     holder_sets: set[tuple[int, ...]] = set()
     for kind in KINDS:
         shared = _in_two_distributions(objects, names, kind)
-        owners: dict[str, list[int]] = defaultdict(list)
-        for index, by_kind in names.items():  # in object order, like the holders' lists
-            for name in shared.intersection(by_kind[kind]):
-                owners[name].append(index)
-        # Thousands of names have the same few holders (two copies of one library): the
-        # pairs come from each distinct holder list once.
-        holder_sets.update(map(tuple, owners.values()))
+        holder_sets.update(_holder_lists(shared, ((i, by[kind]) for i, by in names.items())))
     pairs: set[tuple[int, int]] = set()
     for holders in holder_sets:
         if 1 < len(holders) <= 8:  # a name in many objects is an ABI convention, not a copy
@@ -141,6 +135,31 @@ def sharing_pairs(objects: Sequence[ObjectInfo]) -> list[SharedSymbols]:
     sets = {i: _symbols(objects[i]) for i in sorted({i for pair in pairs for i in pair})}
     found = [_shared(objects[a], objects[b], sets[a], sets[b]) for a, b in sorted(pairs)]
     return [s for s in found if s.total]
+
+
+def _holder_lists(
+    shared: set[str], exporters: Iterable[tuple[int, Collection[str]]]
+) -> set[tuple[int, ...]]:
+    """The distinct lists of objects (in object order) that export one name of ``shared``.
+
+    Partition refinement by set operations: a block holds the names exported by exactly the
+    objects seen so far in its key, so the work follows the objects and the distinct lists
+    (few: thousands of names have the same holders, two copies of one library), not the
+    names one by one."""
+    blocks: dict[tuple[int, ...], set[str]] = {(): set(shared)}
+    for index, exported in exporters:
+        mine = shared.intersection(exported)
+        if not mine:
+            continue
+        split: dict[tuple[int, ...], set[str]] = {}
+        for holders, block in blocks.items():
+            common = block & mine
+            if common:
+                block -= common
+                split[holders + (index,)] = common
+        blocks = {k: b for k, b in blocks.items() if b}
+        blocks.update(split)
+    return {holders for holders in blocks if holders}
 
 
 def _in_two_distributions(
