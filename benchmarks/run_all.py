@@ -2,7 +2,8 @@
 
     python benchmarks/run_all.py [--quick]
 
-Order: scan (torch wheel vs auditwheel show; torch venv cold/warm), sandbox overhead vs a
+Order: scan (torch wheel vs auditwheel show; torch venv cold/warm), start-up (a warm scan as a
+whole process next to ``python -c pass``, bench_startup.py), sandbox overhead vs a
 bare ``python -c`` (bench_sandbox.py), plan sizes vs ordered tuple counts (bench_plan.py),
 ``-n 2`` vs serial over the zoo (bench_xdist.py). ``--quick`` passes fewer repeats.
 Record the output in docs/performance.md with the machine (nproc, CPU model) and date.
@@ -49,6 +50,8 @@ def main() -> int:
     print(f"benchmarks on {machine()}, {datetime.date.today()}")
     py = sys.executable
     section("scan", [py, str(HERE / "bench_scan.py"), "--repeat", repeat])
+    start = [py, str(HERE / "bench_startup.py"), "--repeat", "5" if args.quick else "21"]
+    section("start-up: warm scan vs python -c pass", start)
     sandbox = [py, str(HERE / "bench_sandbox.py"), "--repeat", "5" if args.quick else "15"]
     if os.path.exists(RW_PYTHON):
         sandbox += ["--python", RW_PYTHON]

@@ -4,14 +4,15 @@ and the terminal summary (conflicts grouped by root cause, latent runtime sets, 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 from typing import Any
 
+from pytest_runtimeconflict import verdicts
 from pytest_runtimeconflict.model.plan import Coverage
 from pytest_runtimeconflict.plan import coverage_of, tuples_covered
 from pytest_runtimeconflict.vocabulary import REPORT_SCHEMA
 
 Collected = Sequence[tuple[str, dict[str, Any]]]
+SEEN_IN_SHOWN = 3
 
 
 def report_json(collected: Collected) -> dict[str, Any]:
@@ -54,15 +55,13 @@ def summary_lines(collected: Collected) -> list[str]:
     lines.append(f"{len(groups)} distinct conflict(s) in {len(collected)} child run(s)")
     for key, members in sorted(groups.items()):
         lines += _conflict_lines(key, members)
-    latent = latent_families(e for _, e in collected if e.get("outcome") == "latent")
+    latent = latent_sets(e for _, e in collected if e.get("outcome") == "latent")
     if latent:
         lines.append(
             "latent: runtimes mapped more than once without a crash "
             "(a warning; --rc-fail-on=latent fails on it):"
         )
-        lines += [
-            f"- {family}: " + ", ".join(sorted(rts)) for family, rts in sorted(latent.items())
-        ]
+        lines += [f"- {family}: " + ", ".join(files) for family, files in latent]
     covered = coverage(collected)
     if covered is not None:
         lines.append(covered.describe())
@@ -78,32 +77,13 @@ def _conflict_lines(key: str, members: list[tuple[str, dict[str, Any]]]) -> list
         lines.append(f"    minimal order: {' > '.join(minimal)}")
     if verdict.get("user_advice"):
         lines.append(f"    avoid: {verdict['user_advice']}")
-    lines.append(f"    seen in: {', '.join(nodes)}")
+    # One node id a line, the first few only: plan node ids of long sequences are long.
+    more = f" (first {SEEN_IN_SHOWN})" if len(nodes) > SEEN_IN_SHOWN else ""
+    lines.append(f"    seen in {len(nodes)} item(s){more}:")
+    lines += [f"      {node}" for node in nodes[:SEEN_IN_SHOWN]]
     return lines
 
 
-def latent_families(entries: Iterable[dict[str, Any]]) -> dict[str, set[str]]:
-    """Family -> the files of every family mapped more than once, each named by its path
-    inside its distribution (``numpy.libs/libscipy_openblas64_-*.so (numpy, openblas)``)."""
-    out: dict[str, set[str]] = {}
-    for entry in entries:
-        by_family: dict[str, set[str]] = {}
-        for rt in entry.get("loaded_runtimes", []):
-            by_family.setdefault(str(rt.get("family")), set()).add(_runtime_label(rt))
-        for family, files in by_family.items():
-            if len(files) > 1:
-                out.setdefault(family, set()).update(files)
-    return out
-
-
-def _runtime_label(rt: dict[str, Any]) -> str:
-    """``site-relative/path (distribution, runtime)``, or the path's last parts outside any
-    distribution (system libraries)."""
-    path = str(rt.get("path", ""))
-    parts = Path(path).parts
-    if "site-packages" in parts:
-        short = "/".join(parts[len(parts) - parts[::-1].index("site-packages") :])
-    else:
-        short = "/".join(parts[-3:] if len(parts) > 2 and parts[-2] == "lib" else parts[-2:])
-    owner = rt.get("distribution")
-    return f"{short} ({owner}, {rt.get('runtime')})" if owner else f"{short} ({rt.get('runtime')})"
+def latent_sets(entries: Iterable[dict[str, Any]]) -> list[tuple[str, tuple[str, ...]]]:
+    """Every distinct set of one family's files mapped at once, over every latent run."""
+    return sorted({found for entry in entries for found in verdicts.latent_sets(entry)})

@@ -17,6 +17,7 @@ A new runtime is one :func:`register` call, never a new branch of code.
 
 from __future__ import annotations
 
+import bisect
 import os
 import re
 from collections.abc import Iterable
@@ -69,11 +70,15 @@ class Family:
 
     def symbol_variants(self) -> frozenset[str]:
         """Every spelling of the identity symbols (prefix x name x suffix)."""
-        prefixes = ("", *self.symbol_prefixes)
-        suffixes = ("", *self.symbol_suffixes)
-        return frozenset(
-            p + s + x for s in self.identity_symbols for p in prefixes for x in suffixes
-        )
+        return _symbol_variants(self.identity_symbols, self.symbol_prefixes, self.symbol_suffixes)
+
+
+@cache
+def _symbol_variants(
+    symbols: tuple[str, ...], prefixes: tuple[str, ...], suffixes: tuple[str, ...]
+) -> frozenset[str]:
+    # Asked for every object of a scan and every family: computed once per family.
+    return frozenset(p + s + x for s in symbols for p in ("", *prefixes) for x in ("", *suffixes))
 
 
 # Symbols only Intel's libiomp5 exports (debugger support and Intel extensions); LLVM's libomp
@@ -259,10 +264,21 @@ def _by_evidence(facts: ElfFacts) -> Family | None:
 
 def _by_pattern(family: Family, facts: ElfFacts) -> bool:
     """Enough exported functions with one of the family's prefixes (a static copy)."""
-    for prefix, count in family.symbol_patterns:
-        if sum(1 for name in facts.c_functions if name.startswith(prefix)) >= count:
-            return True
-    return False
+    return any(
+        _count_prefixed(facts.c_functions, prefix) >= count
+        for prefix, count in family.symbol_patterns
+    )
+
+
+def _count_prefixed(names: tuple[str, ...], prefix: str) -> int:
+    """How many of ``names`` start with ``prefix``: both ELF readers keep ``c_functions``
+    sorted, where those names are one run (two bisections, not a walk over every export of
+    every object of a scan)."""
+    if not prefix:
+        return len(names)
+    start = bisect.bisect_left(names, prefix)
+    end = bisect.bisect_left(names, prefix[:-1] + chr(ord(prefix[-1]) + 1), start)
+    return end - start
 
 
 def is_layered(kind: RuntimeKind) -> bool:

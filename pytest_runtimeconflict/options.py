@@ -140,6 +140,16 @@ OPTIONS: tuple[OptionDef, ...] = (
         "auto",
         "auto|github|none",
     ),
+    OptionDef(
+        "--rc-repro-dir",
+        "runtime_conflicts_repro_dir",
+        "Write one self-contained reproducer per distinct conflict into this directory: a Python "
+        "script that runs the minimal order with its load mode, preloads and environment in the "
+        "target interpreter without this plugin, and prints what it expects (its first lines "
+        "hold the shell command that runs it).",
+        "",
+        "DIR",
+    ),
 )
 
 
@@ -160,6 +170,7 @@ class Settings:
     baseline: str = ""
     update_baseline: bool = False
     annotations: str = "auto"
+    repro_dir: str = ""
 
 
 def _where(from_cli: bool) -> str:
@@ -237,6 +248,15 @@ def _bool(flag: str, value: Any, where: str) -> bool:
     raise UsageError(f"invalid {flag} {value!r} ({where}): expected true or false")
 
 
+def _directory(flag: str, value: str, where: str) -> str:
+    if value and os.path.exists(value) and not os.path.isdir(value):
+        raise UsageError(
+            f"invalid {flag} {value!r} ({where}): it exists and is not a directory; "
+            "give a directory (it is created when missing)"
+        )
+    return value
+
+
 def read_settings(get: Callable[[OptionDef], tuple[Any, bool]]) -> Settings:
     """Validate every option. ``get(option)`` returns (raw value, came_from_command_line)."""
 
@@ -256,6 +276,7 @@ def read_settings(get: Callable[[OptionDef], tuple[Any, bool]]) -> Settings:
         report=str(value("--rc-report")[1]),
         exercise=not _bool(*value("--rc-no-exercise")),
         max_runs=_int_in(*value("--rc-max-runs"), 1, 1000),
+        repro_dir=_directory(*value("--rc-repro-dir")),
         **_ci_settings(value),
     )
 

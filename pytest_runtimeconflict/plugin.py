@@ -28,6 +28,7 @@ from pytest_runtimeconflict.verdicts import ItemVerdict
 from pytest_runtimeconflict.vocabulary import PLAN_NODE
 
 STATE = pytest.StashKey["session.RCState"]()
+WARNED = pytest.StashKey[set[str]]()
 PROPERTY = "runtime_conflicts"
 SCOPE_KEY = "runtime_conflicts_scope"
 
@@ -247,14 +248,28 @@ class _RCItem(pytest.Item):
         """Record the runs, then warn, xfail, fail or skip as the verdict says."""
         for entry in verdict.entries:
             self.record(entry)
-        if verdict.warning:
-            warnings.warn(verdict.warning, RuntimeConflictWarning, stacklevel=2)
+        for message in verdict.warnings:
+            self.warn_once(message)
         if verdict.xfail:
             pytest.xfail(verdict.xfail)
         if verdict.failure:
             raise ConflictFailure(verdict.failure)
         if verdict.skip:
             pytest.skip(verdict.skip)
+
+    def warn_once(self, message: str) -> None:
+        """Warn ``message`` once per process, attributed to this item's file and line, not to
+        the plugin: the same latent runtime set seen by many sequences is one warning (xdist
+        workers warn the same text at the same place, which pytest's summary groups)."""
+        warned = self.config.stash.setdefault(WARNED, set())
+        if message in warned:
+            return
+        warned.add(message)
+        filename, lineno = self.warning_location()
+        warnings.warn_explicit(message, RuntimeConflictWarning, filename, lineno)
+
+    def warning_location(self) -> tuple[str, int]:
+        return PLAN_NODE, 0
 
     @property
     def state(self) -> session.RCState:
@@ -281,6 +296,11 @@ class ScenarioItem(_RCItem):
         return scenario_cost(
             len(spec.steps), expect.outcome, spec.timeout, self.state.settings.max_runs
         )
+
+    def warning_location(self) -> tuple[str, int]:
+        from pytest_runtimeconflict.scenario.manifest import run_line
+
+        return str(self.path), run_line(self.path, self.scenario.runs.index(self.run))
 
     def reportinfo(self) -> tuple[Path, int | None, str]:
         steps = " ; ".join(self.run.spec.steps)
@@ -333,6 +353,8 @@ class Reporter:
     def __init__(self, config: pytest.Config, state: session.RCState) -> None:
         self.config = config
         self.state = state
+        self.reproducers: list[Path] = []
+        self.repro_error = ""
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         # user_properties ride on every phase's report; the call phase carries the results.
@@ -374,6 +396,16 @@ class Reporter:
             lines = annotate.github_lines(self.state.collected, self.state.settings.fail_on)
             for line in lines:
                 terminalreporter.write_line(line)
+        if self.reproducers:
+            terminalreporter.write_line("reproducers (one per distinct conflict), run with:")
+            for path in self.reproducers:
+                terminalreporter.write_line(f"  {self.state.settings.python} {path}")
+        if self.repro_error:
+            terminalreporter.write_line(f"reproducers not written: {self.repro_error}", red=True)
+
+    def _path(self, value: str) -> Path:
+        """An option's path, relative to the directory pytest was invoked from."""
+        return Path(self.config.invocation_params.dir) / value
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
@@ -381,11 +413,18 @@ class Reporter:
         if exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED and scope and scope.empty_shard:
             session.exitstatus = pytest.ExitCode.OK  # its share of a small plan: nothing
         self.state.baseline_note = self.state.write_baseline()
+        if self.state.settings.repro_dir:
+            from pytest_runtimeconflict.report.repro import write_reproducers
+
+            entries = [entry for _, entry in self.state.collected]
+            directory = self._path(self.state.settings.repro_dir)
+            try:
+                self.reproducers = write_reproducers(directory, entries, "--rc-repro-dir")
+            except RuntimeConflictError as exc:
+                self.repro_error = str(exc)
         if not self.state.settings.report:
             return
-        path = Path(self.state.settings.report)
-        if not path.is_absolute():
-            path = Path(self.config.invocation_params.dir) / path
+        path = self._path(self.state.settings.report)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + f".tmp{os.getpid()}")
         tmp.write_text(json.dumps(self.state.report_json(), indent=2, default=str))

@@ -32,7 +32,7 @@ from pytest_runtimeconflict.verdicts import (
     cut_step,
     known_text,
     last_minimal_step,
-    latent_text,
+    latent_warnings,
     repairs,
 )
 from pytest_runtimeconflict.vocabulary import PLAN_NODE, fails, is_import_step
@@ -305,7 +305,7 @@ class RCState:
         expected = run.expect.outcome
         if expected == "passed":
             if result.outcome == "latent" and not self.fails("latent"):
-                verdict.warning = latent_text(result)
+                verdict.warnings = latent_warnings(entry)
             elif diagnosis is not None and self.known_conflict(entry):
                 verdict.xfail = known_text(self.settings, [format_summary_line(diagnosis)])
             elif result.outcome != "passed":

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from pytest_runtimeconflict.model import Diagnosis, RunResult
@@ -21,7 +22,9 @@ class ItemVerdict:
     failure: str | None = None
     xfail: str | None = None
     skip: str | None = None
-    warning: str | None = None
+    # One message per distinct latent runtime set (the same text for the same files, whatever
+    # the order that mapped them), so each is warned once, not once per sequence.
+    warnings: list[str] = field(default_factory=list)
 
 
 def _never_known(entry: dict[str, Any]) -> bool:
@@ -86,7 +89,7 @@ class PlanOutcome:
         verdict = ItemVerdict(entries=self.entries)
         for entry in self.entries:
             if entry.get("outcome") == "latent":
-                self.latent.append(latent_text_json(entry))
+                self.latent.extend(latent_warnings(entry))
                 if not self.fail_latent:
                     continue  # --rc-fail-on=latent fails on it
                 if self.is_known(entry):
@@ -101,8 +104,7 @@ class PlanOutcome:
             verdict.skip = "same conflict as an earlier sequence: " + "; ".join(
                 self.duplicates.values()
             )
-        if self.latent:
-            verdict.warning = "\n".join(dict.fromkeys(self.latent))
+        verdict.warnings = list(dict.fromkeys(self.latent))
         return verdict
 
 
@@ -134,10 +136,6 @@ def cut_step(result: Any) -> int | None:
     return int(result.failed_step)
 
 
-def latent_text(result: Any) -> str:
-    return latent_text_json(result.to_json())
-
-
 def latent_text_json(entry: dict[str, Any]) -> str:
     """One line naming the runtime families mapped more than once, and their files."""
     by_family: dict[str, list[dict[str, Any]]] = {}
@@ -150,3 +148,38 @@ def latent_text_json(entry: dict[str, Any]) -> str:
     ]
     order = " > ".join(entry.get("steps", []))
     return f"latent runtime conflict in {order}: " + "; ".join(parts)
+
+
+def latent_sets(entry: dict[str, Any]) -> list[tuple[str, tuple[str, ...]]]:
+    """Each runtime family mapped from more than one file in a run, with those files (labelled
+    by :func:`runtime_label`, sorted): ``("blas", ("a.libs/x.so (a, openblas)", ...))``."""
+    by_family: dict[str, set[str]] = {}
+    for rt in entry.get("loaded_runtimes", []):
+        by_family.setdefault(str(rt.get("family")), set()).add(runtime_label(rt))
+    return [
+        (family, tuple(sorted(files)))
+        for family, files in sorted(by_family.items())
+        if len(files) > 1
+    ]
+
+
+def latent_warnings(entry: dict[str, Any]) -> list[str]:
+    """One warning text per latent runtime set of a run, independent of the import order."""
+    return [
+        f"latent runtime conflict: {len(files)} {family} runtimes mapped at once without a "
+        f"crash: {', '.join(files)} (--rc-fail-on=latent fails on it)"
+        for family, files in latent_sets(entry)
+    ]
+
+
+def runtime_label(rt: dict[str, Any]) -> str:
+    """``site-relative/path (distribution, runtime)``, or the path's last parts outside any
+    distribution (system libraries)."""
+    path = str(rt.get("path", ""))
+    parts = Path(path).parts
+    if "site-packages" in parts:
+        short = "/".join(parts[len(parts) - parts[::-1].index("site-packages") :])
+    else:
+        short = "/".join(parts[-3:] if len(parts) > 2 and parts[-2] == "lib" else parts[-2:])
+    owner = rt.get("distribution")
+    return f"{short} ({owner}, {rt.get('runtime')})" if owner else f"{short} ({rt.get('runtime')})"

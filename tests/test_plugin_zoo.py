@@ -106,9 +106,19 @@ def test_latent_copies_are_listed_in_the_summary(
 ) -> None:
     zoo_venv.wheels.check("blas-duplicate")
     result, data = _run(pytester, zoo_venv, "--rc-modules=zoo_blas32,zoo_blas64")
-    result.assert_outcomes(passed=2, warnings=2)
+    # Both sequences map the same two copies: one warning, attributed to the plan item that
+    # saw it first, not to a line of the plugin.
+    result.assert_outcomes(passed=2, warnings=1)
     result.stdout.fnmatch_lines(
         [
+            "*warnings summary*",
+            "runtime-conflicts::zoo_blas32>zoo_blas64",
+            "  runtime-conflicts:0: RuntimeConflictWarning: latent runtime conflict: 2 blas "
+            "runtimes mapped at once without a crash: zoo_blas32.libs/libscipy_openblas-*.so "
+            "(zoo-blas32, openblas), zoo_blas64.libs/libscipy_openblas64_-*.so "
+            "(zoo-blas64, openblas) (--rc-fail-on=latent fails on it)",
+            "",
+            "-- Docs:*",
             "*latent: runtimes mapped more than once without a crash*",
             "- blas: zoo_blas32.libs/libscipy_openblas-*.so (zoo-blas32, openblas), "
             "zoo_blas64.libs/libscipy_openblas64_-*.so (zoo-blas64, openblas)",
@@ -119,3 +129,26 @@ def test_latent_copies_are_listed_in_the_summary(
         pytester, zoo_venv, "--rc-modules=zoo_blas32,zoo_blas64", "--rc-fail-on=latent"
     )
     strict.assert_outcomes(failed=2)
+
+
+def test_latent_scenario_run_warns_at_its_manifest_line(
+    pytester: pytest.Pytester, zoo_venv: ZooVenv
+) -> None:
+    zoo_venv.wheels.check("blas-duplicate")
+    (pytester.path / "blas.scenario.toml").write_text(
+        "[scenario]\nname = 'blas'\ndescription = 'two OpenBLAS copies'\n\n"
+        "[[run]]\nid = 'first'\nsteps = ['zoo_blas32', 'zoo_blas64']\n"
+        "[run.expect]\noutcome = 'passed'\n\n"
+        "[[run]]\nid = 'second'\nsteps = ['zoo_blas64', 'zoo_blas32']\n"
+        "[run.expect]\noutcome = 'passed'\n"
+    )
+    result, _ = _run(pytester, zoo_venv, "--rc-modules=none")
+    # Two runs, one latent set: one warning, at the line of the run that saw it first.
+    result.assert_outcomes(passed=2, warnings=1)
+    result.stdout.fnmatch_lines(
+        [
+            "blas.scenario.toml::first",
+            "  */blas.scenario.toml:6: RuntimeConflictWarning: latent runtime conflict: 2 blas *",
+            "    id = 'first'",
+        ]
+    )

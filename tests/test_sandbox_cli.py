@@ -38,10 +38,11 @@ def test_crash_exit_1_with_report(tmp_path: Path) -> None:
     proc = rc_run("--json", "out.json", "json",
                   "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)", cwd=tmp_path)  # fmt: skip
     assert proc.returncode == 1
-    assert "CRASHED (SIGSEGV)" in proc.stdout
+    assert "CRASHED: SIGSEGV (signal 11)" in proc.stdout
     assert "step 1: import os, signal" in proc.stdout and "<-- here" in proc.stdout
     # diagnosed: the steps, then the diagnosis with its evidence (each fact once)
     assert "Python traceback" in proc.stdout and proc.stdout.count("step 1: import os") == 1
+    assert proc.stdout.count("CRASHED") == 1 and proc.stdout.count("SIGSEGV (signal 11)") == 1
     scenario = json.loads((tmp_path / "out.json").read_text())["scenarios"][0]
     assert (scenario["outcome"], scenario["signal"], scenario["failed_step"]) == (
         "crashed", "SIGSEGV", 1,

@@ -15,13 +15,21 @@ from pathlib import Path
 from typing import Any
 
 from pytest_runtimeconflict.errors import UsageError
+from pytest_runtimeconflict.progress import progress_line
 
 
-def _default_scenarios() -> Path:
-    here = Path.cwd() / "scenarios"
-    if here.is_dir():
-        return here
-    return Path(__file__).resolve().parents[2] / "scenarios"
+def bundled_scenarios() -> Path:
+    """The scenario zoo this package carries.
+
+    An installed wheel or sdist has it as package data (``pytest_runtimeconflict/zoo_scenarios``,
+    mapped from the repository's ``scenarios/`` by pyproject.toml); a clone or an editable
+    install runs from the repository, whose ``scenarios/`` is the source of truth.
+    """
+    package = Path(__file__).resolve().parents[1]
+    installed = package / "zoo_scenarios"
+    if installed.is_dir():
+        return installed
+    return package.parent / "scenarios"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=Path,
         default=None,
         metavar="DIR",
-        help="directory of scenario folders (default: ./scenarios or the bundled zoo)",
+        help="directory of scenario folders (default: the zoo this package carries)",
     )
     parser.add_argument(
         "--venv",
@@ -73,13 +81,17 @@ def main(args: argparse.Namespace) -> int:
     from pytest_runtimeconflict import zoo
     from pytest_runtimeconflict.scenario import load_scenarios
 
-    scenarios = (args.scenarios or _default_scenarios()).resolve()
+    scenarios = (args.scenarios or bundled_scenarios()).resolve()
     if not scenarios.is_dir():
-        raise UsageError(f"no scenario directory at {scenarios}; pass --scenarios DIR")
+        where = "--scenarios" if args.scenarios else "the bundled zoo"
+        raise UsageError(
+            f"no scenario directory at {scenarios} ({where}); pass --scenarios DIR, "
+            "or reinstall pytest-runtimeconflict from a wheel or sdist that ships its zoo"
+        )
     cache = args.cache or zoo.default_cache_dir()
     _say(f"building the scenario zoo from {scenarios} (cache: {cache})")
     skipped: dict[str, str] = {}
-    wheels = zoo.build_zoo(scenarios, cache, python=sys.executable, skipped=skipped)
+    wheels = _build(scenarios, cache, skipped)
     for name, reason in sorted(skipped.items()):
         _say(f"SKIPPED scenario {name}: {reason}")
     ignore = [f"--ignore={s.path.parent}" for s in load_scenarios(scenarios) if s.name in skipped]
@@ -102,6 +114,23 @@ def main(args: argparse.Namespace) -> int:
     verdict = "every scenario behaved as its manifest says" if code == 0 else "MISMATCH"
     _say(f"\ndemo finished: {verdict} (pytest exit code {code})")
     return 0 if code == 0 else 1
+
+
+def _build(scenarios: Path, cache: Path, skipped: dict[str, str]) -> dict[str, list[Path]]:
+    """Build every scenario's wheels (cached), with a progress line on a terminal."""
+    from pytest_runtimeconflict import zoo
+    from pytest_runtimeconflict.scenario import load_scenarios
+
+    names = [s.name for s in load_scenarios(scenarios)]
+    wheels: dict[str, list[Path]] = {}
+    with progress_line() as line:
+        for index, name in enumerate(names, start=1):
+            if line is not None:
+                line.show(f"building scenario {index} of {len(names)}: {name}")
+            wheels.update(
+                zoo.build_zoo(scenarios, cache, sys.executable, names=[name], skipped=skipped)
+            )
+    return wheels
 
 
 def _run_pytest(
@@ -129,8 +158,9 @@ def _run_pytest(
         f"--rc-python={python}",
         "--rc-modules=none",
         f"--rc-report={report}",
-        "-rxXfE",
-        "-v",
+        # The table below shows every run's outcome: pytest's own lines stay short.
+        "-q",
+        "-rfE",
         *ignore,
     ]
     if args.workers not in ("0", 0, None):

@@ -13,10 +13,12 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from pytest_runtimeconflict.errors import UsageError
-from pytest_runtimeconflict.model import RunResult, RunSpec
+from pytest_runtimeconflict.model import Diagnosis, RunResult, RunSpec
 from pytest_runtimeconflict.options import parse_seconds
+from pytest_runtimeconflict.progress import ChildRuns, progress_line
 from pytest_runtimeconflict.report.jsonreport import report_json, write_report
 from pytest_runtimeconflict.report.text import format_result
 from pytest_runtimeconflict.sandbox.runner import run_spec
@@ -98,6 +100,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--id", default="run", help="scenario id in the report")
     parser.add_argument(
+        "--repro",
+        metavar="FILE",
+        help="write a self-contained Python script reproducing the (minimal) failing order "
+        "with its load mode, runnable without this package",
+    )
+    parser.add_argument(
         "--keep-run-dir",
         action="store_true",
         help="keep the child's run directory (progress, loader log, core)",
@@ -143,17 +151,44 @@ def exit_code(result: RunResult, fail_on: str = "error") -> int:
 def main(args: argparse.Namespace) -> int:
     """Run the scenario, print the report, write ``--json``, return the exit status."""
     spec = spec_from_args(args)
-    if args.json and os.path.isdir(args.json):
-        raise UsageError(f"--json {args.json!r} is a directory; give a file name")
+    for option in ("json", "repro"):
+        value = getattr(args, option)
+        if value and os.path.isdir(value):
+            raise UsageError(f"--{option} {value!r} is a directory; give a file name")
     if args.max_runs < 0:
         raise UsageError(f"invalid --max-runs {args.max_runs}: expected a count >= 0")
-    result = run_spec(spec, keep_run_dir=args.keep_run_dir)
-    diagnosis = None
-    if result.outcome != "passed" and not args.no_diagnose:
-        from pytest_runtimeconflict.diagnosis import diagnose
-
-        diagnosis = diagnose(spec, result, max_runs=args.max_runs, run=run_spec)
+    result, diagnosis = _run_and_diagnose(spec, args)
     sys.stdout.write(format_result(result, diagnosis).rstrip() + "\n")
+    report = report_json([(result, diagnosis)])
     if args.json:
-        write_report(args.json, report_json([(result, diagnosis)]))
+        write_report(args.json, report)
+    if args.repro:
+        _write_repro(args.repro, report["scenarios"][0])
     return exit_code(result, args.fail_on)
+
+
+def _run_and_diagnose(
+    spec: RunSpec, args: argparse.Namespace
+) -> tuple[RunResult, Diagnosis | None]:
+    """The run and, unless it passed or ``--no-diagnose``, its diagnosis; a progress line on
+    a terminal's stderr counts the child runs (at most the run plus the diagnosis's cap)."""
+    with progress_line() as line:
+        runs = ChildRuns(run_spec, line, 1 + args.max_runs)
+        result = runs(spec, keep_run_dir=args.keep_run_dir)
+        if result.outcome == "passed" or args.no_diagnose:
+            return result, None
+        from pytest_runtimeconflict.diagnosis import LATENT_BUDGET, diagnose
+
+        if result.outcome == "latent":
+            runs.limit = 1 + min(args.max_runs, LATENT_BUDGET)
+        return result, diagnose(spec, result, max_runs=args.max_runs, run=runs)
+
+
+def _write_repro(path: str, entry: dict[str, Any]) -> None:
+    from pytest_runtimeconflict.report.repro import shell_command, write_reproducer
+
+    if entry.get("outcome") == "passed":
+        sys.stderr.write(f"--repro {path}: not written, the run passed (nothing to reproduce)\n")
+        return
+    written = write_reproducer(path, entry, "--repro")
+    sys.stdout.write(f"\nreproducer: {written}\n  run it: {shell_command(entry, str(written))}\n")

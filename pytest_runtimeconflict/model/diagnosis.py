@@ -184,4 +184,20 @@ class Diagnosis:
             "findings": [f.to_json() for f in self.findings],
             "verdict": self.verdict_json(),
             "evidence": list(self.evidence_lines),
+            "minimal_run": self.minimal_run_json(),
+        }
+
+    def minimal_run_json(self) -> dict[str, Any]:
+        """How the minimal order's own run failed (where, and which runtimes it called into):
+        what a reproducer of that order needs, beyond the original run's keys."""
+        result = self.minimal_result
+        return {
+            "steps": list(result.spec.steps),
+            "outcome": result.outcome,
+            "signal": result.signal,
+            "phase": result.phase,
+            "failed_step": result.failed_step,
+            "message": result.message,
+            "exercise": result.spec.exercise,
+            "exercised": [dict(e) for e in result.exercised],
         }

@@ -265,11 +265,14 @@ def format_result(result: RunResult, diagnosis: Diagnosis | None) -> str:
     """``run``'s human output, each fact once: the steps (where it stopped), then the
     diagnosis's text when there is one, else every fact of the run."""
     spec = result.spec
-    out = [f"scenario {spec.id or '-'}: {_headline(result)} in {result.duration_s:.2f} s"]
+    diagnosed = diagnosis is not None and result.outcome != "passed"
+    # Diagnosed, the failure text's first line states the outcome: the header does not.
+    what = f"{len(spec.steps)} step(s)" if diagnosed else _headline(result)
+    out = [f"scenario {spec.id or '-'}: {what} in {result.duration_s:.2f} s"]
     for i, step in enumerate(spec.steps):
         mark = "  <-- here" if i == result.failed_step else ""
         out.append(f"  step {i}: {step}{mark}")
-    if diagnosis is not None and result.outcome != "passed":
+    if diagnosed:
         return "\n".join(out) + "\n\n" + format_failure(result, diagnosis).rstrip() + "\n"
     if result.message:
         out.append(f"  {result.message}")

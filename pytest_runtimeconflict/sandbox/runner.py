@@ -45,6 +45,7 @@ import psutil
 from pytest_runtimeconflict import families
 from pytest_runtimeconflict.errors import InterpreterError, UsageError
 from pytest_runtimeconflict.model import RunResult, RunSpec
+from pytest_runtimeconflict.progress import wait_child
 from pytest_runtimeconflict.sandbox.assess import LOADER_LOG_PREFIX, ChildRun, assess
 
 log = logging.getLogger(__name__)
@@ -223,7 +224,7 @@ def _execute(spec: RunSpec, python: str, run_dir: str) -> ChildRun:
         reader.start()
     timed_out = False
     try:
-        proc.wait(timeout=spec.timeout)
+        wait_child(proc, spec.timeout, os.path.join(run_dir, "progress.jsonl"), spec.steps)
     except subprocess.TimeoutExpired:
         timed_out = True
         _dump_python_stacks(proc, fault_path)

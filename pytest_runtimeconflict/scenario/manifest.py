@@ -145,6 +145,16 @@ def load_scenario(path: str | Path) -> Scenario:
     return _Validator(path, text).scenario(data)
 
 
+def run_line(path: str | Path, index: int) -> int:
+    """The 1-based line of the ``index``-th ``[[run]]`` of a manifest (of its ``id`` when it
+    has one), for messages about that run; 0 when the file cannot be read."""
+    try:
+        lines = locate_keys(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError):
+        return 0
+    return lines.get(("run", index, "id")) or lines.get(("run", index)) or 0
+
+
 def load_scenarios(directory: str | Path) -> list[Scenario]:
     """Load every ``*/scenario.toml`` below ``directory`` (sorted); names must be unique."""
     seen: dict[str, Path] = {}

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_runtimeconflict.errors import InterpreterError, UsageError
+from pytest_runtimeconflict.static.paths import real_path
 from pytest_runtimeconflict.static.records import parse_record
 
 log = logging.getLogger(__name__)
@@ -293,11 +294,11 @@ def discover_environment(python: str | None = None, cache_dir: Path | None = Non
         env.distributions[dist["name"]] = list(dist["top_level"])
         for f in dist["files"]:
             if is_elf_candidate(os.path.basename(f)):
-                owner[os.path.realpath(f)] = dist["name"]
+                owner[real_path(f)] = dist["name"]
     seen: set[str] = set()
     for site_dir in env.site_dirs:
         for path in _walk_so(site_dir, cache):
-            real = os.path.realpath(path)
+            real = real_path(path)
             if real in seen:
                 continue
             seen.add(real)

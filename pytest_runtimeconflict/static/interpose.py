@@ -20,8 +20,9 @@ concern (the libstdc++ rules), not another library's.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 from pytest_runtimeconflict.model import ObjectInfo
 from pytest_runtimeconflict.static.symbols import leading_namespace
@@ -66,7 +67,7 @@ def unique_outside_std(names: Iterable[str]) -> set[str]:
     return {n for n in names if leading_namespace(n) != "std"}
 
 
-def _symbols(info: ObjectInfo) -> dict[str, Iterable[str]]:
+def _names(info: ObjectInfo) -> dict[str, Collection[str]]:
     facts = info.facts
     return {
         "unique": unique_outside_std(facts.unique_symbols),
@@ -76,35 +77,109 @@ def _symbols(info: ObjectInfo) -> dict[str, Iterable[str]]:
     }
 
 
+def _symbols(info: ObjectInfo) -> dict[str, frozenset[str]]:
+    return {kind: frozenset(names) for kind, names in _names(info).items()}
+
+
+class _Same:
+    """An object as a cache key by identity (hashing ObjectInfo would hash every name)."""
+
+    def __init__(self, info: ObjectInfo) -> None:
+        self.info = info
+
+    def __hash__(self) -> int:
+        return id(self.info)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Same) and other.info is self.info
+
+
+@lru_cache(maxsize=64)
+def _symbols_of(key: _Same) -> dict[str, frozenset[str]]:
+    # The BLAS rule compares every pair of its copies: each copy's sets are built once.
+    return _symbols(key.info)
+
+
 def shared_symbols(first: ObjectInfo, second: ObjectInfo) -> SharedSymbols:
     """What ``first`` and ``second`` both export, by kind, leaving out names both define with
     ``STV_PROTECTED`` visibility (each binds its own references to its own definition, so
     neither copy can interpose on the other there)."""
-    mine, theirs = _symbols(first), _symbols(second)
+    return _shared(first, second, _symbols_of(_Same(first)), _symbols_of(_Same(second)))
+
+
+def _shared(
+    first: ObjectInfo,
+    second: ObjectInfo,
+    mine: dict[str, frozenset[str]],
+    theirs: dict[str, frozenset[str]],
+) -> SharedSymbols:
     shielded = set(first.facts.protected) & set(second.facts.protected)
-    common = {k: tuple(sorted((set(mine[k]) & set(theirs[k])) - shielded)) for k in KINDS}
+    common = {k: tuple(sorted((mine[k] & theirs[k]) - shielded)) for k in KINDS}
     return SharedSymbols(first, second, **common)
 
 
 def sharing_pairs(objects: Sequence[ObjectInfo]) -> list[SharedSymbols]:
-    """Every pair of objects of different distributions that export a name in common (one
-    index over all names, so the cost is linear in the names, not quadratic in objects)."""
-    owners: dict[tuple[str, str], list[int]] = defaultdict(list)
-    for index, info in enumerate(objects):
-        if info.distribution is None:
-            continue
-        for kind, names in _symbols(info).items():
-            for name in names:
-                owners[(kind, name)].append(index)
+    """Every pair of objects of different distributions that export a name in common. Only
+    names exported by two distributions or more are indexed, found by set operations (torch
+    alone exports tens of thousands of names, which a warm scan must not walk one by one),
+    and only the objects of a pair get their names as sets."""
+    names = {i: _names(o) for i, o in enumerate(objects) if o.distribution is not None}
+    holder_sets: set[tuple[int, ...]] = set()
+    for kind in KINDS:
+        shared = _in_two_distributions(objects, names, kind)
+        holder_sets.update(_holder_lists(shared, ((i, by[kind]) for i, by in names.items())))
     pairs: set[tuple[int, int]] = set()
-    for holders in owners.values():
+    for holders in holder_sets:
         if 1 < len(holders) <= 8:  # a name in many objects is an ABI convention, not a copy
             pairs.update(_cross_pairs(objects, holders))
-    found = [shared_symbols(objects[a], objects[b]) for a, b in sorted(pairs)]
+    sets = {i: _symbols(objects[i]) for i in sorted({i for pair in pairs for i in pair})}
+    found = [_shared(objects[a], objects[b], sets[a], sets[b]) for a, b in sorted(pairs)]
     return [s for s in found if s.total]
 
 
-def _cross_pairs(objects: Sequence[ObjectInfo], holders: list[int]) -> Iterable[tuple[int, int]]:
+def _holder_lists(
+    shared: set[str], exporters: Iterable[tuple[int, Collection[str]]]
+) -> set[tuple[int, ...]]:
+    """The distinct lists of objects (in object order) that export one name of ``shared``.
+
+    Partition refinement by set operations: a block holds the names exported by exactly the
+    objects seen so far in its key, so the work follows the objects and the distinct lists
+    (few: thousands of names have the same holders, two copies of one library), not the
+    names one by one."""
+    blocks: dict[tuple[int, ...], set[str]] = {(): set(shared)}
+    for index, exported in exporters:
+        mine = shared.intersection(exported)
+        if not mine:
+            continue
+        split: dict[tuple[int, ...], set[str]] = {}
+        for holders, block in blocks.items():
+            common = block & mine
+            if common:
+                block -= common
+                split[holders + (index,)] = common
+        blocks = {k: b for k, b in blocks.items() if b}
+        blocks.update(split)
+    return {holders for holders in blocks if holders}
+
+
+def _in_two_distributions(
+    objects: Sequence[ObjectInfo], names: dict[int, dict[str, Collection[str]]], kind: str
+) -> set[str]:
+    """Names of ``kind`` that objects of two or more distributions export."""
+    by_dist: dict[str, set[str]] = defaultdict(set)
+    for index, by_kind in names.items():
+        by_dist[str(objects[index].distribution)].update(by_kind[kind])
+    seen: set[str] = set()
+    shared: set[str] = set()
+    for exported in by_dist.values():
+        shared |= seen & exported
+        seen |= exported
+    return shared
+
+
+def _cross_pairs(
+    objects: Sequence[ObjectInfo], holders: Sequence[int]
+) -> Iterable[tuple[int, int]]:
     for i, a in enumerate(holders):
         for b in holders[i + 1 :]:
             if objects[a].distribution != objects[b].distribution:

@@ -22,11 +22,12 @@ import platform
 import re
 import shutil
 import subprocess
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
 from pytest_runtimeconflict.model import ElfFacts
+from pytest_runtimeconflict.static.paths import real_path
 
 log = logging.getLogger(__name__)
 
@@ -133,10 +134,19 @@ class LoaderModel:
         self.default_dirs = tuple(_default_dirs(mach) if default_dirs is None else default_dirs)
         self.lib = _lib_token(mach)
         self.platform = mach
+        # find() per (name, requester, search dirs): a scan resolves the same DT_NEEDED of the
+        # same object once per extension that loads it (hundreds of times in a big venv).
+        self._found: dict[tuple[str, str, tuple[str, ...]], str | None] = {}
+        self._expanded: dict[tuple[str, tuple[str, ...]], tuple[str, ...]] = {}
 
-    def _expand(self, entries: Iterable[str], owner: ElfFacts) -> list[str]:
-        origin = os.path.dirname(owner.path)
-        return [expand_tokens(e, origin, self.lib, self.platform) for e in entries]
+    def _expand(self, entries: Sequence[str], owner: ElfFacts) -> tuple[str, ...]:
+        key = (owner.path, tuple(entries))
+        if key not in self._expanded:
+            origin = os.path.dirname(owner.path)
+            self._expanded[key] = tuple(
+                expand_tokens(e, origin, self.lib, self.platform) for e in entries
+            )
+        return self._expanded[key]
 
     def search_dirs(self, requester: ElfFacts, chain: Sequence[ElfFacts] = ()) -> list[str]:
         """Directories searched for a DT_NEEDED entry of ``requester`` (cache excluded);
@@ -162,7 +172,14 @@ class LoaderModel:
         if "/" in name:
             path = name if os.path.isabs(name) else os.path.abspath(name)
             return path if self._compatible(self.facts_for(path), requester) else None
-        for directory in self.search_dirs(requester, chain):
+        dirs = self.search_dirs(requester, chain)
+        key = (name, requester.path, tuple(dirs))
+        if key not in self._found:
+            self._found[key] = self._search(name, requester, dirs)
+        return self._found[key]
+
+    def _search(self, name: str, requester: ElfFacts, dirs: Sequence[str]) -> str | None:
+        for directory in dirs:
             path = os.path.join(directory, name)
             if self._compatible(self.facts_for(path), requester):
                 return path
@@ -185,7 +202,7 @@ class LoaderModel:
 @lru_cache(maxsize=1 << 16)
 def file_key(path: str) -> str:
     # Memoised: the loader model asks for the same few hundred paths thousands of times.
-    return os.path.realpath(path) if "!/" not in path else path
+    return real_path(path) if "!/" not in path else path
 
 
 @dataclass

@@ -15,11 +15,27 @@ from pytest_runtimeconflict.static.symbols import leading_namespace
 CXX_DUPLICATE_THRESHOLD = 1
 
 
-def _cxx_duplicate(infos: Sequence[ObjectInfo]) -> list[Finding]:
-    owners: dict[str, dict[str, ObjectInfo]] = defaultdict(dict)  # symbol -> dist -> object
+def _shared_symbols(infos: Sequence[ObjectInfo]) -> set[str]:
+    """C++ symbols exported by objects of two or more distributions (set operations: torch
+    alone exports tens of thousands, a per-symbol loop costs a warm scan 0.1 s)."""
+    by_dist: dict[str, set[str]] = defaultdict(set)
     for info in infos:
         if info.distribution:
-            for sym in info.facts.cxx_exports:
+            by_dist[info.distribution].update(info.facts.cxx_exports)
+    seen: set[str] = set()
+    shared: set[str] = set()
+    for symbols in by_dist.values():
+        shared |= seen & symbols
+        seen |= symbols
+    return shared
+
+
+def _cxx_duplicate(infos: Sequence[ObjectInfo]) -> list[Finding]:
+    shared = _shared_symbols(infos)
+    owners: dict[str, dict[str, ObjectInfo]] = defaultdict(dict)  # symbol -> dist -> object
+    for info in infos:
+        if info.distribution and shared:
+            for sym in shared.intersection(info.facts.cxx_exports):
                 owners[sym].setdefault(info.distribution, info)
     groups: dict[tuple[str, str, str], list[str]] = defaultdict(list)
     for sym, by_dist in owners.items():

@@ -1,0 +1,64 @@
+"""``interpose.sharing_pairs`` (indexed by set operations, for speed) finds exactly the pairs a
+plain reading of its rule finds, on the real objects of the zoo venv."""
+
+from __future__ import annotations
+
+from collections import Counter
+from itertools import combinations
+
+from zoo_support import ZooVenv
+
+from pytest_runtimeconflict.model import ObjectInfo
+from pytest_runtimeconflict.static import interpose
+from pytest_runtimeconflict.static.scan import scan_environment
+
+
+def reference_pairs(objects: list[ObjectInfo]) -> list[tuple[str, str]]:
+    """Pairs of objects of two distributions sharing a name held by at most 8 objects."""
+    owned = [o for o in objects if o.distribution is not None]
+    names = {id(o): interpose._symbols(o) for o in owned}
+    holders: Counter[tuple[str, str]] = Counter()
+    for o in owned:
+        for kind, found in names[id(o)].items():
+            holders.update((kind, n) for n in found)
+    out = []
+    for a, b in combinations(owned, 2):
+        if a.distribution == b.distribution:
+            continue
+        first, second = (a, b) if a.path <= b.path else (b, a)
+        common = any(
+            holders[(kind, n)] <= 8 for kind in interpose.KINDS
+            for n in names[id(a)][kind] & names[id(b)][kind]
+        )  # fmt: skip
+        if common and interpose.shared_symbols(first, second).total:
+            out.append((first.path, second.path))
+    return sorted(out)
+
+
+def test_sharing_pairs_match_the_plain_rule(zoo_venv: ZooVenv) -> None:
+    objects = list(scan_environment(zoo_venv.python).objects)
+    found = interpose.sharing_pairs(objects)
+    assert found, "the zoo has copies of one library in two distributions"
+    assert sorted((s.first.path, s.second.path) for s in found) == reference_pairs(objects)
+    for shared in found:
+        assert shared == interpose.shared_symbols(shared.first, shared.second)
+
+
+def test_prefix_counts_by_bisection_match_a_walk(zoo_venv: ZooVenv) -> None:
+    """families counts a family's prefixed exports by bisection: c_functions must be sorted
+    (by both ELF readers) and the count must equal a walk over the names."""
+    from pytest_runtimeconflict import families
+    from pytest_runtimeconflict.static.elffacts import read_elf_facts_plain
+
+    objects = list(scan_environment(zoo_venv.python).objects)
+    checked = 0
+    for info in objects:
+        names = info.facts.c_functions
+        assert list(names) == sorted(names), info.path
+        plain = read_elf_facts_plain(info.path).c_functions if "!/" not in info.path else names
+        assert tuple(plain) == tuple(names), info.path
+        for prefix in {n[:k] for n in names[:50] for k in (1, 3, 6)} | {"mkl_", "zz"}:
+            walk = sum(1 for n in names if n.startswith(prefix))
+            assert families._count_prefixed(names, prefix) == walk, (info.path, prefix)
+            checked += 1
+    assert checked > 100
