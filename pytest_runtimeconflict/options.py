@@ -14,7 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from pytest_runtimeconflict.errors import UsageError
+from pytest_runtimeconflict.variants import parse_variants
 from pytest_runtimeconflict.vocabulary import DEFAULT_TIMEOUT, FAIL_ON_CHOICES
+from pytest_runtimeconflict.workloads import parse_user_workloads
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,7 @@ class OptionDef:
     default: str
     metavar: str | None
     is_flag: bool = False
+    multiple: bool = False  # repeatable on the command line; one value per line in the ini
 
 
 OPTIONS: tuple[OptionDef, ...] = (
@@ -104,6 +107,29 @@ OPTIONS: tuple[OptionDef, ...] = (
         "40",
         "N",
     ),
+    OptionDef(
+        "--rc-variants",
+        "runtime_conflicts_variants",
+        "Load-mode variants and targets to plan, comma-separated: 'auto' (the default: every "
+        "ordered pair also with the first module imported RTLD_GLOBAL, the runtime libraries the "
+        "scan found preloaded with ctypes and LD_PRELOAD, short targeted sequences for each "
+        "static finding, the fork probe and the workload catalogue), 'none' (plain imports "
+        "only: the plan as before variants), and additions global:MODULE, preload:LIBRARY, "
+        "ld_preload:LIBRARY (preload:all, ld_preload:all for every library group) and "
+        "env:NAME=VALUE.",
+        "auto",
+        "LIST",
+    ),
+    OptionDef(
+        "--rc-workload",
+        "runtime_conflicts_workloads",
+        "A statement run after a planned run's imports when MODULE is planned, e.g. "
+        "'numpy=numpy.ones((300, 300)) @ numpy.ones((300, 300))'; repeatable (one per line in "
+        "the ini). Also read from [tool.pytest-runtimeconflict.workloads] in pyproject.toml.",
+        "",
+        "MODULE=STATEMENT",
+        multiple=True,
+    ),
 )
 
 
@@ -120,6 +146,8 @@ class Settings:
     report: str
     exercise: bool
     max_runs: int
+    variants: tuple[Any, ...] = ()  # variants.Request entries of --rc-variants
+    workloads: tuple[tuple[str, str], ...] = ()  # (module, statement) of --rc-workload
 
 
 def _where(from_cli: bool) -> str:
@@ -216,4 +244,11 @@ def read_settings(get: Callable[[OptionDef], tuple[Any, bool]]) -> Settings:
         report=str(value("--rc-report")[1]),
         exercise=not _bool(*value("--rc-no-exercise")),
         max_runs=_int_in(*value("--rc-max-runs"), 1, 1000),
+        variants=parse_variants(*value("--rc-variants")),
+        workloads=_workloads(*value("--rc-workload")),
     )
+
+
+def _workloads(flag: str, value: Any, where: str) -> tuple[tuple[str, str], ...]:
+    values = value if isinstance(value, (list, tuple)) else str(value or "").splitlines()
+    return parse_user_workloads(values, where)

@@ -53,6 +53,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 option.flag, action="store_true", default=None, dest=_dest(option), help=option.help
             )
             parser.addini(option.ini, option.help, type="bool", default=False)
+        elif option.multiple:
+            group.addoption(
+                option.flag,
+                action="append",
+                default=None,
+                dest=_dest(option),
+                metavar=option.metavar,
+                help=option.help,
+            )
+            parser.addini(option.ini, option.help, type="linelist", default=[])
         else:
             group.addoption(
                 option.flag,
@@ -151,7 +161,7 @@ def pytest_collection_modifyitems(
         plan = state.plan()
     except RuntimeConflictError as exc:
         raise pytest.UsageError(str(exc)) from None
-    if not plan.sequences:
+    if not plan.items:
         return
     collector = PlanCollector.from_parent(session, name=PLAN_NODE, nodeid=PLAN_NODE)
     collector.plan = plan
@@ -242,31 +252,42 @@ class ScenarioItem(_RCItem):
 
 
 class PlanCollector(pytest.Collector):
-    """The planned import sequences of the environment's modules."""
+    """The planned items: covering sequences, load-mode variants, targets, fork probes."""
 
     plan: Plan
 
     def collect(self) -> list[pytest.Item]:
         return [
-            PlanItem.from_parent(self, name=">".join(seq), index=index, sequence=seq)
-            for index, seq in enumerate(self.plan.sequences)
+            PlanItem.from_parent(self, name=item.name, index=index, planned=item)
+            for index, item in enumerate(self.plan.items)
         ]
 
 
 class PlanItem(_RCItem):
-    """One planned import sequence: runs it, repairs around crashes, reports each conflict."""
+    """One planned item: runs it (repairing around crashes in a covering sequence) and
+    reports each conflict."""
 
-    def __init__(self, *, index: int, sequence: tuple[str, ...], **kwargs: Any) -> None:
+    def __init__(self, *, index: int, planned: Any, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.index = index
-        self.sequence = sequence
+        self.planned = planned
         self.add_marker("runtime_conflicts")
 
     def runtest(self) -> None:
-        self.apply(self.state.run_plan_item(self.index, self.sequence))
+        self.apply(self.state.run_plan_item(self.index, self.planned))
 
     def reportinfo(self) -> tuple[str, int | None, str]:
         return PLAN_NODE, None, f"{PLAN_NODE}::{self.name}"
+
+
+def pytest_report_collectionfinish(config: pytest.Config) -> list[str]:
+    """What the plan holds beyond the node ids: modules, variants, targets, workloads."""
+    state = _state(config)
+    if state is None or state._plan is None:
+        return []
+    from pytest_runtimeconflict.planning import describe_plan
+
+    return describe_plan(state._plan)
 
 
 # ---------------------------------------------------------------- reporting

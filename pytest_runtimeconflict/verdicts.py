@@ -32,25 +32,34 @@ class PlanOutcome:
     failures: dict[str, str] = field(default_factory=dict)
     duplicates: dict[str, str] = field(default_factory=dict)
     latent: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # warnings that are not conflicts
+    seen: dict[str, str] = field(default_factory=dict)  # conflict key -> first run id
     fail_latent: bool = False
 
     def add(
         self,
         entry: dict[str, Any],
         pair: tuple[RunResult, Diagnosis],
-        earlier_owner: Callable[[int, Diagnosis], str | None],
+        earlier_owner: Callable[[dict[str, Any], Diagnosis], str | None],
         fails: Callable[[str], bool],
+        complete: Callable[[dict[str, Any], Any], Any] | None = None,
     ) -> None:
-        """Record one diagnosed conflict of the item (once per conflict key)."""
+        """Record one diagnosed conflict of the item (once per conflict key). ``complete``
+        finishes the diagnosis (counter-experiments) of a conflict no earlier item owns."""
         result, diagnosis = pair
         key = diagnosis.key
-        if key in self.failures or key in self.duplicates:
+        if key in self.seen:
+            entry["same_conflict_as"] = self.seen[key]
             return
-        owner = earlier_owner(entry["plan"]["index"], diagnosis)
+        self.seen[key] = str(entry.get("id", ""))
+        owner = earlier_owner(entry, diagnosis)
         if owner is not None:
             entry["duplicate_of"] = owner
             self.duplicates[key] = f"{key} (reported by {owner})"
-        elif fails(result.outcome):
+            return
+        if complete is not None:
+            result, diagnosis = complete(entry, pair)
+        if fails(result.outcome):
             self.failures[key] = format_failure(result, diagnosis)
         else:
             self.latent.append(format_failure(result, diagnosis).splitlines()[0])
@@ -68,8 +77,9 @@ class PlanOutcome:
             verdict.skip = "same conflict as an earlier sequence: " + "; ".join(
                 self.duplicates.values()
             )
-        if self.latent:
-            verdict.warning = "\n".join(dict.fromkeys(self.latent))
+        warnings = [*self.latent, *self.notes]
+        if warnings:
+            verdict.warning = "\n".join(dict.fromkeys(warnings))
         return verdict
 
 

@@ -1,0 +1,244 @@
+"""From the scan to the session's plan: which modules to plan, what the planner knows about
+them (:class:`~pytest_runtimeconflict.model.plan.PlanContext`), and the items.
+
+Items, in collection order (so that the shortest reproducer of a conflict is the earliest item
+that has it, which the session's de-duplication across items relies on):
+
+1. finding-driven targets and the fork probe (:mod:`.targets`; built-in, off with
+   ``--rc-variants none``);
+2. the covering sequences (:func:`.plan.plan_sequences`), imports in Python's default mode;
+3. the variant sources (:mod:`.variants`).
+
+No pytest import.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from pytest_runtimeconflict.errors import UsageError
+from pytest_runtimeconflict.model.plan import (
+    Plan,
+    PlanContext,
+    PlannedItem,
+    PlannedRun,
+    RuntimeLibrary,
+)
+from pytest_runtimeconflict.variants import (
+    PlanInput,
+    Request,
+    built_in,
+    sequence_name,
+    variant_items,
+)
+from pytest_runtimeconflict.vocabulary import is_import_step
+
+# The plugin's own runtime dependencies (and pytest's), left out of the default module set
+# when the plugin is not installed as a distribution whose metadata says so.
+OWN_DEPENDENCIES = frozenset(
+    {"pytest", "pluggy", "iniconfig", "packaging", "pytest-xdist", "execnet", "pyelftools",
+     "psutil", "tomli", "exceptiongroup", "pytest-runtimeconflict"}
+)  # fmt: skip
+_SITE = re.compile(r"/(?:site|dist)-packages/([^/]+)")
+RUNTIME_FAMILIES = ("openmp", "blas", "libstdc++", "libgfortran", "libquadmath")
+
+
+def normalise(name: str) -> str:
+    """A distribution name as PEP 503 compares them."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def own_dependencies() -> frozenset[str]:
+    """The plugin's runtime requirements, transitively (from the running interpreter's
+    metadata), plus :data:`OWN_DEPENDENCIES`."""
+    from importlib import metadata
+
+    found = set(OWN_DEPENDENCIES)
+    todo = ["pytest-runtimeconflict"]
+    while todo:
+        try:
+            requires = metadata.requires(todo.pop()) or []
+        except metadata.PackageNotFoundError:
+            continue
+        for req in requires:
+            if "extra ==" in req:
+                continue
+            name = normalise(re.split(r"[\s;<>=!~\[(]", req, maxsplit=1)[0])
+            if name and name not in found:
+                found.add(name)
+                todo.append(name)
+    return frozenset(found)
+
+
+def top_of(path: str) -> str | None:
+    """The top-level import name an installed file belongs to (``torch`` for
+    ``.../site-packages/torch/lib/x.so``; ``_cffi_backend`` for a top-level extension)."""
+    found = _SITE.findall(path)
+    if not found:
+        return None
+    first = found[-1]
+    return first.split(".", 1)[0] if first.endswith(".so") or ".so." in first else first
+
+
+def default_modules(result: Any, rootdir: Path) -> tuple[str, ...]:
+    """Import names worth planning: for each distribution that ships a Python extension module
+    (and is not one of the plugin's own dependencies), its public top-level names that hold an
+    extension (else its public top-level names, else those holding an extension); plus the
+    project under test. Distributions whose native code is only libraries in a namespace
+    (``nvidia/...``, ``<prefix>/lib``) have nothing to import and are left out."""
+    own = own_dependencies()
+    ext_tops: dict[str, set[str]] = {}
+    for obj in result.objects:
+        if obj.is_extension and obj.distribution:
+            top = top_of(obj.path)
+            ext_tops.setdefault(obj.distribution, set()).update([top] if top else [])
+    names: set[str] = set()
+    for dist, tops in result.distributions.items():
+        if dist not in ext_tops or normalise(dist) in own:
+            continue
+        usable = [t for t in tops if is_import_step(t)]
+        with_ext = [t for t in usable if t in ext_tops[dist]]
+        public = [t for t in usable if not t.startswith("_")]
+        names.update([t for t in with_ext if not t.startswith("_")] or public or with_ext)
+    names.update(project_modules(rootdir))
+    return tuple(sorted(names))
+
+
+def project_modules(rootdir: Path) -> list[str]:
+    """The import package of the project under test, from ``pyproject.toml`` [project].name."""
+    pyproject = rootdir / "pyproject.toml"
+    if not pyproject.is_file():
+        return []
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python < 3.11
+        import tomli as tomllib  # type: ignore[no-redef]
+    try:
+        name = tomllib.loads(pyproject.read_text()).get("project", {}).get("name", "")
+    except (OSError, ValueError):
+        return []
+    module = re.sub(r"[-.]+", "_", str(name)).lower()
+    for base in (rootdir, rootdir / "src"):
+        if (base / module / "__init__.py").is_file() or (base / f"{module}.py").is_file():
+            return [module]
+    return []
+
+
+def context_from_scan(result: Any, modules: Sequence[str]) -> PlanContext:
+    """What the planner needs from a scan, for the planned ``modules``."""
+    by_top: dict[str, list[str]] = {}
+    for module in modules:
+        by_top.setdefault(module.split(".")[0], []).append(module)
+    closures: dict[str, dict[str, str]] = {m: {} for m in modules}
+    for ext, loaded in result.closures.items():
+        for module in by_top.get(top_of(ext) or "", []):
+            closures[module].setdefault(os.path.basename(ext), ext)
+            for name, path in loaded:
+                closures[module].setdefault(name, path)
+    known_tops = {t for tops in result.distributions.values() for t in tops}
+    native = [m for m in modules if closures[m] or m.split(".")[0] not in known_tops]
+    users = _users(closures)
+    runtimes = tuple(
+        RuntimeLibrary(o.path, o.kind.family, o.kind.runtime, users(o.path), o.distribution)
+        for o in result.objects
+        if o.kind is not None and o.kind.family in RUNTIME_FAMILIES and users(o.path)
+    )
+    findings = tuple((f, tuple(users(lib) for lib in f.libraries)) for f in result.findings)
+    return PlanContext(
+        modules=tuple(modules),
+        native=tuple(native),
+        runtimes=runtimes,
+        findings=findings,
+        closures=tuple((m, tuple(sorted(c.items()))) for m, c in sorted(closures.items())),
+        scanned=True,
+    )
+
+
+def _users(closures: Mapping[str, Mapping[str, str]]) -> Any:
+    real: dict[str, set[str]] = {}
+    for module, libs in closures.items():
+        for path in libs.values():
+            real.setdefault(os.path.realpath(path), set()).add(module)
+
+    def users(path: str) -> tuple[str, ...]:
+        return tuple(sorted(real.get(os.path.realpath(path), ())))
+
+    return users
+
+
+def build_plan(
+    context: PlanContext,
+    strength: int,
+    requests: Sequence[Request],
+    workloads: Iterable[tuple[str, str]] = (),
+) -> Plan:
+    """The session's plan over ``context.modules``."""
+    from pytest_runtimeconflict.plan import plan_sequences
+    from pytest_runtimeconflict.targets import fork_items, target_items
+    from pytest_runtimeconflict.workloads import unplanned, workload_steps
+
+    modules = context.modules
+    t = min(strength, len(modules)) if modules else 0
+    sequences = tuple(tuple(s) for s in plan_sequences(modules, t)) if t else ()
+    auto = built_in(requests)
+    items: list[PlannedItem] = []
+    if auto and context.scanned:
+        items += target_items(context) + fork_items(context)
+    for index, seq in enumerate(sequences):
+        name = sequence_name(seq, index) if auto else ">".join(seq)
+        items.append(PlannedItem(name, "sequence", (PlannedRun(seq),)))
+    if modules:
+        items += variant_items(PlanInput(context, sequences, tuple(requests)))
+    _check_unique(items)
+    user = tuple(workloads)
+    notes = tuple(
+        f"--rc-workload for {m}: not a planned module, not run" for m in unplanned(modules, user)
+    )
+    return Plan(
+        modules=modules,
+        strength=t,
+        sequences=sequences,
+        items=tuple(items),
+        workloads=workload_steps(modules, user, catalogue=auto),
+        notes=notes,
+        context=context,
+    )
+
+
+def _check_unique(items: Sequence[PlannedItem]) -> None:
+    seen: set[str] = set()
+    for item in items:
+        if item.name in seen:
+            raise UsageError(
+                f"two planned items are named {item.name!r}; remove the duplicate "
+                "--rc-variants entry"
+            )
+        seen.add(item.name)
+
+
+def describe_plan(plan: Plan) -> list[str]:
+    """Lines for ``--collect-only`` and the session header: what the items are."""
+    if not plan.items:
+        return []
+    kinds: dict[str, list[PlannedItem]] = {}
+    for item in plan.items:
+        key = item.kind if item.kind != "sequence" else item.variant.source
+        kinds.setdefault(key, []).append(item)
+    counts = ", ".join(f"{len(v)} {k}" for k, v in kinds.items())
+    lines = [f"runtime-conflicts plan: {len(plan.modules)} modules; items: {counts}"]
+    for item in kinds.get("target", []):
+        rules = ", ".join(f"{f.severity} {f.rule}" for f in item.findings)
+        runs = "; ".join(run.describe() for run in item.runs)
+        lines.append(f"  target {item.name} ({rules}): {runs}")
+    for item in plan.items:
+        if item.kind == "sequence" and len(item.runs[0].order) > 4:
+            lines.append(f"  {item.name}: {item.runs[0].describe()}")
+    if plan.workloads:
+        names = sorted({m for m, _ in plan.workloads})
+        lines.append(f"  workloads after the imports of: {', '.join(names)}")
+    lines += [f"  note: {n}" for n in plan.notes]
+    return lines
