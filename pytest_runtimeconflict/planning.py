@@ -148,6 +148,10 @@ def context_from_scan(result: Any, modules: Sequence[str]) -> PlanContext:
         if o.kind is not None and o.kind.family in RUNTIME_FAMILIES and users(o.path)
     )
     findings = tuple((f, tuple(users(lib) for lib in f.libraries)) for f in result.findings)
+    dist_of_top = {t: d for d, tops in result.distributions.items() for t in tops}
+    dists = tuple(
+        (m, dist_of_top[m.split(".")[0]]) for m in modules if m.split(".")[0] in dist_of_top
+    )
     return PlanContext(
         modules=tuple(modules),
         native=tuple(native),
@@ -155,6 +159,7 @@ def context_from_scan(result: Any, modules: Sequence[str]) -> PlanContext:
         findings=findings,
         closures=tuple((m, tuple(sorted(c.items()))) for m, c in sorted(closures.items())),
         scanned=True,
+        distributions=dists,
     )
 
 

@@ -156,12 +156,10 @@ def _as_variant(spec: RunSpec) -> Any:
 
 
 def compatible_run(planned: PlannedRun, wanted: Sequence[str], mode: dict[str, Any]) -> bool:
-    """Whether ``planned`` imports ``wanted`` in that order, loaded as the conflict's minimal
+    """Whether ``planned`` imports every module of ``wanted`` (in any order: a conflict's key
+    does not depend on the order, and the re-run decides), loaded as the conflict's minimal
     load mode ``mode`` (plain when empty)."""
     if not set(wanted) <= set(planned.order):
-        return False
-    positions = [planned.order.index(m) for m in wanted]
-    if positions != sorted(positions):
         return False
     variant = planned.variant
     wanted_set = set(wanted)
@@ -172,3 +170,22 @@ def compatible_run(planned: PlannedRun, wanted: Sequence[str], mode: dict[str, A
         and set(variant.ld_preload) == set(mode.get("ld_preload", ()))
         and dict(variant.env) == dict(mode.get("env", {}))
     )
+
+
+def owner_candidates(
+    earlier: Sequence[PlannedItem], item: PlannedItem, wanted: Sequence[str], mode: dict[str, Any]
+) -> list[tuple[PlannedItem, PlannedRun]]:
+    """Earlier planned runs that import every module of ``wanted`` with the same extra probes
+    as ``item``: those loaded as the conflict's minimal ``mode`` first, then the others, each
+    group in plan order, one run per item."""
+    matching, others = [], []
+    for candidate in earlier:
+        if candidate.probes != item.probes:
+            continue
+        runs = [r for r in candidate.runs if set(wanted) <= set(r.order)]
+        same = [r for r in runs if compatible_run(r, wanted, mode)]
+        if same:
+            matching.append((candidate, same[0]))
+        elif runs:
+            others.append((candidate, runs[0]))
+    return matching + others

@@ -344,7 +344,7 @@ class RuntimeSandbox:
         from pytest_runtimeconflict.model import RunSpec
         from pytest_runtimeconflict.sandbox.runner import run_spec
 
-        for key in ("preload", "ld_preload"):
+        for key in ("preload", "ld_preload", "global_imports", "probes"):
             if key in kwargs:
                 kwargs[key] = tuple(kwargs[key])
         if "env" in kwargs and isinstance(kwargs["env"], dict):

@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 # An earlier run's prefix of at most this many imports is minimised to compare conflict keys;
 # a longer one is compared by failure signature and the conflict's libraries (one child run).
 SHORT_PREFIX = 4
+OWNER_TRIES = 3  # earlier planned runs re-run to find the owner of a conflict
 
 
 def node_id(name: str) -> str:
@@ -72,10 +73,8 @@ class RCState:
         return self._plan
 
     def _context(self) -> PlanContext:
-        """What the planner knows: the scan of the environment, unless the modules are given
-        and ``--rc-variants none`` asks for nothing that needs it."""
-        from pytest_runtimeconflict.variants import built_in
-
+        """What the planner knows: the scan of the environment (also with ``--rc-modules``
+        and ``--rc-variants none``: the coverage reports masked pairs from it)."""
         modules = self.settings.modules
         if modules:
             missing = missing_modules(self.settings.python, modules)
@@ -85,8 +84,8 @@ class RCState:
                     f"{self.settings.python}; install it there or remove it from the list"
                 )
             modules = tuple(sorted(dict.fromkeys(modules)))
-        if modules == () or (modules and not built_in(self.settings.variants)):
-            return PlanContext(modules or ())
+        if modules == ():
+            return PlanContext(())
         try:
             return self._scanned_context(modules)
         except InterpreterError as exc:
@@ -258,14 +257,15 @@ class RCState:
         return entry, cut, (result, diagnosis)
 
     def earlier_owner(self, entry: dict[str, Any], diagnosis: Any) -> str | None:
-        """The node id of the first earlier item whose planned run holds the conflict's
-        modules in the same order and load mode, if it reproduces the same conflict.
+        """The node id of an earlier item that reproduces the same conflict, or None.
 
-        Deterministic without talking to other workers: that run's shortest prefix holding the
-        conflict's modules is re-run here and diagnosed (one extra child run, plus the
-        minimisation of what it finds).
+        Deterministic without talking to other workers: the earlier planned runs that import
+        the conflict's modules are candidates, those in the conflict's minimal load mode first
+        (then the others, in plan order: the same conflict may show under another mode); at
+        most ``OWNER_TRIES`` of them are re-run here, each only up to the last of those modules,
+        and compared with the conflict.
         """
-        from pytest_runtimeconflict.planruns import compatible_run
+        from pytest_runtimeconflict.planruns import owner_candidates
         from pytest_runtimeconflict.sandbox.runner import run_spec
 
         wanted = [s for s in diagnosis.minimal_steps if is_import_step(s) and " " not in s]
@@ -273,23 +273,21 @@ class RCState:
             return None
         plan, index = self.plan(), entry["plan"]["index"]
         mode = entry.get("load_mode") or {}
-        probes = plan.items[index].probes
-        for earlier in plan.items[:index]:
-            for planned in earlier.runs:
-                if earlier.probes != probes or not compatible_run(planned, wanted, mode):
-                    continue
-                end = max(planned.order.index(m) for m in wanted) + 1
-                base = self.spec(plan.steps_for(planned.order[:end]), probes=earlier.probes)
-                spec = planned.variant.apply(base)
-                result = run_spec(spec)
-                if result.outcome in ("passed", "latent", "could-not-start"):
-                    return None
-                if end <= SHORT_PREFIX:
-                    # Minimised like the conflict it is compared with, so the keys compare.
-                    same = self._diagnose(spec, result, experiments=False).key == diagnosis.key
-                else:
-                    same = same_failure(result, diagnosis)
-                return node_id(earlier.name) if same else None
+        candidates = owner_candidates(plan.items[:index], plan.items[index], wanted, mode)
+        for earlier, planned in candidates[:OWNER_TRIES]:
+            end = max(planned.order.index(m) for m in wanted) + 1
+            base = self.spec(plan.steps_for(planned.order[:end]), probes=earlier.probes)
+            spec = planned.variant.apply(base)
+            result = run_spec(spec)
+            if result.outcome in ("passed", "latent", "could-not-start"):
+                continue
+            if end <= SHORT_PREFIX:
+                # Minimised like the conflict it is compared with, so the keys compare.
+                same = self._diagnose(spec, result, experiments=False).key == diagnosis.key
+            else:
+                same = same_failure(result, diagnosis)
+            if same:
+                return node_id(earlier.name)
         return None
 
     def run_scenario_item(self, scenario: Any, run: Any) -> ItemVerdict:

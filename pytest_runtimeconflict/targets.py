@@ -50,44 +50,61 @@ def global_relevant(rule_id: str) -> bool:
     return rule is None or rule_id in GLOBAL_RULES or rule.order_unsafe
 
 
-def representatives(finding: Finding, bringers: Sequence[Sequence[str]]) -> list[str]:
-    """One planned module per library of ``finding``: one of the library's own distribution
+def representatives(
+    finding: Finding, bringers: Sequence[Sequence[str]], context: PlanContext
+) -> list[str]:
+    """One planned module per library of ``finding``: one of the finding's own distributions
     if possible, else the first (sorted) module that loads it; distinct, in library order."""
-    dists = {d.lower().replace("_", "-") for d in finding.distributions}
+    dists = {_normal(d) for d in finding.distributions}
     chosen: list[str] = []
     for modules in bringers:
         if not modules:
             continue
-        own = [m for m in modules if _dist_name(m) in dists]
+        own = [m for m in modules if _normal(context.distribution_of(m) or m) in dists]
         pick = next((m for m in [*own, *modules] if m not in chosen), None)
         if pick is not None and not (set(modules) & set(chosen)):
             chosen.append(pick)
     return chosen
 
 
-def _dist_name(module: str) -> str:
-    return module.split(".")[0].lower().replace("_", "-")
+def _normal(name: str) -> str:
+    return name.split(".")[0].lower().replace("_", "-")
+
+
+def _covered(finding: Finding, context: PlanContext) -> bool:
+    """Whether planned modules come from enough of the distributions the finding names (two,
+    or the only one): a finding about a package that is not planned is not targeted."""
+    planned = {_normal(context.distribution_of(m) or m) for m in context.modules}
+    named = {_normal(d) for d in finding.distributions}
+    return len(named & planned) >= min(2, len(named))
 
 
 def target_items(context: PlanContext) -> list[PlannedItem]:
     """One item per static finding (worst first) whose libraries two planned modules bring,
-    or one module alone; pairs already targeted by an earlier finding are not repeated."""
-    done: set[frozenset[str]] = set()
+    or one module alone when it brings all of them. A pair already targeted for an earlier
+    finding is not run again: the finding joins that item, which judges it too."""
+    owner: dict[frozenset[str], str] = {}
     merged: dict[str, tuple[list[Finding], list[tuple[str, ...]]]] = {}
     ordered = sorted(
         (x for x in context.findings if x[0].severity != "info"),
         key=lambda x: ({"error": 0, "warning": 1}.get(x[0].severity, 2), x[0].rule),
     )
     for finding, bringers in ordered:
-        reps = representatives(finding, bringers)
-        groups = _pairs(reps, done)
+        reps = representatives(finding, bringers, context)
+        if not _covered(finding, context) or (len(reps) < 2 and not all(bringers)):
+            continue  # a library of the finding comes with no planned module
+        groups = _pairs(reps, set(owner))
         if not groups:
+            every = [frozenset(p) for p in combinations(reps, 2)] or [frozenset(reps)]
+            held = [owner[k] for k in every if k in owner]
+            if held:
+                merged[held[0]][0].append(finding)
             continue
-        done.update(frozenset(g) for g in groups)
         name = f"{finding.rule}:{'+'.join(sorted({m for g in groups for m in g}))}"
         entry = merged.setdefault(name, ([], []))
         entry[0].append(finding)
         entry[1].extend(g for g in groups if g not in entry[1])
+        owner.update((frozenset(g), name) for g in groups)
     return [
         PlannedItem(name, "target", _target_runs(groups, findings), findings=tuple(findings))
         for name, (findings, groups) in merged.items()

@@ -257,11 +257,12 @@ def test_a_module_whose_soname_an_earlier_module_served_is_masked() -> None:
     assert masked_pairs(("third", "new"), ctx) == []
 
 
-def test_an_earlier_run_owns_a_conflict_only_in_the_same_order_and_load_mode() -> None:
+def test_an_earlier_run_can_own_a_conflict_only_in_the_same_load_mode() -> None:
     plain = PlannedRun(("a", "b", "c"))
     glob = PlannedRun(("a", "b"), Variant("global(a)", "target", global_imports=("a",)))
     assert compatible_run(plain, ["a", "c"], {})
-    assert not compatible_run(plain, ["c", "a"], {})
+    assert compatible_run(plain, ["c", "a"], {})  # the re-run of the prefix decides
+    assert not compatible_run(plain, ["a", "d"], {})
     assert not compatible_run(plain, ["a", "b"], {"global_imports": ["a"]})
     assert compatible_run(glob, ["a", "b"], {"global_imports": ["a"]})
     assert not compatible_run(glob, ["a", "b"], {})
@@ -359,3 +360,111 @@ def test_catalogue_workload_skips_with_a_note_when_its_api_is_missing(tmp_path: 
     assert workloads.step_label(catalogue_step) == "workload pandas:groupby"
     bad = run_spec(RunSpec(steps=("pandas", user_step), python=python, exercise=False))
     assert (bad.outcome, bad.failed_step, bad.exception_type) == ("failed", 1, "AttributeError")
+
+
+# ------------------------------------------------------------------ the default module set
+
+
+def test_default_modules_leave_out_own_dependencies_and_namespace_only_packages(
+    tmp_path: Path,
+) -> None:
+    from types import SimpleNamespace
+
+    site = "/venv/lib/python3.11/site-packages"
+
+    def obj(path: str, dist: str, ext: bool) -> SimpleNamespace:
+        return SimpleNamespace(path=f"{site}/{path}", distribution=dist, is_extension=ext)
+
+    scan = SimpleNamespace(
+        objects=[
+            obj("numpy/_core/_multiarray_umath.cpython-311-x86_64-linux-gnu.so", "numpy", True),
+            obj("numpy.libs/libscipy_openblas64_-1.so", "numpy", False),
+            obj("nvidia/nccl/lib/libnccl.so.2", "nvidia-nccl-cu12", False),
+            obj("psutil/_psutil_linux.abi3.so", "psutil", True),
+            obj("torch/_C.cpython-311-x86_64-linux-gnu.so", "torch", True),
+            obj("functorch/_C.cpython-311-x86_64-linux-gnu.so", "torch", True),
+            obj("_cffi_backend.cpython-311-x86_64-linux-gnu.so", "cffi", True),
+            obj("cvxopt/base.cpython-311-x86_64-linux-gnu.so", "cvxopt", True),
+            obj("scipy_openblas32/lib/libscipy_openblas.so", "scipy-openblas32", False),
+        ],
+        distributions={
+            "numpy": ["numpy"],
+            "nvidia-nccl-cu12": ["nvidia"],
+            "psutil": ["psutil"],
+            "torch": ["functorch", "torch", "torchgen"],
+            "cffi": ["_cffi_backend", "cffi"],
+            "cvxopt": ["amd", "base", "cvxopt"],
+            "scipy-openblas32": ["scipy_openblas32"],
+        },
+    )
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "my-proj"\n')
+    (tmp_path / "my_proj").mkdir()
+    (tmp_path / "my_proj" / "__init__.py").write_text("")
+    assert planning.default_modules(scan, tmp_path) == (
+        "cffi",
+        "cvxopt",
+        "functorch",
+        "my_proj",
+        "numpy",
+        "torch",
+    )
+    assert "psutil" in planning.own_dependencies() and "pyelftools" in planning.own_dependencies()
+
+
+def test_a_finding_whose_pair_is_already_targeted_joins_that_item() -> None:
+    blas = finding("blas-duplicate", ("/n/libopenblas64_.so", "/s/libopenblas.so"), ("numpy", "scipy"), "warning")  # fmt: skip
+    fortran = finding(
+        "fortran-runtime-duplicate", ("/n/libgfortran.so", "/s/libgfortran.so"), ("numpy", "scipy"), "warning"
+    )  # fmt: skip
+    ctx = context(
+        ["numpy", "scipy"],
+        findings=((blas, (("numpy",), ("scipy",))), (fortran, (("numpy",), ("scipy",)))),
+    )
+    items = targets.target_items(ctx)
+    assert [(i.name, [f.rule for f in i.findings]) for i in items] == [
+        ("blas-duplicate:numpy+scipy", ["blas-duplicate", "fortran-runtime-duplicate"])
+    ]
+
+
+def test_demo_closing_note_classifies_each_zoo_class() -> None:
+    from types import SimpleNamespace
+
+    from pytest_runtimeconflict.cli.democlasses import class_lines
+
+    def scenario(name: str, rule: str | None, libs: list[str]) -> SimpleNamespace:
+        return SimpleNamespace(name=name, rule=rule, libraries=tuple(libs))
+
+    scenarios = [
+        scenario("helper", "symbol-interposition", ["libzhelper-*.so"]),
+        scenario("blas", "blas-duplicate", ["libscipy_openblas-*.so", "libscipy_openblas64_-*.so"]),
+        scenario("odr", "cxx-symbol-duplicate", ["_odr_v1.*.so", "_odr_v2.*.so"]),
+        scenario("gone", "openmp-duplicate", ["libiomp5-*.so"]),
+        scenario("control", None, ["libstdc++.so.6*"]),
+    ]
+    report = {
+        "scenarios": [
+            {
+                "nodeid": "runtime-conflicts::global:seq-01[3 modules]", "outcome": "crashed",
+                "signal": "SIGSEGV", "steps": ["a", "b", "c"], "verdict": {"rule": None},
+                "libraries": ["/x/libzhelper-1.so", "/y/libzhelper-2.so"],
+                "minimal_steps": ["a", "b"], "load_mode": {"order": "global(a)>b"},
+            },
+            {
+                "nodeid": "runtime-conflicts::blas-duplicate:p+q", "outcome": "latent",
+                "steps": ["p", "q"], "findings": [{"rule": "blas-duplicate"}],
+                "loaded_runtimes": [{"path": "/p/libscipy_openblas-1.so"}, {"path": "/q/libscipy_openblas64_-2.so"}],
+            },
+            {
+                "nodeid": "runtime-conflicts::cxx-symbol-duplicate:v1+v2", "outcome": "passed",
+                "steps": ["v1", "v2"],
+                "target": {"findings": [{"rule": "cxx-symbol-duplicate", "severity": "warning", "reproduced": False}]},
+            },
+        ]
+    }  # fmt: skip
+    lines = class_lines(scenarios, report)
+    text = "\n".join(lines)
+    assert "  reproduced  helper: crashed SIGSEGV (unattributed), minimal order global(a)>b" in text
+    assert "  latent      blas: two copies mapped without a crash (blas-duplicate)" in text
+    assert "  static      odr: [warning] cxx-symbol-duplicate: not reproduced at run time" in text
+    assert "  not found   gone:" in text and "control" not in text
+    assert lines[-1] == "  1 latent, 1 not found, 1 reproduced, 1 static"

@@ -137,9 +137,13 @@ class PlanContext:
     findings: tuple[tuple[Finding, tuple[Tuple, ...]], ...] = ()
     closures: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()
     scanned: bool = False
+    distributions: tuple[tuple[str, str], ...] = ()  # module -> its distribution
 
     def closure(self, module: str) -> tuple[tuple[str, str], ...]:
         return dict(self.closures).get(module, ())
+
+    def distribution_of(self, module: str) -> str | None:
+        return dict(self.distributions).get(module)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -153,6 +157,7 @@ class PlanContext:
             ],
             "closures": {m: [list(x) for x in c] for m, c in self.closures},
             "scanned": self.scanned,
+            "distributions": dict(self.distributions),
         }
 
     @classmethod
@@ -173,6 +178,7 @@ class PlanContext:
                 (m, tuple((str(s), str(p)) for s, p in c)) for m, c in data["closures"].items()
             ),
             scanned=bool(data["scanned"]),
+            distributions=tuple(sorted(data.get("distributions", {}).items())),
         )
 
 
