@@ -85,27 +85,40 @@ def top_of(path: str) -> str | None:
 
 
 def default_modules(result: Any, rootdir: Path) -> tuple[str, ...]:
-    """Import names worth planning: for each distribution that ships a Python extension module
-    (and is not one of the plugin's own dependencies), its public top-level names that hold an
-    extension (else its public top-level names, else those holding an extension); plus the
-    project under test. Distributions whose native code is only libraries in a namespace
-    (``nvidia/...``, ``<prefix>/lib``) have nothing to import and are left out."""
+    """Import names worth planning: for each distribution (not one of the plugin's own
+    dependencies) that ships native code under a top-level package or module it can import,
+    its public top-level names that hold native code (else its public top-level names, else
+    those holding native code); plus the project under test.
+
+    Left out: a top-level *namespace* package (no ``__init__.py``: importing it loads nothing,
+    e.g. ``nvidia/...`` libraries; give a sub-package with ``--rc-modules``) and native code
+    outside the site directories (``<prefix>/lib/libiomp5.so``): their libraries still take
+    part in the scan, its findings and the preload variants."""
     own = own_dependencies()
-    ext_tops: dict[str, set[str]] = {}
+    native: dict[str, set[str]] = {}
     for obj in result.objects:
-        if obj.is_extension and obj.distribution:
-            top = top_of(obj.path)
-            ext_tops.setdefault(obj.distribution, set()).update([top] if top else [])
+        top = top_of(obj.path) if obj.distribution else None
+        if top and not _namespace(obj.path, top):
+            native.setdefault(obj.distribution, set()).add(top)
     names: set[str] = set()
     for dist, tops in result.distributions.items():
-        if dist not in ext_tops or normalise(dist) in own:
+        if dist not in native or normalise(dist) in own:
             continue
         usable = [t for t in tops if is_import_step(t)]
-        with_ext = [t for t in usable if t in ext_tops[dist]]
+        with_native = [t for t in usable if t in native[dist]]
         public = [t for t in usable if not t.startswith("_")]
-        names.update([t for t in with_ext if not t.startswith("_")] or public or with_ext)
+        names.update([t for t in with_native if not t.startswith("_")] or public or with_native)
     names.update(project_modules(rootdir))
     return tuple(sorted(names))
+
+
+def _namespace(path: str, top: str) -> bool:
+    """Whether ``top`` (of an installed file at ``path``) is a namespace package."""
+    found = list(_SITE.finditer(path))
+    if not found or not path[found[-1].end(1) :].startswith("/"):
+        return False  # a top-level module file, not a package directory
+    package = path[: found[-1].end(1)]
+    return not os.path.exists(os.path.join(package, "__init__.py"))
 
 
 def project_modules(rootdir: Path) -> list[str]:

@@ -370,7 +370,12 @@ def test_default_modules_leave_out_own_dependencies_and_namespace_only_packages(
 ) -> None:
     from types import SimpleNamespace
 
-    site = "/venv/lib/python3.11/site-packages"
+    site = tmp_path / "lib" / "python3.11" / "site-packages"
+    regular = ["numpy", "psutil", "torch", "functorch", "cvxopt", "lightgbm", "scipy_openblas32"]
+    for package in regular:
+        (site / package).mkdir(parents=True)
+        (site / package / "__init__.py").write_text("")
+    (site / "nvidia" / "nccl" / "lib").mkdir(parents=True)  # a namespace: no __init__.py
 
     def obj(path: str, dist: str, ext: bool) -> SimpleNamespace:
         return SimpleNamespace(path=f"{site}/{path}", distribution=dist, is_extension=ext)
@@ -382,10 +387,11 @@ def test_default_modules_leave_out_own_dependencies_and_namespace_only_packages(
             obj("nvidia/nccl/lib/libnccl.so.2", "nvidia-nccl-cu12", False),
             obj("psutil/_psutil_linux.abi3.so", "psutil", True),
             obj("torch/_C.cpython-311-x86_64-linux-gnu.so", "torch", True),
-            obj("functorch/_C.cpython-311-x86_64-linux-gnu.so", "torch", True),
+            obj("torch/lib/libgomp.so.1", "torch", False),
             obj("_cffi_backend.cpython-311-x86_64-linux-gnu.so", "cffi", True),
             obj("cvxopt/base.cpython-311-x86_64-linux-gnu.so", "cvxopt", True),
-            obj("scipy_openblas32/lib/libscipy_openblas.so", "scipy-openblas32", False),
+            obj("lightgbm/lib/lib_lightgbm.so", "lightgbm", False),  # loaded with ctypes
+            SimpleNamespace(path=f"{tmp_path}/lib/libiomp5.so", distribution="intel-openmp", is_extension=False),
         ],
         distributions={
             "numpy": ["numpy"],
@@ -394,36 +400,22 @@ def test_default_modules_leave_out_own_dependencies_and_namespace_only_packages(
             "torch": ["functorch", "torch", "torchgen"],
             "cffi": ["_cffi_backend", "cffi"],
             "cvxopt": ["amd", "base", "cvxopt"],
-            "scipy-openblas32": ["scipy_openblas32"],
+            "lightgbm": ["lightgbm"],
+            "intel-openmp": [],
         },
-    )
+    )  # fmt: skip
     (tmp_path / "pyproject.toml").write_text('[project]\nname = "my-proj"\n')
     (tmp_path / "my_proj").mkdir()
     (tmp_path / "my_proj" / "__init__.py").write_text("")
     assert planning.default_modules(scan, tmp_path) == (
         "cffi",
         "cvxopt",
-        "functorch",
+        "lightgbm",
         "my_proj",
         "numpy",
         "torch",
     )
     assert "psutil" in planning.own_dependencies() and "pyelftools" in planning.own_dependencies()
-
-
-def test_a_finding_whose_pair_is_already_targeted_joins_that_item() -> None:
-    blas = finding("blas-duplicate", ("/n/libopenblas64_.so", "/s/libopenblas.so"), ("numpy", "scipy"), "warning")  # fmt: skip
-    fortran = finding(
-        "fortran-runtime-duplicate", ("/n/libgfortran.so", "/s/libgfortran.so"), ("numpy", "scipy"), "warning"
-    )  # fmt: skip
-    ctx = context(
-        ["numpy", "scipy"],
-        findings=((blas, (("numpy",), ("scipy",))), (fortran, (("numpy",), ("scipy",)))),
-    )
-    items = targets.target_items(ctx)
-    assert [(i.name, [f.rule for f in i.findings]) for i in items] == [
-        ("blas-duplicate:numpy+scipy", ["blas-duplicate", "fortran-runtime-duplicate"])
-    ]
 
 
 def test_demo_closing_note_classifies_each_zoo_class() -> None:
@@ -468,3 +460,34 @@ def test_demo_closing_note_classifies_each_zoo_class() -> None:
     assert "  static      odr: [warning] cxx-symbol-duplicate: not reproduced at run time" in text
     assert "  not found   gone:" in text and "control" not in text
     assert lines[-1] == "  1 latent, 1 not found, 1 reproduced, 1 static"
+
+
+def test_a_target_that_reproduces_nothing_reports_its_findings() -> None:
+    from pytest_runtimeconflict.model.plan import PlannedItem
+    from pytest_runtimeconflict.planruns import judge_findings
+    from pytest_runtimeconflict.verdicts import PlanOutcome
+
+    error = finding(
+        "soname-version-shadow", ("/o/libstdc++.so.6", "/n/_new.so"), ("o", "n"), "error"
+    )
+    warn = finding(
+        "blas-duplicate", ("/a/libopenblas.so", "/b/libopenblas.so"), ("a", "b"), "warning"
+    )
+    item = PlannedItem("t", "target", (PlannedRun(("o", "n")),), findings=(error, warn))
+    latent = {"id": "a>b", "outcome": "latent", "findings": [{"rule": "blas-duplicate"}]}
+    for fail_errors in (True, False):
+        outcome = PlanOutcome()
+        outcome.entries = [{"id": "o>n", "outcome": "passed", "findings": []}, dict(latent)]
+        judge_findings(item, outcome, fail_errors)
+        verdict = outcome.verdict()
+        judged = outcome.entries[-1]["target"]["findings"]
+        assert [(f["rule"], f["reproduced"], f["reproduced_as"]) for f in judged] == [
+            ("soname-version-shadow", False, None),
+            ("blas-duplicate", True, "latent"),
+        ]
+        text = "static conflict not reproduced at run time: [error] soname-version-shadow"
+        if fail_errors:
+            assert verdict.failure and verdict.failure.startswith(text)
+            assert "tried: o>n; a>b" in verdict.failure
+        else:  # --rc-fail-on crash: a warning
+            assert verdict.failure is None and text in (verdict.warning or "")
