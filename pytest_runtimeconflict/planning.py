@@ -193,8 +193,10 @@ def build_plan(
     strength: int,
     requests: Sequence[Request],
     workloads: Iterable[tuple[str, str]] = (),
+    exercise: bool = True,
 ) -> Plan:
-    """The session's plan over ``context.modules``."""
+    """The session's plan over ``context.modules`` (no fork probe items without runtime
+    exercising: the probe runs in the exercise phase)."""
     from pytest_runtimeconflict.plan import plan_sequences
     from pytest_runtimeconflict.targets import fork_items, target_items
     from pytest_runtimeconflict.workloads import unplanned, workload_steps
@@ -205,7 +207,7 @@ def build_plan(
     auto = built_in(requests)
     items: list[PlannedItem] = []
     if auto and context.scanned:
-        items += target_items(context) + fork_items(context)
+        items += target_items(context) + (fork_items(context) if exercise else [])
     for index, seq in enumerate(sequences):
         name = sequence_name(seq, index) if auto else ">".join(seq)
         items.append(PlannedItem(name, "sequence", (PlannedRun(seq),)))

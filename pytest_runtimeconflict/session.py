@@ -68,7 +68,11 @@ class RCState:
 
             workloads = (*self.settings.workloads, *pyproject_workloads(self.rootdir))
             self._plan = build_plan(
-                self._context(), self.settings.strength, self.settings.variants, workloads
+                self._context(),
+                self.settings.strength,
+                self.settings.variants,
+                workloads,
+                exercise=self.settings.exercise,
             )
         return self._plan
 

@@ -491,3 +491,13 @@ def test_a_target_that_reproduces_nothing_reports_its_findings() -> None:
             assert "tried: o>n; a>b" in verdict.failure
         else:  # --rc-fail-on crash: a warning
             assert verdict.failure is None and text in (verdict.warning or "")
+
+
+def test_no_fork_probe_items_without_runtime_exercising() -> None:
+    libs = (RuntimeLibrary("/a/libgomp.so", "openmp", "libgomp", ("a",), "a"),)
+    ctx = context(["a", "b"], runtimes=libs)
+    assert [i.name for i in planning.build_plan(ctx, 2, AUTO).items if i.kind == "fork"] == [
+        "fork:a"
+    ]
+    plan = planning.build_plan(ctx, 2, AUTO, exercise=False)
+    assert [i for i in plan.items if i.kind == "fork"] == []
