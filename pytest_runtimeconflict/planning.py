@@ -141,8 +141,11 @@ def project_modules(rootdir: Path) -> list[str]:
     return []
 
 
-def context_from_scan(result: Any, modules: Sequence[str]) -> PlanContext:
-    """What the planner needs from a scan, for the planned ``modules``."""
+def context_from_scan(
+    result: Any, modules: Sequence[str], cache_dir: Path | None = None
+) -> PlanContext:
+    """What the planner needs from a scan, for the planned ``modules`` (``cache_dir``: the
+    facts cache for the libraries' dependencies, as the scan's)."""
     by_top: dict[str, list[str]] = {}
     for module in modules:
         by_top.setdefault(module.split(".")[0], []).append(module)
@@ -155,10 +158,17 @@ def context_from_scan(result: Any, modules: Sequence[str]) -> PlanContext:
     known_tops = {t for tops in result.distributions.values() for t in tops}
     native = [m for m in modules if closures[m] or m.split(".")[0] not in known_tops]
     users = _users(closures)
-    runtimes = tuple(
-        RuntimeLibrary(o.path, o.kind.family, o.kind.runtime, users(o.path), o.distribution)
+    runtimes = [
+        o
         for o in result.objects
         if o.kind is not None and o.kind.family in RUNTIME_FAMILIES and users(o.path)
+    ]
+    alone = _loadable(result, [o.path for o in runtimes], cache_dir)
+    libraries = tuple(
+        RuntimeLibrary(
+            o.path, o.kind.family, o.kind.runtime, users(o.path), o.distribution, alone[o.path]
+        )
+        for o in runtimes
     )
     findings = tuple((f, tuple(users(lib) for lib in f.libraries)) for f in result.findings)
     dist_of_top = {t: d for d, tops in result.distributions.items() for t in tops}
@@ -168,12 +178,33 @@ def context_from_scan(result: Any, modules: Sequence[str]) -> PlanContext:
     return PlanContext(
         modules=tuple(modules),
         native=tuple(native),
-        runtimes=runtimes,
+        runtimes=libraries,
         findings=findings,
         closures=tuple((m, tuple(sorted(c.items()))) for m, c in sorted(closures.items())),
         scanned=True,
         distributions=dists,
     )
+
+
+def _loadable(result: Any, paths: Sequence[str], cache_dir: Path | None) -> dict[str, bool]:
+    """Per library, whether the loader model resolves every dependency when it is loaded on
+    its own (as ``LD_PRELOAD`` or a preload by path does)."""
+    from pytest_runtimeconflict.static.factcache import FactsCache, resolve_cache_dir
+    from pytest_runtimeconflict.static.loader import LoaderModel
+    from pytest_runtimeconflict.static.objects import FactsReader
+
+    known = {o.path: o.facts for o in result.objects}
+    reader = FactsReader(FactsCache(resolve_cache_dir(cache_dir)))
+    try:
+        loader = LoaderModel(lambda p: known.get(p) or reader(p))
+        out = {}
+        for path in paths:
+            state = loader.new_process()
+            state.load(path)
+            out[path] = not state.missing
+        return out
+    finally:
+        reader.close()
 
 
 def _users(closures: Mapping[str, Mapping[str, str]]) -> Any:

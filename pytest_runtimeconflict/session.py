@@ -113,7 +113,7 @@ class RCState:
                 python=self.settings.python, cache_dir=self.cache_dir / "facts"
             )
             planned = modules if modules is not None else default_modules(result, self.rootdir)
-            context = context_from_scan(result, planned)
+            context = context_from_scan(result, planned, self.cache_dir / "facts")
             for old in self.cache_dir.glob("plan-context-*.json"):
                 if time.time() - old.stat().st_mtime > 86400:
                     old.unlink(missing_ok=True)

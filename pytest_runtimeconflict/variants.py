@@ -184,9 +184,11 @@ def _global_covering(data: PlanInput) -> list[PlannedItem]:
 def library_groups(runtimes: Sequence[RuntimeLibrary]) -> list[tuple[str, ...]]:
     """The runtime libraries to preload, grouped so that a group holds at most one copy of each
     family (two copies preloaded together would only test each other). Libraries that planned
-    modules load come first; the system libstdc++ is in the first group."""
+    modules load come first; the system libstdc++ is in the first group. A library whose
+    dependencies only resolve through another object's RUNPATH cannot be preloaded on its own
+    (the interpreter would not start) and is left out."""
     libs = sorted(
-        (r for r in runtimes if r.family in PRELOAD_FAMILIES),
+        (r for r in runtimes if r.family in PRELOAD_FAMILIES and r.loadable),
         key=lambda r: (r.distribution is not None, -len(r.users), r.family, r.path),
     )
     groups: list[list[RuntimeLibrary]] = []

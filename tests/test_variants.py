@@ -501,3 +501,11 @@ def test_no_fork_probe_items_without_runtime_exercising() -> None:
     ]
     plan = planning.build_plan(ctx, 2, AUTO, exercise=False)
     assert [i for i in plan.items if i.kind == "fork"] == []
+
+
+def test_a_library_that_cannot_load_alone_is_not_preloaded() -> None:
+    libs = [
+        RuntimeLibrary("/a/libopenblas-needs-rpath.so", "blas", "openblas", ("a",), "a", False),
+        RuntimeLibrary("/b/libopenblas.so", "blas", "openblas", ("b",), "b"),
+    ]
+    assert variants.library_groups(libs) == [("/b/libopenblas.so",)]

@@ -122,6 +122,7 @@ class RuntimeLibrary:
     runtime: str
     users: Tuple  # planned modules whose extensions load it
     distribution: str | None = None
+    loadable: bool = True  # its dependencies resolve when it is loaded on its own
 
 
 @dataclass(frozen=True)
@@ -150,7 +151,8 @@ class PlanContext:
             "modules": list(self.modules),
             "native": list(self.native),
             "runtimes": [
-                [r.path, r.family, r.runtime, list(r.users), r.distribution] for r in self.runtimes
+                [r.path, r.family, r.runtime, list(r.users), r.distribution, r.loadable]
+                for r in self.runtimes
             ],
             "findings": [
                 [f.to_json(), [list(ms) for ms in bringers]] for f, bringers in self.findings
@@ -170,8 +172,8 @@ class PlanContext:
             modules=tuple(data["modules"]),
             native=tuple(data["native"]),
             runtimes=tuple(
-                RuntimeLibrary(p, fam, rt, tuple(users), dist)
-                for p, fam, rt, users, dist in data["runtimes"]
+                RuntimeLibrary(p, fam, rt, tuple(users), dist, loadable)
+                for p, fam, rt, users, dist, loadable in data["runtimes"]
             ),
             findings=tuple(findings),
             closures=tuple(
