@@ -156,7 +156,12 @@ def context_from_scan(
             for name, path in loaded:
                 closures[module].setdefault(name, path)
     known_tops = {t for tops in result.distributions.values() for t in tops}
-    native = [m for m in modules if closures[m] or m.split(".")[0] not in known_tops]
+    shipping = {top_of(o.path) for o in result.objects if o.distribution}
+    native = [
+        m
+        for m in modules
+        if closures[m] or m.split(".")[0] in shipping or m.split(".")[0] not in known_tops
+    ]
     users = _users(closures)
     runtimes = [
         o

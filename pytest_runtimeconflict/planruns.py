@@ -99,7 +99,7 @@ def masked_pairs(
         shadowed = None
         for earlier in order[:i]:
             for name, path in context.closure(earlier):
-                if name in own and os.path.realpath(own[name]) != os.path.realpath(path):
+                if name in own and not _same_file(own[name], path):
                     shadowed = name
                     break
             if shadowed:
@@ -107,6 +107,19 @@ def masked_pairs(
         if shadowed:
             out += [((module, later), shadowed) for later in order[i + 1 :]]
     return out
+
+
+def _same_file(a: str, b: str) -> bool:
+    """One file, or two copies with one name and size (auditwheel names a vendored library
+    after its content hash, so two wheels' ``libgfortran-83c28eba.so.5.0.0`` are one build)."""
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.basename(a) == os.path.basename(b) and (
+            os.path.getsize(a) == os.path.getsize(b)
+        )
+    except OSError:
+        return False
 
 
 def unusable(result: RunResult) -> str | None:
