@@ -190,15 +190,21 @@ def owner_candidates(
 ) -> list[tuple[PlannedItem, PlannedRun]]:
     """Earlier planned runs that import every module of ``wanted`` with the same extra probes
     as ``item``: those loaded as the conflict's minimal ``mode`` first, then the others, each
-    group in plan order, one run per item."""
+    group in plan order, one run per item (one importing ``wanted`` in that order if any)."""
     matching, others = [], []
     for candidate in earlier:
         if candidate.probes != item.probes:
             continue
         runs = [r for r in candidate.runs if set(wanted) <= set(r.order)]
+        runs.sort(key=lambda r: not _in_order(r.order, wanted))  # the conflict's order first
         same = [r for r in runs if compatible_run(r, wanted, mode)]
         if same:
             matching.append((candidate, same[0]))
         elif runs:
             others.append((candidate, runs[0]))
     return matching + others
+
+
+def _in_order(order: Sequence[str], wanted: Sequence[str]) -> bool:
+    positions = [order.index(m) for m in wanted]
+    return positions == sorted(positions)

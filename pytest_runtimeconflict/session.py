@@ -232,7 +232,8 @@ class RCState:
         from pytest_runtimeconflict.sandbox.runner import run_spec
 
         base = self.spec(self.plan().steps_for(order), probes=item.probes)
-        spec = planned.variant.apply(dataclasses.replace(base, id=planned.describe()))
+        run_id = PlannedRun(order, planned.variant).describe()
+        spec = planned.variant.apply(dataclasses.replace(base, id=run_id))
         result = run_spec(spec)
         entry = result.to_json()
         cut = cut_step(result)
