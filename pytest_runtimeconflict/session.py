@@ -223,8 +223,9 @@ class RCState:
         experiments: bool = True,
     ) -> tuple[dict[str, Any], int | None, Any]:
         """One child run of ``order`` (imports, then workloads) loaded as the planned run's
-        variant; diagnosed when it did not pass, unless ``known`` (failure signature and
-        modules -> conflict key and run id, from the same item) already has it. Returns the
+        variant; diagnosed when it did not pass, unless ``known`` (failure signature, modules
+        and RTLD_GLOBAL imports -> conflict key and run id, from the same item) already has
+        it. Returns the
         report entry, the index in ``order`` of the import that stopped it (None when every
         import ran) and the (result, diagnosis) pair of a newly diagnosed conflict."""
         from pytest_runtimeconflict.diagnosis.signature import failure_signature
@@ -247,7 +248,7 @@ class RCState:
             return entry, None, None
         if result.outcome in ("passed", "latent"):
             return entry, cut, None
-        seen = (failure_signature(result), frozenset(order))
+        seen = (failure_signature(result), frozenset(order), planned.variant.global_imports)
         if known is not None and seen in known:
             entry["plan"]["conflict"], entry["same_conflict_as"] = known[seen]
             return entry, cut, None

@@ -33,8 +33,8 @@ def _is_plain(entry: dict[str, Any]) -> bool:
 def test_c_helper_crash_is_found_by_the_global_variant_with_no_hand_written_steps(
     pytester: pytest.Pytester, zoo_venv: ZooVenv
 ) -> None:
-    """Plain imports pass in both orders; each package imported RTLD_GLOBAL first makes the
-    other's import crash in its helper's constructor. The planned run finds both, reduced to
+    """Plain imports do not crash in either order; each package imported RTLD_GLOBAL first
+    makes the other's import crash in its helper's constructor. The planned run finds both, reduced to
     the pair and to the one global import that is needed; with -n 2 it finds the same."""
     zoo_venv.wheels.check("c-helper-ctor-global")
     outcomes = []
@@ -42,8 +42,9 @@ def test_c_helper_crash_is_found_by_the_global_variant_with_no_hand_written_step
         result, data = _run(pytester, zoo_venv, "--rc-modules=zoo_chg_a,zoo_chg_b", *extra)
         assert result.ret == pytest.ExitCode.TESTS_FAILED
         entries = data["scenarios"]
+        # Plain imports never crash (both copies mapped: latent, or passed).
         plain = [e["outcome"] for e in entries if _is_plain(e)]
-        assert len(plain) >= 2 and set(plain) == {"passed"}
+        assert len(plain) >= 2 and set(plain) <= {"passed", "latent"}
         crashed = [e for e in entries if e["outcome"] == "crashed"]
         assert crashed and all(e["signal"] == "SIGSEGV" for e in crashed)
         found = {
@@ -56,7 +57,7 @@ def test_c_helper_crash_is_found_by_the_global_variant_with_no_hand_written_step
         first = next(e for e in crashed if e["minimal_steps"][0] == "zoo_chg_a")
         assert first["load_mode"]["order"] == "global(zoo_chg_a)>zoo_chg_b"
         assert first["steps"][first["failed_step"]] == "zoo_chg_b"  # at the second import
-        result.stdout.fnmatch_lines(["*minimal order: global(zoo_chg_a) > zoo_chg_b*"])
+        result.stdout.fnmatch_lines(["*minimal order: global(zoo_chg_?) > zoo_chg_?*"])
         outcomes.append(sorted((e["nodeid"], e["id"], e["outcome"]) for e in entries))
     assert outcomes[0] == outcomes[1]
 
