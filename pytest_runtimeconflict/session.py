@@ -40,6 +40,15 @@ log = logging.getLogger(__name__)
 # a longer one is compared by failure signature and the conflict's libraries (one child run).
 SHORT_PREFIX = 4
 OWNER_TRIES = 3  # earlier planned runs re-run to find the owner of a conflict
+MAX_VARIANT_CONFLICTS = 6  # conflicts diagnosed in one covering item under a variant
+HANG_NOTE = (
+    "hung under this load mode: reported as it happened, not minimised (each further run could "
+    "wait the whole timeout); the ordered tuples it had not exercised yet are counted as not run"
+)
+CAP_NOTE = (
+    f"stopped after {MAX_VARIANT_CONFLICTS} conflicts under this load mode; the ordered tuples "
+    "it had not exercised yet are counted as not run"
+)
 
 
 def node_id(name: str) -> str:
@@ -143,13 +152,14 @@ class RCState:
     def fails(self, outcome: str) -> bool:
         return fails(outcome, self.settings.fail_on)
 
-    def _diagnose(self, spec: RunSpec, result: Any, *, experiments: bool = True) -> Any:
+    def _diagnose(
+        self, spec: RunSpec, result: Any, *, experiments: bool = True, max_runs: int = 0
+    ) -> Any:
         from pytest_runtimeconflict.diagnosis import diagnose
         from pytest_runtimeconflict.sandbox.runner import run_spec
 
-        return diagnose(
-            spec, result, max_runs=self.settings.max_runs, experiments=experiments, run=run_spec
-        )
+        budget = max_runs or self.settings.max_runs
+        return diagnose(spec, result, max_runs=budget, experiments=experiments, run=run_spec)
 
     def run_plan_item(self, index: int, item: PlannedItem) -> ItemVerdict:
         """Run one planned item: a covering sequence (with repairs around each conflict that
@@ -158,6 +168,11 @@ class RCState:
             from pytest_runtimeconflict.planruns import run_target_item
 
             return run_target_item(self, index, item)
+        return self._run_sequence_item(index, item)
+
+    def _run_sequence_item(self, index: int, item: PlannedItem) -> ItemVerdict:
+        """A covering sequence, repaired around each conflict that stops it, so that every
+        tuple of it is exercised or blocked by a named conflict."""
         from pytest_runtimeconflict.plan import tuples_covered
 
         planned = item.runs[0]
@@ -170,6 +185,9 @@ class RCState:
         # although every tuple was imported.
         work: list[tuple[tuple[str, ...], bool]] = [(planned.order, True)]
         budget = 2 * len(planned.order) + 2
+        # Under a load mode that conflicts with many modules (every import global, a preloaded
+        # runtime) each conflict costs a diagnosis of a long sequence: stop after a few.
+        conflicts = 0 if planned.variant.is_plain else MAX_VARIANT_CONFLICTS
         while work and budget > 0:
             order, forced = work.pop(0)
             if not forced and not (tuples_covered(order, strength) & wanted) - exercised:
@@ -178,11 +196,9 @@ class RCState:
             entry, cut, diagnosis = self.run_planned(index, item, planned, order, experiments=False)
             exercised |= tuples_covered(tuple(entry["plan"]["executed"]), strength)
             outcome.entries.append(entry)
-            if entry.get("variant_unusable"):
-                outcome.notes.append(entry["variant_unusable"])
+            conflicts, stop = self._settle(outcome, item, entry, diagnosis, conflicts)
+            if stop:
                 break
-            if diagnosis is not None:
-                outcome.add(entry, diagnosis, self.earlier_owner, self.fails, self._complete)
             if cut is not None:
                 after_steps = len(entry["plan"]["executed"]) == len(order)
                 # Once every import ran, each tuple has met: the repair only looks for a
@@ -191,6 +207,52 @@ class RCState:
                 found = repairs(order, cut, None if after_steps else diagnosis)
                 work.extend((r, after_steps) for r in found)
         return outcome.verdict()
+
+    def _run_once(
+        self, index: int, item: PlannedItem, planned: PlannedRun, order: tuple[str, ...]
+    ) -> tuple[RunSpec, Any, dict[str, Any], int | None]:
+        """The child run itself: its spec, result, annotated entry and cut import."""
+        from pytest_runtimeconflict.planruns import annotate, unusable
+        from pytest_runtimeconflict.sandbox.runner import run_spec
+
+        base = self.spec(self.plan().steps_for(order), probes=item.probes)
+        run_id = PlannedRun(order, planned.variant).describe()
+        spec = planned.variant.apply(dataclasses.replace(base, id=run_id))
+        result = run_spec(spec)
+        entry = result.to_json()
+        cut = cut_step(result)
+        if cut is not None and cut >= len(order):
+            cut = None  # a workload failed: every import ran
+        problem = unusable(result)
+        executed = () if problem else order if cut is None else order[: cut + 1]
+        annotate(entry, self.plan(), index, item, planned, order, executed)
+        if problem:
+            entry["variant_unusable"] = f"{item.name}: {problem}"
+        return spec, result, entry, cut
+
+    def _settle(
+        self,
+        outcome: PlanOutcome,
+        item: PlannedItem,
+        entry: dict[str, Any],
+        diagnosis: Any,
+        conflicts: int,
+    ) -> tuple[int, bool]:
+        """Record one run of a covering item; (conflicts left, whether the item stops): at an
+        unusable load mode, at a hang under a variant, or at the variant's conflict cap."""
+        if entry.get("variant_unusable"):
+            outcome.notes.append(entry["variant_unusable"])
+            return conflicts, True
+        if diagnosis is None:
+            return conflicts, False
+        if entry["outcome"] == "hung" and conflicts:
+            outcome.add(entry, diagnosis, lambda *_: None, self.fails)
+            outcome.notes.append(f"{item.name}: {HANG_NOTE}")
+            return conflicts, True
+        outcome.add(entry, diagnosis, self.earlier_owner, self.fails, self._complete)
+        if conflicts == 1:
+            outcome.notes.append(f"{item.name}: {CAP_NOTE}")
+        return conflicts - 1, conflicts == 1
 
     def _record(self, entry: dict[str, Any], diagnosis: Any, planned: PlannedRun) -> None:
         """The diagnosis in the entry; under a variant, the minimal load mode too."""
@@ -225,26 +287,13 @@ class RCState:
         """One child run of ``order`` (imports, then workloads) loaded as the planned run's
         variant; diagnosed when it did not pass, unless ``known`` (failure signature, modules
         and RTLD_GLOBAL imports -> conflict key and run id, from the same item) already has
-        it. Returns the
-        report entry, the index in ``order`` of the import that stopped it (None when every
-        import ran) and the (result, diagnosis) pair of a newly diagnosed conflict."""
+        it. Returns the report entry, the index in ``order`` of the import that stopped it
+        (None when every import ran) and the (result, diagnosis) pair of a newly diagnosed
+        conflict."""
         from pytest_runtimeconflict.diagnosis.signature import failure_signature
-        from pytest_runtimeconflict.planruns import annotate, unusable
-        from pytest_runtimeconflict.sandbox.runner import run_spec
 
-        base = self.spec(self.plan().steps_for(order), probes=item.probes)
-        run_id = PlannedRun(order, planned.variant).describe()
-        spec = planned.variant.apply(dataclasses.replace(base, id=run_id))
-        result = run_spec(spec)
-        entry = result.to_json()
-        cut = cut_step(result)
-        if cut is not None and cut >= len(order):
-            cut = None  # a workload failed: every import ran
-        problem = unusable(result)
-        executed = () if problem else order if cut is None else order[: cut + 1]
-        annotate(entry, self.plan(), index, item, planned, order, executed)
-        if problem:
-            entry["variant_unusable"] = f"{item.name}: {problem}"
+        spec, result, entry, cut = self._run_once(index, item, planned, order)
+        if entry.get("variant_unusable"):
             return entry, None, None
         if result.outcome in ("passed", "latent"):
             return entry, cut, None
@@ -252,6 +301,13 @@ class RCState:
         if known is not None and seen in known:
             entry["plan"]["conflict"], entry["same_conflict_as"] = known[seen]
             return entry, cut, None
+        if result.outcome == "hung" and not planned.variant.is_plain:
+            # Every further run of a hang under a load mode may wait the whole timeout: it is
+            # reported as it happened, not minimised, and the item stops (_settle).
+            diagnosis = self._diagnose(spec, result, experiments=False, max_runs=1)
+            entry.update(diagnosis.to_json())
+            entry["plan"]["conflict"] = diagnosis.key
+            return entry, None, (result, diagnosis)
         diagnosis = self._diagnose(spec, result, experiments=experiments)
         self._record(entry, diagnosis, planned)
         if known is not None:

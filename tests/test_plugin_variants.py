@@ -115,3 +115,42 @@ def test_bad_variants_and_workloads_are_one_line(
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([expected])
     assert "Traceback" not in result.stderr.str()
+
+
+def test_a_hang_under_a_load_mode_is_reported_once_not_minimised(
+    pytester: pytest.Pytester, tmp_path: Path
+) -> None:
+    """Each further run of a hang could wait the whole timeout: under a variant the first
+    hang is reported as it happened and its item stops."""
+    sleepy = "import os, time\nif os.environ.get('RC_HANG'):\n    time.sleep(600)\n"
+    python = make_env(tmp_path, {"rc_h": sleepy, "rc_p": "X = 1\n", "rc_q": "Y = 2\n"})
+    result, data = _run(
+        pytester, python, "--rc-modules=rc_h,rc_p,rc_q", "--rc-variants=none,env:RC_HANG=1",
+        "--rc-timeout=3",
+    )  # fmt: skip
+    result.assert_outcomes(passed=2, failed=2)
+    hung = [e for e in data["scenarios"] if e["outcome"] == "hung"]
+    assert len(hung) == 2 and all(e["env"] == {"RC_HANG": "1"} for e in hung)
+    # No re-run (a hang may wait the timeout each time): the steps up to the hanging one.
+    assert all(e["runs_used"] <= 1 for e in hung)
+    assert all(e["steps"][: len(e["minimal_steps"])] == e["minimal_steps"] for e in hung)
+    assert len(data["scenarios"]) == 4  # no repair run after a hang under the variant
+    result.stdout.fnmatch_lines(["*hung under this load mode: reported as it happened*"])
+
+
+def test_a_load_mode_that_breaks_every_import_stops_after_a_few_conflicts(
+    pytester: pytest.Pytester, tmp_path: Path
+) -> None:
+    crashing = "import os, signal\nif os.environ.get('RC_CRASH'):\n    os.kill(os.getpid(), signal.SIGSEGV)\n"  # fmt: skip
+    modules = {f"rc_m{i}": crashing for i in range(8)}
+    python = make_env(tmp_path, modules)
+    result, data = _run(
+        pytester, python, f"--rc-modules={','.join(sorted(modules))}",
+        "--rc-variants=none,env:RC_CRASH=1", "--rc-max-runs=4",
+    )  # fmt: skip
+    result.stdout.fnmatch_lines(["*stopped after 6 conflicts under this load mode*"])
+    crashed = [e for e in data["scenarios"] if e["outcome"] == "crashed"]
+    by_item: dict[str, int] = {}
+    for e in crashed:
+        by_item[e["plan"]["item"]] = by_item.get(e["plan"]["item"], 0) + 1
+    assert set(by_item.values()) == {6}, by_item  # each item stopped at its sixth conflict

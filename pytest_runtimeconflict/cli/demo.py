@@ -95,9 +95,10 @@ def main(args: argparse.Namespace) -> int:
             _print_table(json.loads(report.read_text()))
         if not args.no_plan and not args.select:
             _say("\n== part 2: pytest --runtime-conflicts on the zoo environment, no manifests ==")
-            _say("Import orders are planned over every module that ships ELF objects; each")
-            _say("distinct conflict found is one failure. Conflicts are the point here, so")
-            _say("this part is shown, not judged.")
+            _say("Targets for the static findings, the fork probe, import orders and load-mode")
+            _say("variants are planned over every module that ships ELF objects; each distinct")
+            _say("conflict found is one failure. Conflicts are the point here, so this part is")
+            _say("shown, not judged.")
             _run_plan(python, args, Path(tmp))
             _say_classes(load_scenarios(scenarios), Path(tmp) / "plan-report.json", skipped)
     verdict = "every scenario behaved as its manifest says" if code == 0 else "MISMATCH"
