@@ -154,3 +154,37 @@ def test_a_load_mode_that_breaks_every_import_stops_after_a_few_conflicts(
     for e in crashed:
         by_item[e["plan"]["item"]] = by_item.get(e["plan"]["item"], 0) + 1
     assert set(by_item.values()) == {6}, by_item  # each item stopped at its sixth conflict
+
+
+def test_a_preload_variant_that_cannot_load_is_a_note_not_a_failure(
+    pytester: pytest.Pytester, tmp_path: Path
+) -> None:
+    """A user's LD_PRELOAD variant whose library needs a library the loader cannot find makes
+    the child unable to start (``could-not-start``); the same library as a ctypes preload
+    fails in the preload phase. Neither is a conflict between the modules: each item says its
+    load mode was not usable and the plain sequences still run."""
+    import subprocess
+
+    (tmp_path / "stub.c").write_text("int zz_absent(void) { return 1; }\n")
+    (tmp_path / "lib.c").write_text("int zz_absent(void);\nint zz_user(void) { return zz_absent(); }\n")  # fmt: skip
+    cc = ["gcc", "-shared", "-fPIC"]
+    subprocess.run([*cc, "-o", tmp_path / "libzz_absent.so", "-Wl,-soname,libzz_absent.so", tmp_path / "stub.c"], check=True)  # fmt: skip
+    subprocess.run([*cc, "-o", tmp_path / "libzz_user.so", tmp_path / "lib.c", tmp_path / "libzz_absent.so"], check=True)  # fmt: skip
+    (tmp_path / "libzz_absent.so").unlink()
+    lib = tmp_path / "libzz_user.so"
+    python = make_env(tmp_path / "env", {"rc_a": "VALUE = 1\n", "rc_c": "import json\n"})
+    result, data = _run(
+        pytester, python, "--rc-modules=rc_a,rc_c", f"--rc-variants=none,ld_preload:{lib},preload:{lib}"
+    )  # fmt: skip
+    outcomes = result.parseoutcomes()
+    assert not outcomes.get("failed") and not outcomes.get("errors"), result.stdout.str()
+    entries = {e["nodeid"]: e for e in data["scenarios"]}
+    started = [e for e in entries.values() if e["ld_preload"]]
+    preloaded = [e for e in entries.values() if e["preload"]]
+    assert [e["outcome"] for e in started] == ["could-not-start"], started
+    assert [(e["outcome"], e["phase"]) for e in preloaded] == [("failed", "preload")], preloaded
+    for e in (*started, *preloaded):
+        assert "libzz_absent.so" in e["variant_unusable"], e
+    plain = [e for e in entries.values() if not (e["ld_preload"] or e["preload"])]
+    assert plain and all(e["outcome"] == "passed" for e in plain), plain
+    result.stdout.fnmatch_lines(["*load mode not usable:*libzz_absent.so*"])
