@@ -7,9 +7,10 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from pytest_runtimeconflict import verdicts
+from pytest_runtimeconflict.coverage import coverage_from_entries
 from pytest_runtimeconflict.model.plan import Coverage
-from pytest_runtimeconflict.plan import coverage_of, tuples_covered
 from pytest_runtimeconflict.vocabulary import REPORT_SCHEMA
+from pytest_runtimeconflict.workloads import is_workload, step_label
 
 Collected = Sequence[tuple[str, dict[str, Any]]]
 SEEN_IN_SHOWN = 3
@@ -28,18 +29,9 @@ def report_json(collected: Collected) -> dict[str, Any]:
 
 
 def coverage(collected: Collected) -> Coverage | None:
-    """Ordered tuples exercised by the plan's runs, and those blocked by a named conflict."""
-    plan_entries = [e["plan"] for _, e in collected if "plan" in e]
-    if not plan_entries:
-        return None
-    modules, strength = plan_entries[0]["modules"], plan_entries[0]["strength"]
-    executed = [tuple(p["executed"]) for p in plan_entries]
-    blocked: dict[tuple[str, ...], str] = {}
-    for p in plan_entries:
-        if p.get("conflict"):
-            for tup in tuples_covered(tuple(p["sequence"]), strength):
-                blocked.setdefault(tup, p["conflict"])
-    return coverage_of(modules, strength, executed, blocked)
+    """Ordered tuples exercised by the plan's runs (plain imports, per variant, targeted),
+    and those blocked by a named conflict or masked by an earlier module's library copy."""
+    return coverage_from_entries([e["plan"] for _, e in collected if "plan" in e])
 
 
 def summary_lines(collected: Collected) -> list[str]:
@@ -62,9 +54,46 @@ def summary_lines(collected: Collected) -> list[str]:
             "(a warning; --rc-fail-on=latent fails on it):"
         )
         lines += [f"- {family}: " + ", ".join(files) for family, files in latent]
+    lines += static_lines(e for _, e in collected)
     covered = coverage(collected)
     if covered is not None:
         lines.append(covered.describe())
+        lines += covered.detail_lines()
+    return lines
+
+
+def static_lines(entries: Iterable[dict[str, Any]]) -> list[str]:
+    """Static findings no targeted run reproduced, load modes that could not be used, and
+    catalogue workloads that were skipped."""
+    entries = list(entries)
+    missed = {
+        (f["rule"], tuple(f["libraries"])): f
+        for e in entries
+        for f in (e.get("target") or {}).get("findings", [])
+        if not f.get("reproduced")
+    }
+    latent_only = {
+        (f["rule"], tuple(f["libraries"])): f
+        for e in entries
+        for f in (e.get("target") or {}).get("findings", [])
+        if f.get("reproduced_as") == "latent"
+    }
+    lines = []
+    if latent_only:
+        lines.append("static conflicts reproduced as latent co-loading (no crash):")
+        lines += [
+            f"- [{f['severity']}] {f['rule']}: {f['title']}" for _, f in sorted(latent_only.items())
+        ]
+    if missed:
+        lines.append("static conflicts not reproduced at run time (see the items' reports):")
+        lines += [
+            f"- [{f['severity']}] {f['rule']}: {f['title']}" for _, f in sorted(missed.items())
+        ]
+    unusable = sorted({e["variant_unusable"] for e in entries if e.get("variant_unusable")})
+    lines += [f"load mode not usable: {u}" for u in unusable]
+    skipped = sorted({s for e in entries for s in e.get("workloads_skipped", [])})
+    if skipped:
+        lines.append("workloads skipped: " + "; ".join(skipped))
     return lines
 
 
@@ -73,8 +102,16 @@ def _conflict_lines(key: str, members: list[tuple[str, dict[str, Any]]]) -> list
     nodes = sorted({n for n, _ in members})
     lines = [f"- {verdict.get('rule') or 'unattributed'}: {verdict.get('cause', key)}"]
     minimal = members[0][1].get("minimal_steps")
+    mode = members[0][1].get("load_mode") or {}
     if minimal:
-        lines.append(f"    minimal order: {' > '.join(minimal)}")
+        order = " > ".join(step_label(s) for s in minimal)
+        if mode.get("order"):
+            order = mode["order"].replace(">", " > ") + "".join(
+                f" > {step_label(s)}" for s in minimal if is_workload(s)
+            )
+            order += "".join(f" (preload {x})" for x in mode.get("preload", []))
+            order += "".join(f" (LD_PRELOAD {x})" for x in mode.get("ld_preload", []))
+        lines.append(f"    minimal order: {order}")
     if verdict.get("user_advice"):
         lines.append(f"    avoid: {verdict['user_advice']}")
     # One node id a line, the first few only: plan node ids of long sequences are long.

@@ -38,7 +38,8 @@ class Family:
 
     ``probe``: the child's exercise probe for a mapped copy (``gomp-parallel``: one parallel
     region through ``GOMP_parallel``; ``openblas-dgemm``: ``openblas_get_config`` and a 64x64
-    ``cblas_dgemm`` with each prefix/suffix spelling). ``thread_env``: variables that cap its
+    ``cblas_dgemm`` with each prefix/suffix spelling; ``libstdcxx-locale``: a ``std::locale``
+    and its ``ctype``/``num_put``/``collate`` facets). ``thread_env``: variables that cap its
     threads. ``unsafe_env``: settings that hide a conflict (tried, flagged unsafe).
     ``preload_name``: the name to preload when the family is involved but no copy is mapped
     (``libstdc++.so.6``). ``copies_coexist``: False when a second initialised copy aborts.
@@ -46,6 +47,9 @@ class Family:
     C functions starting with ``prefix`` carries this runtime (a statically linked copy
     inside another library). ``layered``: one installation comes as several files (MKL's
     core, interface and threading layers), counted as one copy per directory.
+    ``probe_symbols``: the symbols that select the probe on a mapped object, when they are not
+    the identity symbols (``libstdcxx-locale`` runs on any object defining ``std::locale``'s
+    constructor, so on a statically linked, exported libstdc++ too).
     """
 
     family: str
@@ -63,6 +67,7 @@ class Family:
     copies_coexist: bool = True
     symbol_patterns: tuple[tuple[str, int], ...] = ()
     layered: bool = False
+    probe_symbols: tuple[str, ...] = ()
 
     @property
     def kind(self) -> RuntimeKind:
@@ -168,6 +173,8 @@ FAMILIES: list[Family] = [
         name_patterns=(r"^libstdc\+\+([-.]|$)",),
         version_defs=("GLIBCXX_3.4",),
         preload_name="libstdc++.so.6",
+        probe="libstdcxx-locale",
+        probe_symbols=("_ZNSt6localeC1Ev",),
     ),
     Family(
         "libc++",
@@ -232,7 +239,7 @@ def probes() -> list[dict[str, object]]:
     out: dict[str, set[str]] = {}
     for fam in FAMILIES:
         if fam.probe:
-            out.setdefault(fam.probe, set()).update(fam.symbol_variants())
+            out.setdefault(fam.probe, set()).update(fam.probe_symbols or fam.symbol_variants())
     return [{"probe": p, "symbols": sorted(s)} for p, s in sorted(out.items())]
 
 

@@ -15,7 +15,9 @@ from typing import Any
 
 from pytest_runtimeconflict.errors import UsageError
 from pytest_runtimeconflict.shard import Shard, parse_shard
+from pytest_runtimeconflict.variants import parse_variants
 from pytest_runtimeconflict.vocabulary import ANNOTATION_CHOICES, DEFAULT_TIMEOUT, FAIL_ON_CHOICES
+from pytest_runtimeconflict.workloads import parse_user_workloads
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,7 @@ class OptionDef:
     default: str
     metavar: str | None
     is_flag: bool = False
+    multiple: bool = False  # repeatable on the command line; one value per line in the ini
 
 
 OPTIONS: tuple[OptionDef, ...] = (
@@ -150,6 +153,29 @@ OPTIONS: tuple[OptionDef, ...] = (
         "",
         "DIR",
     ),
+    OptionDef(
+        "--rc-variants",
+        "runtime_conflicts_variants",
+        "Load-mode variants and targets to plan, comma-separated: 'auto' (the default: every "
+        "ordered pair also with the first module imported RTLD_GLOBAL, the runtime libraries the "
+        "scan found preloaded with ctypes and LD_PRELOAD, short targeted sequences for each "
+        "static finding, the fork probe and the workload catalogue), 'none' (plain imports "
+        "only: the plan as before variants), and additions global:MODULE, preload:LIBRARY, "
+        "ld_preload:LIBRARY (preload:all, ld_preload:all for every library group) and "
+        "env:NAME=VALUE.",
+        "auto",
+        "LIST",
+    ),
+    OptionDef(
+        "--rc-workload",
+        "runtime_conflicts_workloads",
+        "A statement run after a planned run's imports when MODULE is planned, e.g. "
+        "'numpy=numpy.ones((300, 300)) @ numpy.ones((300, 300))'; repeatable (one per line in "
+        "the ini). Also read from [tool.pytest-runtimeconflict.workloads] in pyproject.toml.",
+        "",
+        "MODULE=STATEMENT",
+        multiple=True,
+    ),
 )
 
 
@@ -171,6 +197,8 @@ class Settings:
     update_baseline: bool = False
     annotations: str = "auto"
     repro_dir: str = ""
+    variants: tuple[Any, ...] = ()  # variants.Request entries of --rc-variants
+    workloads: tuple[tuple[str, str], ...] = ()  # (module, statement) of --rc-workload
 
 
 def _where(from_cli: bool) -> str:
@@ -277,6 +305,8 @@ def read_settings(get: Callable[[OptionDef], tuple[Any, bool]]) -> Settings:
         exercise=not _bool(*value("--rc-no-exercise")),
         max_runs=_int_in(*value("--rc-max-runs"), 1, 1000),
         repro_dir=_directory(*value("--rc-repro-dir")),
+        variants=parse_variants(*value("--rc-variants")),
+        workloads=_workloads(*value("--rc-workload")),
         **_ci_settings(value),
     )
 
@@ -307,3 +337,8 @@ def _ci_settings(value: Callable[[str], tuple[Any, str, str]]) -> dict[str, Any]
         "update_baseline": update,
         "annotations": annotations,
     }
+
+
+def _workloads(flag: str, value: Any, where: str) -> tuple[tuple[str, str], ...]:
+    values = value if isinstance(value, (list, tuple)) else str(value or "").splitlines()
+    return parse_user_workloads(values, where)

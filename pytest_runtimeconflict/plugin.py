@@ -55,6 +55,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 option.flag, action="store_true", default=None, dest=_dest(option), help=option.help
             )
             parser.addini(option.ini, option.help, type="bool", default=False)
+        elif option.multiple:
+            group.addoption(
+                option.flag,
+                action="append",
+                default=None,
+                dest=_dest(option),
+                metavar=option.metavar,
+                help=option.help,
+            )
+            parser.addini(option.ini, option.help, type="linelist", default=[])
         else:
             group.addoption(
                 option.flag,
@@ -167,7 +177,7 @@ def pytest_collection_modifyitems(
         plan = state.plan()
     except RuntimeConflictError as exc:
         raise pytest.UsageError(str(exc)) from None
-    if plan.sequences:
+    if plan.items:
         collector = PlanCollector.from_parent(session, name=PLAN_NODE, nodeid=PLAN_NODE)
         collector.plan = plan
         planned = collector.collect()
@@ -308,36 +318,50 @@ class ScenarioItem(_RCItem):
 
 
 class PlanCollector(pytest.Collector):
-    """The planned import sequences of the environment's modules."""
+    """The planned items: covering sequences, load-mode variants, targets, fork probes."""
 
     plan: Plan
 
     def collect(self) -> list[pytest.Item]:
         return [
-            PlanItem.from_parent(self, name=">".join(seq), index=index, sequence=seq)
-            for index, seq in enumerate(self.plan.sequences)
+            PlanItem.from_parent(self, name=item.name, index=index, planned=item)
+            for index, item in enumerate(self.plan.items)
         ]
 
 
 class PlanItem(_RCItem):
-    """One planned import sequence: runs it, repairs around crashes, reports each conflict."""
+    """One planned item: runs it (repairing around crashes in a covering sequence) and
+    reports each conflict."""
 
-    def __init__(self, *, index: int, sequence: tuple[str, ...], **kwargs: Any) -> None:
+    def __init__(self, *, index: int, planned: Any, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.index = index
-        self.sequence = sequence
+        self.planned = planned
         self.add_marker("runtime_conflicts")
 
     def runtest(self) -> None:
-        self.apply(self.state.run_plan_item(self.index, self.sequence))
+        self.apply(self.state.run_plan_item(self.index, self.planned))
 
     def expected_cost(self) -> int:
-        from pytest_runtimeconflict.shard import planned_cost
+        from pytest_runtimeconflict.shard import planned_cost, target_cost
 
-        return planned_cost(len(self.sequence))
+        lengths = [len(run.order) for run in self.planned.runs]
+        if self.planned.kind == "sequence":
+            return sum(planned_cost(n) for n in lengths)
+        return target_cost(lengths)
 
     def reportinfo(self) -> tuple[str, int | None, str]:
         return PLAN_NODE, None, f"{PLAN_NODE}::{self.name}"
+
+
+def pytest_report_collectionfinish(config: pytest.Config) -> list[str]:
+    """What the plan holds beyond the node ids: modules, variants, targets, workloads."""
+    state = _state(config)
+    if state is None or state._plan is None:
+        return []
+    from pytest_runtimeconflict.planning import describe_plan
+
+    return describe_plan(state._plan)
 
 
 # ---------------------------------------------------------------- reporting
@@ -447,7 +471,7 @@ class RuntimeSandbox:
         from pytest_runtimeconflict.model import RunSpec
         from pytest_runtimeconflict.sandbox.runner import run_spec
 
-        for key in ("preload", "ld_preload"):
+        for key in ("preload", "ld_preload", "global_imports", "probes"):
             if key in kwargs:
                 kwargs[key] = tuple(kwargs[key])
         if "env" in kwargs and isinstance(kwargs["env"], dict):

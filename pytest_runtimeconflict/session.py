@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import re
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -23,7 +23,7 @@ from pytest_runtimeconflict.baseline import Baseline, BaselineStatus
 from pytest_runtimeconflict.errors import InterpreterError, UsageError
 from pytest_runtimeconflict.locking import file_lock
 from pytest_runtimeconflict.model import RunSpec
-from pytest_runtimeconflict.model.plan import Plan
+from pytest_runtimeconflict.model.plan import Plan, PlanContext, PlannedItem, PlannedRun
 from pytest_runtimeconflict.options import Settings
 from pytest_runtimeconflict.shard import ShardScope
 from pytest_runtimeconflict.verdicts import (
@@ -39,10 +39,24 @@ from pytest_runtimeconflict.vocabulary import PLAN_NODE, fails, is_import_step
 
 log = logging.getLogger(__name__)
 
+# An earlier run's prefix of at most this many imports is minimised to compare conflict keys;
+# a longer one is compared by failure signature and the conflict's libraries (one child run).
+SHORT_PREFIX = 4
+OWNER_TRIES = 3  # earlier planned runs re-run to find the owner of a conflict
+MAX_VARIANT_CONFLICTS = 6  # conflicts diagnosed in one covering item under a variant
+HANG_NOTE = (
+    "hung under this load mode: reported as it happened, not minimised (each further run could "
+    "wait the whole timeout); the ordered tuples it had not exercised yet are counted as not run"
+)
+CAP_NOTE = (
+    f"stopped after {MAX_VARIANT_CONFLICTS} conflicts under this load mode; the ordered tuples "
+    "it had not exercised yet are counted as not run"
+)
 
-def node_id(sequence: Sequence[str]) -> str:
-    """The node id of a plan item (``runtime-conflicts::a>b>c``)."""
-    return f"{PLAN_NODE}::{'>'.join(sequence)}"
+
+def node_id(name: str) -> str:
+    """The node id of a plan item (``runtime-conflicts::a>b>c``, ``...::seq-01[17 modules]``)."""
+    return f"{PLAN_NODE}::{name}"
 
 
 @dataclass
@@ -67,49 +81,62 @@ class RCState:
     def plan(self) -> Plan:
         """The session's plan; computed once, identically on every xdist worker."""
         if self._plan is None:
-            from pytest_runtimeconflict.plan import plan_sequences
+            from pytest_runtimeconflict.planning import build_plan
+            from pytest_runtimeconflict.workloads import pyproject_workloads
 
-            modules = self.settings.modules
-            if modules is None:
-                try:
-                    modules = self._default_modules()
-                except InterpreterError as exc:
-                    # The scan names its own option; here the interpreter came from --rc-python.
-                    text = str(exc)
-                    if text.startswith("--python "):
-                        text = "--rc-python " + text[len("--python ") :]
-                    raise UsageError(text) from None
-            elif modules:
-                missing = missing_modules(self.settings.python, modules)
-                if missing:
-                    raise UsageError(
-                        f"invalid --rc-modules: {', '.join(missing)} cannot be imported by "
-                        f"{self.settings.python}; install it there or remove it from the list"
-                    )
-            modules = tuple(sorted(dict.fromkeys(modules)))
-            strength = min(self.settings.strength, len(modules)) if modules else 0
-            sequences = plan_sequences(modules, strength) if strength else []
-            self._plan = Plan(modules, strength, tuple(tuple(s) for s in sequences))
+            workloads = (*self.settings.workloads, *pyproject_workloads(self.rootdir))
+            self._plan = build_plan(
+                self._context(),
+                self.settings.strength,
+                self.settings.variants,
+                workloads,
+                exercise=self.settings.exercise,
+            )
         return self._plan
 
-    def _default_modules(self) -> tuple[str, ...]:
-        """Top-level names of distributions shipping ELF objects, plus the project under test.
+    def _context(self) -> PlanContext:
+        """What the planner knows: the scan of the environment (also with ``--rc-modules``
+        and ``--rc-variants none``: the coverage reports masked pairs from it)."""
+        modules = self.settings.modules
+        if modules:
+            missing = missing_modules(self.settings.python, modules)
+            if missing:
+                raise UsageError(
+                    f"invalid --rc-modules: {', '.join(missing)} cannot be imported by "
+                    f"{self.settings.python}; install it there or remove it from the list"
+                )
+            modules = tuple(sorted(dict.fromkeys(modules)))
+        if modules == ():
+            return PlanContext(())
+        try:
+            return self._scanned_context(modules)
+        except InterpreterError as exc:
+            # The scan names its own option; here the interpreter came from --rc-python.
+            text = str(exc)
+            if text.startswith("--python "):
+                text = "--rc-python " + text[len("--python ") :]
+            raise UsageError(text) from None
 
-        Scanned once per session: the first xdist worker writes the result under a lock, the
-        others read it.
-        """
-        path = self.cache_dir / f"modules-{self.run_id}.json"
+    def _scanned_context(self, modules: tuple[str, ...] | None) -> PlanContext:
+        """Scanned once per session: the first xdist worker writes the planner's context under
+        a lock, the others read it."""
+        from pytest_runtimeconflict.planning import context_from_scan, default_modules
+        from pytest_runtimeconflict.static.scan import scan_environment
+
+        path = self.cache_dir / f"plan-context-{self.run_id}.json"
         with file_lock(self.cache_dir / "modules.lock"):
             if path.exists():
-                return tuple(json.loads(path.read_text()))
-            modules = discover_modules(
-                self.settings.python, self.rootdir, cache_dir=self.cache_dir / "facts"
+                return PlanContext.from_json(json.loads(path.read_text()))
+            result = scan_environment(
+                python=self.settings.python, cache_dir=self.cache_dir / "facts"
             )
-            for old in self.cache_dir.glob("modules-*.json"):
+            planned = modules if modules is not None else default_modules(result, self.rootdir)
+            context = context_from_scan(result, planned, self.cache_dir / "facts")
+            for old in self.cache_dir.glob("plan-context-*.json"):
                 if time.time() - old.stat().st_mtime > 86400:
                     old.unlink(missing_ok=True)
-            path.write_text(json.dumps(list(modules)))
-        return modules
+            path.write_text(json.dumps(context.to_json()))
+        return context
 
     # ------------------------------------------------------------ running
 
@@ -168,112 +195,222 @@ class RCState:
             return False
         return self.baseline.mark(entry) or self.settings.update_baseline
 
+    def outcome(self) -> PlanOutcome:
+        """An empty outcome of one plan item, judging latent runs and known conflicts."""
+        return PlanOutcome(fail_latent=self.fails("latent"), is_known=self.known_conflict)
+
     def fails(self, outcome: str) -> bool:
         return fails(outcome, self.settings.fail_on)
 
-    def _diagnose(self, spec: RunSpec, result: Any, *, experiments: bool = True) -> Any:
+    def _diagnose(
+        self, spec: RunSpec, result: Any, *, experiments: bool = True, max_runs: int = 0
+    ) -> Any:
         from pytest_runtimeconflict.diagnosis import diagnose
         from pytest_runtimeconflict.sandbox.runner import run_spec
 
-        return diagnose(
-            spec, result, max_runs=self.settings.max_runs, experiments=experiments, run=run_spec
-        )
+        budget = max_runs or self.settings.max_runs
+        return diagnose(spec, result, max_runs=budget, experiments=experiments, run=run_spec)
 
-    def _diagnosed(self, spec: RunSpec, result: Any, entry: dict[str, Any]) -> Any:
-        """Diagnose a failing run into its report entry, with the failure's first three lines
+    @staticmethod
+    def fill(entry: dict[str, Any], result: Any, diagnosis: Any) -> None:
+        """A diagnosis into its report entry, with the failure's first three lines
         (``headline``: what CI annotations and merged reports show)."""
         from pytest_runtimeconflict.report.text import headline
 
-        diagnosis = self._diagnose(spec, result)
         entry.update(diagnosis.to_json())
         entry["headline"] = headline(result, diagnosis)
-        return diagnosis
 
-    def run_plan_item(self, index: int, sequence: tuple[str, ...]) -> ItemVerdict:
-        """Run one planned sequence, and around each conflict that stops it, the sequence
-        without the failing step and without its partners, so every tuple of the sequence is
-        exercised or blocked by a named conflict.
-        """
+    def run_plan_item(self, index: int, item: PlannedItem) -> ItemVerdict:
+        """Run one planned item: a covering sequence (with repairs around each conflict that
+        stops it), or a target / fork item (each of its planned runs once)."""
+        if item.kind != "sequence":
+            from pytest_runtimeconflict.planruns import run_target_item
+
+            return run_target_item(self, index, item)
+        return self._run_sequence_item(index, item)
+
+    def _run_sequence_item(self, index: int, item: PlannedItem) -> ItemVerdict:
+        """A covering sequence, repaired around each conflict that stops it, so that every
+        tuple of it is exercised or blocked by a named conflict."""
         from pytest_runtimeconflict.plan import tuples_covered
 
+        planned = item.runs[0]
         strength = self.plan().strength
-        wanted = tuples_covered(sequence, strength)
+        wanted = tuples_covered(planned.order, strength)
         exercised: set[tuple[str, ...]] = set()
-        outcome = PlanOutcome(fail_latent=self.fails("latent"), is_known=self.known_conflict)
-        # (steps, forced): a repair after a conflict that struck once every step had run
-        # (runtime exercising) is forced, since it may hide a further conflict although
-        # every tuple was imported.
-        work: list[tuple[tuple[str, ...], bool]] = [(tuple(sequence), True)]
-        budget = 2 * len(sequence) + 2
+        outcome = self.outcome()
+        # (order, forced): a repair after a conflict that struck once every import had run
+        # (workloads, runtime exercising) is forced, since it may hide a further conflict
+        # although every tuple was imported.
+        work: list[tuple[tuple[str, ...], bool]] = [(planned.order, True)]
+        budget = 2 * len(planned.order) + 2
+        # Under a load mode that conflicts with many modules (every import global, a preloaded
+        # runtime) each conflict costs a diagnosis of a long sequence: stop after a few.
+        conflicts = 0 if planned.variant.is_plain else MAX_VARIANT_CONFLICTS
         while work and budget > 0:
-            steps, forced = work.pop(0)
-            if not forced and not (tuples_covered(steps, strength) & wanted) - exercised:
+            order, forced = work.pop(0)
+            if not forced and not (tuples_covered(order, strength) & wanted) - exercised:
                 continue
             budget -= 1
-            entry, cut, diagnosis = self._run_plan_steps(index, sequence, steps)
+            entry, cut, diagnosis = self.run_planned(index, item, planned, order, experiments=False)
             exercised |= tuples_covered(tuple(entry["plan"]["executed"]), strength)
             outcome.entries.append(entry)
-            if diagnosis is not None:
-                outcome.add(entry, diagnosis, self.earlier_owner, self.fails)
+            conflicts, stop = self._settle(outcome, item, entry, diagnosis, conflicts)
+            if stop:
+                break
             if cut is not None:
-                after_steps = len(entry["plan"]["executed"]) == len(steps)
-                work.extend((r, after_steps) for r in repairs(steps, cut, diagnosis))
+                after_steps = len(entry["plan"]["executed"]) == len(order)
+                # Once every import ran, each tuple has met: the repair only looks for a
+                # further conflict among the rest (dropping the partners would meet the same
+                # conflict again with the next partner).
+                found = repairs(order, cut, None if after_steps else diagnosis)
+                work.extend((r, after_steps) for r in found)
         return outcome.verdict(self.settings)
 
-    def _run_plan_steps(
-        self,
-        index: int,
-        sequence: tuple[str, ...],
-        steps: tuple[str, ...],
-    ) -> tuple[dict[str, Any], int | None, Any]:
-        """One child run of ``steps``; diagnosed when it did not pass."""
+    def _run_once(
+        self, index: int, item: PlannedItem, planned: PlannedRun, order: tuple[str, ...]
+    ) -> tuple[RunSpec, Any, dict[str, Any], int | None]:
+        """The child run itself: its spec, result, annotated entry and cut import."""
+        from pytest_runtimeconflict.planruns import annotate, unusable
         from pytest_runtimeconflict.sandbox.runner import run_spec
 
-        spec = self.spec(steps, id=">".join(steps))
+        base = self.spec(self.plan().steps_for(order), probes=item.probes)
+        run_id = PlannedRun(order, planned.variant).describe()
+        spec = planned.variant.apply(dataclasses.replace(base, id=run_id))
         result = run_spec(spec)
         entry = result.to_json()
         cut = cut_step(result)
-        entry["plan"] = {
-            "index": index,
-            "sequence": list(sequence),
-            "modules": list(self.plan().modules),
-            "strength": self.plan().strength,
-            "executed": list(steps if cut is None else steps[: cut + 1]),
-            "cut": cut is not None,
-        }
-        if result.outcome in ("passed", "latent"):
-            return entry, cut, None
-        diagnosis = self._diagnosed(spec, result, entry)
-        entry["plan"]["conflict"] = diagnosis.key
-        if cut is None:
-            # Every step ran and the conflict struck after them (runtime exercising, exit):
-            # the step that brought the conflict in is the last import of the minimal order.
-            cut = last_minimal_step(steps, diagnosis.minimal_steps)
-        return entry, cut, (result, diagnosis)
+        if cut is not None and cut >= len(order):
+            cut = None  # a workload failed: every import ran
+        problem = unusable(result)
+        executed = () if problem else order if cut is None else order[: cut + 1]
+        annotate(entry, self.plan(), index, item, planned, order, executed)
+        if problem:
+            entry["variant_unusable"] = f"{item.name}: {problem}"
+        return spec, result, entry, cut
 
-    def earlier_owner(self, index: int, diagnosis: Any) -> str | None:
-        """The node id of the first earlier sequence that reproduces the same conflict.
+    def _settle(
+        self,
+        outcome: PlanOutcome,
+        item: PlannedItem,
+        entry: dict[str, Any],
+        diagnosis: Any,
+        conflicts: int,
+    ) -> tuple[int, bool]:
+        """Record one run of a covering item; (conflicts left, whether the item stops): at an
+        unusable load mode, at a hang under a variant, or at the variant's conflict cap."""
+        if entry.get("variant_unusable"):
+            outcome.notes.append(entry["variant_unusable"])
+            return conflicts, True
+        if diagnosis is None:
+            return conflicts, False
+        if entry["outcome"] == "hung" and conflicts:
+            outcome.add(entry, diagnosis, lambda *_: None, self.fails)
+            outcome.notes.append(f"{item.name}: {HANG_NOTE}")
+            return conflicts, True
+        outcome.add(entry, diagnosis, self.earlier_owner, self.fails, self._complete)
+        if conflicts == 1:
+            outcome.notes.append(f"{item.name}: {CAP_NOTE}")
+        return conflicts - 1, conflicts == 1
 
-        Deterministic without talking to other workers: the earlier sequence's shortest prefix
-        holding the conflict's modules is re-run here and diagnosed (one extra child run).
-        """
+    def _record(
+        self, entry: dict[str, Any], result: Any, diagnosis: Any, planned: PlannedRun
+    ) -> None:
+        """The diagnosis in the entry; under a variant, the minimal load mode too."""
+        from pytest_runtimeconflict.planruns import reduce_load_mode
         from pytest_runtimeconflict.sandbox.runner import run_spec
 
-        wanted = {s for s in diagnosis.minimal_steps if is_import_step(s) and " " not in s}
+        self.fill(entry, result, diagnosis)
+        entry["plan"]["conflict"] = diagnosis.key
+        if not planned.variant.is_plain:
+            entry["load_mode"] = reduce_load_mode(diagnosis, run_spec)
+
+    def _complete(self, entry: dict[str, Any], pair: Any) -> Any:
+        """The counter-experiments of a conflict first found in a covering sequence (deferred
+        until no earlier item owns it), run on its minimal order."""
+        result, diagnosis = pair
+        minimal = diagnosis.minimal_result
+        full = self._diagnose(minimal.spec, minimal)
+        completed = dataclasses.replace(full, minimal_steps=diagnosis.minimal_steps)
+        self.fill(entry, result, completed)
+        entry["runs_used"] = diagnosis.runs_used + full.runs_used
+        return result, completed
+
+    def run_planned(
+        self,
+        index: int,
+        item: PlannedItem,
+        planned: PlannedRun,
+        order: tuple[str, ...],
+        known: dict[Any, tuple[str, str]] | None = None,
+        experiments: bool = True,
+    ) -> tuple[dict[str, Any], int | None, Any]:
+        """One child run of ``order`` (imports, then workloads) loaded as the planned run's
+        variant; diagnosed when it did not pass, unless ``known`` (failure signature, modules
+        and RTLD_GLOBAL imports -> conflict key and run id, from the same item) already has
+        it. Returns the report entry, the index in ``order`` of the import that stopped it
+        (None when every import ran) and the (result, diagnosis) pair of a newly diagnosed
+        conflict."""
+        from pytest_runtimeconflict.diagnosis.signature import failure_signature
+
+        spec, result, entry, cut = self._run_once(index, item, planned, order)
+        if entry.get("variant_unusable"):
+            return entry, None, None
+        if result.outcome in ("passed", "latent"):
+            return entry, cut, None
+        seen = (failure_signature(result), frozenset(order), planned.variant.global_imports)
+        if known is not None and seen in known:
+            entry["plan"]["conflict"], entry["same_conflict_as"] = known[seen]
+            return entry, cut, None
+        if result.outcome == "hung" and not planned.variant.is_plain:
+            # Every further run of a hang under a load mode may wait the whole timeout: it is
+            # reported as it happened, not minimised, and the item stops (_settle).
+            diagnosis = self._diagnose(spec, result, experiments=False, max_runs=1)
+            self.fill(entry, result, diagnosis)
+            entry["plan"]["conflict"] = diagnosis.key
+            return entry, None, (result, diagnosis)
+        diagnosis = self._diagnose(spec, result, experiments=experiments)
+        self._record(entry, result, diagnosis, planned)
+        if known is not None:
+            known[seen] = (diagnosis.key, spec.id)
+        if cut is None:
+            # Every import ran and the conflict struck after them (workloads, runtime
+            # exercising, exit): the import that brought it in is the minimal order's last.
+            cut = last_minimal_step(order, diagnosis.minimal_steps)
+        return entry, cut, (result, diagnosis)
+
+    def earlier_owner(self, entry: dict[str, Any], diagnosis: Any) -> str | None:
+        """The node id of an earlier item that reproduces the same conflict, or None.
+
+        Deterministic without talking to other workers: the earlier planned runs that import
+        the conflict's modules are candidates, those in the conflict's minimal load mode first
+        (then the others, in plan order: the same conflict may show under another mode); at
+        most ``OWNER_TRIES`` of them are re-run here, each only up to the last of those modules,
+        and compared with the conflict.
+        """
+        from pytest_runtimeconflict.planruns import owner_candidates
+        from pytest_runtimeconflict.sandbox.runner import run_spec
+
+        wanted = [s for s in diagnosis.minimal_steps if is_import_step(s) and " " not in s]
         if not wanted:
             return None
-        for earlier in self.plan().sequences[:index]:
-            if not wanted <= set(earlier):
-                continue
-            end = max(earlier.index(m) for m in wanted) + 1
-            spec = self.spec(earlier[:end])
+        plan, index = self.plan(), entry["plan"]["index"]
+        mode = entry.get("load_mode") or {}
+        candidates = owner_candidates(plan.items[:index], plan.items[index], wanted, mode)
+        for earlier, planned in candidates[:OWNER_TRIES]:
+            end = max(planned.order.index(m) for m in wanted) + 1
+            base = self.spec(plan.steps_for(planned.order[:end]), probes=earlier.probes)
+            spec = planned.variant.apply(base)
             result = run_spec(spec)
-            if result.outcome in ("passed", "latent"):
-                return None
-            # Minimised like the conflict it is compared with, so the keys are comparable.
-            if self._diagnose(spec, result, experiments=False).key == diagnosis.key:
-                return node_id(earlier)
-            return None
+            if result.outcome in ("passed", "latent", "could-not-start"):
+                continue
+            if end <= SHORT_PREFIX:
+                # Minimised like the conflict it is compared with, so the keys compare.
+                same = self._diagnose(spec, result, experiments=False).key == diagnosis.key
+            else:
+                same = same_failure(result, diagnosis)
+            if same:
+                return node_id(earlier.name)
         return None
 
     def run_scenario_item(self, scenario: Any, run: Any) -> ItemVerdict:
@@ -291,7 +428,8 @@ class RCState:
         entry = result.to_json()
         diagnosis = None
         if result.outcome != "passed":
-            diagnosis = self._diagnosed(spec, result, entry)
+            diagnosis = self._diagnose(spec, result)
+            self.fill(entry, result, diagnosis)
         text = f"{result.message}\n{result.stderr_tail}"
         matched, why = run.expect.matches(result.outcome, result.signal, result.failed_step, text)
         entry["scenario"] = {
@@ -347,36 +485,12 @@ def missing_modules(python: str, modules: Sequence[str]) -> list[str]:
         ) from None
 
 
-def discover_modules(python: str, rootdir: Path, cache_dir: Path | None = None) -> tuple[str, ...]:
-    """Import names worth planning: distributions that ship ELF objects, plus the project."""
-    from pytest_runtimeconflict.static.scan import scan_environment
+def same_failure(result: Any, diagnosis: Any) -> bool:
+    """Whether ``result`` fails the way the diagnosed conflict does, with the conflict's
+    libraries mapped."""
+    from pytest_runtimeconflict.diagnosis.signature import failure_signature
 
-    result = scan_environment(python=python, cache_dir=cache_dir)
-    with_elf = {o.distribution for o in result.objects if o.distribution}
-    names: set[str] = set()
-    for dist, tops in result.distributions.items():
-        if dist in with_elf:
-            public = [t for t in tops if is_import_step(t) and not t.startswith("_")]
-            names.update(public or [t for t in tops if is_import_step(t)])
-    names.update(_project_modules(rootdir))
-    return tuple(sorted(names))
-
-
-def _project_modules(rootdir: Path) -> list[str]:
-    """The import package of the project under test, from ``pyproject.toml`` [project].name."""
-    pyproject = rootdir / "pyproject.toml"
-    if not pyproject.is_file():
-        return []
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # Python < 3.11
-        import tomli as tomllib  # type: ignore[no-redef]
-    try:
-        name = tomllib.loads(pyproject.read_text()).get("project", {}).get("name", "")
-    except (OSError, ValueError):
-        return []
-    module = re.sub(r"[-.]+", "_", str(name)).lower()
-    for base in (rootdir, rootdir / "src"):
-        if (base / module / "__init__.py").is_file() or (base / f"{module}.py").is_file():
-            return [module]
-    return []
+    if failure_signature(result) != failure_signature(diagnosis.minimal_result):
+        return False
+    mapped = {os.path.realpath(p) for p in result.mapped}
+    return all(os.path.realpath(lib.path) in mapped for lib in diagnosis.libraries)

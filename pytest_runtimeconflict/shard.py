@@ -78,6 +78,12 @@ def planned_cost(steps: int) -> int:
     return child_run_ms(steps) * (1 + steps)
 
 
+def target_cost(lengths: Sequence[int]) -> int:
+    """A target or fork item: each of its short runs once (a conflict's diagnosis comes on
+    top, as for a planned sequence's repairs)."""
+    return sum(child_run_ms(n) for n in lengths) * 2
+
+
 def scenario_cost(steps: int, expected: str, timeout: float, max_runs: int) -> int:
     """A scenario-file run by its expected outcome: a pass is one run; a crash or error is
     diagnosed too; a hang waits out its timeout, and its minimisation waits again."""

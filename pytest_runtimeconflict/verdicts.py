@@ -56,6 +56,8 @@ class PlanOutcome:
     failures: dict[str, str] = field(default_factory=dict)
     duplicates: dict[str, str] = field(default_factory=dict)
     latent: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # warnings that are not conflicts
+    seen: dict[str, str] = field(default_factory=dict)  # conflict key -> first run id
     fail_latent: bool = False
     known: dict[str, str] = field(default_factory=dict)
     is_known: Callable[[dict[str, Any]], bool] = _never_known
@@ -64,19 +66,26 @@ class PlanOutcome:
         self,
         entry: dict[str, Any],
         pair: tuple[RunResult, Diagnosis],
-        earlier_owner: Callable[[int, Diagnosis], str | None],
+        earlier_owner: Callable[[dict[str, Any], Diagnosis], str | None],
         fails: Callable[[str], bool],
+        complete: Callable[[dict[str, Any], Any], Any] | None = None,
     ) -> None:
-        """Record one diagnosed conflict of the item (once per conflict key)."""
+        """Record one diagnosed conflict of the item (once per conflict key). ``complete``
+        finishes the diagnosis (counter-experiments) of a conflict no earlier item owns."""
         result, diagnosis = pair
         key = diagnosis.key
-        if key in self.failures or key in self.duplicates or key in self.known:
+        if key in self.seen:
+            entry["same_conflict_as"] = self.seen[key]
             return
-        owner = earlier_owner(entry["plan"]["index"], diagnosis)
+        self.seen[key] = str(entry.get("id", ""))
+        owner = earlier_owner(entry, diagnosis)
         if owner is not None:
             entry["duplicate_of"] = owner
             self.duplicates[key] = f"{key} (reported by {owner})"
-        elif fails(result.outcome) and self.is_known(entry):
+            return
+        if complete is not None:
+            result, diagnosis = complete(entry, pair)
+        if fails(result.outcome) and self.is_known(entry):
             self.known[key] = format_failure(result, diagnosis).splitlines()[0]
         elif fails(result.outcome):
             self.failures[key] = format_failure(result, diagnosis)
@@ -104,7 +113,7 @@ class PlanOutcome:
             verdict.skip = "same conflict as an earlier sequence: " + "; ".join(
                 self.duplicates.values()
             )
-        verdict.warnings = list(dict.fromkeys(self.latent))
+        verdict.warnings = list(dict.fromkeys([*self.latent, *self.notes]))
         return verdict
 
 

@@ -14,6 +14,7 @@ from zoo_support import *  # noqa: F403
 from zoo_support import ZooVenv
 
 from pytest_runtimeconflict.diagnosis import diagnose
+from pytest_runtimeconflict.model import RunSpec
 from pytest_runtimeconflict.report.text import format_failure
 from pytest_runtimeconflict.sandbox.runner import run_spec
 
@@ -78,3 +79,23 @@ def test_plain_imports_of_interposing_copies_are_latent(zoo_venv: ZooVenv) -> No
     result = run_spec(dataclasses.replace(run.spec, python=zoo_venv.python))
     assert result.outcome == "latent" and "symbol-interposition" in result.message
     assert [f.rule for f in result.findings] == ["symbol-interposition"]
+
+
+def test_an_rtld_global_import_is_the_load_mode_the_drop_global_experiment_removes(
+    zoo_venv: ZooVenv,
+) -> None:
+    """The planned runs' RTLD_GLOBAL imports (``global_imports``, no setdlopenflags step):
+    the verdict names the import that mapped the serving copy, and the drop-global experiment
+    imports everything RTLD_LOCAL, which avoids the crash."""
+    zoo_venv.wheels.check("c-helper-ctor-global")
+    spec = RunSpec(
+        steps=("zoo_chg_a", "zoo_chg_b"), global_imports=("zoo_chg_a",), python=zoo_venv.python
+    )
+    result = run_spec(spec)
+    assert result.outcome == "crashed", result.message
+    d = diagnose(spec, result, max_runs=20)
+    assert d.rule == "symbol-interposition", format_failure(result, d)
+    assert "step 0 ('zoo_chg_a') was imported RTLD_GLOBAL and mapped libzhelper-" in d.cause
+    dropped = [e for e in d.experiments if e.kind == "load_mode"]
+    assert dropped and dropped[0].avoided, d.experiments
+    assert "no RTLD_GLOBAL import" in dropped[0].change

@@ -33,7 +33,10 @@ def test_old_libstdcxx_shadow_is_one_failure_naming_both_copies(
     pytester: pytest.Pytester, zoo_venv: ZooVenv
 ) -> None:
     zoo_venv.wheels.check("libstdcxx-old-shadow")
-    result, data = _run(pytester, zoo_venv, "--rc-modules=zoo_oldcxx,zoo_newcxx")
+    # The plain covering sequences alone (tests/test_plan_zoo.py has the targets' view).
+    result, data = _run(
+        pytester, zoo_venv, "--rc-modules=zoo_oldcxx,zoo_newcxx", "--rc-variants=none"
+    )
     # old>new fails (GLIBCXX_3.4.30 not found), new>old passes: one failure, one pass.
     result.assert_outcomes(failed=1, passed=1)
     text = result.stdout.str()
@@ -55,7 +58,11 @@ def test_openmp_duplicate_found_by_exercising_and_control_passes(
     outcomes = []
     for extra in ([], ["-n", "2"]):
         result, data = _run(
-            pytester, zoo_venv, "--rc-modules=zoo_iomp_a,zoo_iomp_b,zoo_ctl_a,zoo_ctl_b", *extra
+            pytester,
+            zoo_venv,
+            "--rc-modules=zoo_iomp_a,zoo_iomp_b,zoo_ctl_a,zoo_ctl_b",
+            "--rc-variants=none",
+            *extra,
         )
         # Both sequences hit the same two libiomp5 copies: one failure, the other a duplicate.
         result.assert_outcomes(failed=1, skipped=1)
@@ -78,8 +85,9 @@ def test_zoo_scenario_files_behave_as_their_manifests_say(
         zoo_venv.wheels.check(name)
         shutil.copytree(SCENARIOS_DIR / name, pytester.path / name)
     result, data = _run(pytester, zoo_venv, "--rc-modules=none", "-n", "2", "-rxX")
-    # control: 3 passed runs; static libstdc++: 2 passing fixes/controls, 3 expected failures
-    result.assert_outcomes(passed=5, xfailed=3)
+    # control: 3 passed runs; static libstdc++: 3 passing (fix, alone, imports without
+    # exercising), 4 expected failures (regex both orders, stream, imports exercised)
+    result.assert_outcomes(passed=6, xfailed=4)
     result.stdout.fnmatch_lines(["*XFAIL*static-then-shared*libstdcxx-static-exported*"])
     crashed = [s for s in data["scenarios"] if s["outcome"] == "crashed"]
     assert crashed
@@ -105,7 +113,9 @@ def test_latent_copies_are_listed_in_the_summary(
     pytester: pytest.Pytester, zoo_venv: ZooVenv
 ) -> None:
     zoo_venv.wheels.check("blas-duplicate")
-    result, data = _run(pytester, zoo_venv, "--rc-modules=zoo_blas32,zoo_blas64")
+    result, data = _run(
+        pytester, zoo_venv, "--rc-modules=zoo_blas32,zoo_blas64", "--rc-variants=none"
+    )
     # Both sequences map the same two copies: one warning, attributed to the plan item that
     # saw it first, not to a line of the plugin.
     result.assert_outcomes(passed=2, warnings=1)
@@ -126,8 +136,9 @@ def test_latent_copies_are_listed_in_the_summary(
     )
     assert {s["outcome"] for s in data["scenarios"]} == {"latent"}
     strict, _ = _run(
-        pytester, zoo_venv, "--rc-modules=zoo_blas32,zoo_blas64", "--rc-fail-on=latent"
-    )
+        pytester, zoo_venv, "--rc-modules=zoo_blas32,zoo_blas64", "--rc-fail-on=latent",
+        "--rc-variants=none",
+    )  # fmt: skip
     strict.assert_outcomes(failed=2)
 
 

@@ -28,8 +28,9 @@ MODULES = {
     # plan's repairs and the diagnosis run too (and must not be doubled by workers).
     "rx_crash": "import os, signal, sys\nif 'rx_a' in sys.modules:\n    os.kill(os.getpid(), signal.SIGSEGV)\n",
 }
+# A long sequence's node id has a space: runtime-conflicts::seq-01[5 modules]
 NODE_LINE = re.compile(
-    r"(runtime-conflicts::\S+) (?:PASSED|FAILED|SKIPPED|XFAIL|XPASS|ERROR)\b|(?:PASSED|FAILED|SKIPPED|XFAIL|XPASS|ERROR) (runtime-conflicts::\S+)"
+    r"(runtime-conflicts::\S+?(?:\[\d+ modules\])?) (?:PASSED|FAILED|SKIPPED|XFAIL|XPASS|ERROR)\b|(?:PASSED|FAILED|SKIPPED|XFAIL|XPASS|ERROR) (runtime-conflicts::\S+(?: modules\])?)"
 )
 MODULE_SETS = {
     "three-pairs": ("rx_a,rx_b,rx_c", "2"),

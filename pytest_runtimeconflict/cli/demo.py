@@ -107,10 +107,12 @@ def main(args: argparse.Namespace) -> int:
             _print_table(json.loads(report.read_text()))
         if not args.no_plan and not args.select:
             _say("\n== part 2: pytest --runtime-conflicts on the zoo environment, no manifests ==")
-            _say("Import orders are planned over every module that ships ELF objects; each")
-            _say("distinct conflict found is one failure. Conflicts are the point here, so")
-            _say("this part is shown, not judged.")
+            _say("Targets for the static findings, the fork probe, import orders and load-mode")
+            _say("variants are planned over every module that ships ELF objects; each distinct")
+            _say("conflict found is one failure. Conflicts are the point here, so this part is")
+            _say("shown, not judged.")
             _run_plan(python, args, Path(tmp))
+            _say_classes(load_scenarios(scenarios), Path(tmp) / "plan-report.json", skipped)
     verdict = "every scenario behaved as its manifest says" if code == 0 else "MISMATCH"
     _say(f"\ndemo finished: {verdict} (pytest exit code {code})")
     return 0 if code == 0 else 1
@@ -187,6 +189,16 @@ def _run_plan(python: Path, args: argparse.Namespace, tmp: Path) -> int:
     _say("running: " + " ".join(cmd))
     sys.stdout.flush()
     return subprocess.call(cmd, cwd=tmp)
+
+
+def _say_classes(scenarios: Any, report: Path, skipped: dict[str, str]) -> None:
+    from pytest_runtimeconflict.cli.democlasses import class_lines
+
+    if report.exists():
+        built = [s for s in scenarios if s.name not in skipped]
+        _say("")
+        for line in class_lines(built, json.loads(report.read_text())):
+            _say(line)
 
 
 def _print_table(report: dict[str, Any]) -> None:

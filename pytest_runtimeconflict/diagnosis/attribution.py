@@ -56,7 +56,8 @@ def _fork_after_openmp(evidence: Evidence) -> Verdict | None:
         return None
     steps = "\n".join(evidence.result.spec.steps)
     traceback = evidence.result.python_traceback or ""
-    if not (_FORK_CALL.search(steps) or _FORK_CALL.search(traceback)):
+    probed = any(e.get("kind") == "fork" for e in evidence.result.exercised)  # the fork probe
+    if not (probed or _FORK_CALL.search(steps) or _FORK_CALL.search(traceback)):
         return None
     openmp = sorted(
         (p for p, (family, _r) in evidence.runtimes.items()

@@ -51,16 +51,20 @@ def plan_experiments(spec: RunSpec, evidence: Evidence, verdict: Verdict) -> lis
 
 
 def _drop_global(spec: RunSpec) -> list[Experiment]:
-    """The same order with nothing put into the global scope: no RTLD_GLOBAL step, local
-    preloads, no LD_PRELOAD (Python's default load mode)."""
+    """The same order with nothing put into the global scope: no RTLD_GLOBAL step, no
+    RTLD_GLOBAL import (``global_imports``), local preloads, no LD_PRELOAD (Python's default
+    load mode)."""
     steps = tuple("pass" if "RTLD_GLOBAL" in s else s for s in spec.steps)
-    changed = dataclasses.replace(spec, steps=steps, preload_mode="local", ld_preload=())
-    if changed == spec or changed.steps == spec.steps and not (spec.preload or spec.ld_preload):
+    changed = dataclasses.replace(
+        spec, steps=steps, global_imports=(), preload_mode="local", ld_preload=()
+    )
+    put_global = set(spec.global_imports) & set(spec.steps) or spec.preload or spec.ld_preload
+    if changed == spec or changed.steps == spec.steps and not put_global:
         return []
     return [
         Experiment(
-            "load everything RTLD_LOCAL (no sys.setdlopenflags(RTLD_GLOBAL), no global "
-            "preload, no LD_PRELOAD)",
+            "load everything RTLD_LOCAL (no sys.setdlopenflags(RTLD_GLOBAL), no RTLD_GLOBAL "
+            "import, no global preload, no LD_PRELOAD)",
             "load_mode",
             changed,
         )

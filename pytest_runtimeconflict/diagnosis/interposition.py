@@ -165,14 +165,23 @@ def rule_for(binding: Binding) -> str:
     return "cxx-symbol-duplicate" if binding.symbol.startswith("_Z") else "symbol-interposition"
 
 
-def load_mode(spec: RunSpec, provider: str) -> str:
-    """Why the provider was in the global scope, from the run's own settings."""
+def load_mode(spec: RunSpec, provider: str, step_libraries: Sequence[Sequence[str]] = ()) -> str:
+    """Why the provider was in the global scope, from the run's own settings (and, for an
+    RTLD_GLOBAL import, which import mapped it)."""
     base = os.path.basename(provider)
     steps = [(i, s) for i, s in enumerate(spec.steps) if "RTLD_GLOBAL" in s]
     if any(os.path.basename(p) == base for p in spec.ld_preload):
         return f"LD_PRELOAD put {base} in the global scope"
     if spec.preload and spec.preload_mode == "global":
         return "a ctypes.CDLL(..., RTLD_GLOBAL) preload put its symbols in the global scope"
+    imported = _global_import_of(spec, provider, step_libraries)
+    if imported is not None:
+        index, step = imported
+        return (
+            f"step {index} ({step!r}) was imported RTLD_GLOBAL and mapped {base}, so its "
+            "symbols joined the global scope, which the loader searches before an object's "
+            "own dependencies"
+        )
     if steps:
         index, step = steps[0]
         return (
@@ -181,6 +190,18 @@ def load_mode(spec: RunSpec, provider: str) -> str:
             "dependencies"
         )
     return "the two definitions met in one lookup scope"
+
+
+def _global_import_of(
+    spec: RunSpec, provider: str, step_libraries: Sequence[Sequence[str]]
+) -> tuple[int, str] | None:
+    """The RTLD_GLOBAL import (``global_imports``) whose step mapped ``provider``."""
+    real = os.path.realpath(provider)
+    for index, step in enumerate(spec.steps):
+        mapped = step_libraries[index] if index < len(step_libraries) else ()
+        if step in spec.global_imports and real in {os.path.realpath(p) for p in mapped}:
+            return index, step
+    return None
 
 
 def verdict(evidence: Evidence, make: VerdictFn, labels: Callable[[str], str]) -> Verdict | None:
@@ -204,7 +225,7 @@ def verdict(evidence: Evidence, make: VerdictFn, labels: Callable[[str], str]) -
     why = (
         "STB_GNU_UNIQUE symbols are merged process-wide even under RTLD_LOCAL"
         if unique
-        else load_mode(evidence.result.spec, binding.provider)
+        else load_mode(evidence.result.spec, binding.provider, evidence.result.step_libraries)
     )
     ran = frame_function(evidence.result, binding.provider) if in_frames else None
     roles, cause = _roles_and_cause(binding, own, why, ran, labels)

@@ -13,7 +13,13 @@ from pytest_runtimeconflict.vocabulary import DEFAULT_TIMEOUT
 
 @dataclass(frozen=True)
 class RunSpec:
-    """One child-interpreter run: steps in order, with optional preloads and environment."""
+    """One child-interpreter run: steps in order, with optional preloads and environment.
+
+    ``global_imports``: import steps (dotted names) that the child imports with
+    ``RTLD_GLOBAL | RTLD_NOW``, restoring the interpreter's flags after each (a planned load-mode
+    variant; by name, so minimisation and reordering keep it with its step). ``probes``: extra
+    exercise probes beyond the families' own (``fork-after-parallel``).
+    """
 
     steps: tuple[str, ...]
     preload: tuple[str, ...] = ()
@@ -25,6 +31,8 @@ class RunSpec:
     exercise: bool = True
     id: str = ""
     trace_bindings: bool = False
+    global_imports: tuple[str, ...] = ()
+    probes: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -38,6 +46,8 @@ class RunSpec:
             "python": self.python,
             "exercise": self.exercise,
             "trace_bindings": self.trace_bindings,
+            "global_imports": list(self.global_imports),
+            "probes": list(self.probes),
         }
 
 
@@ -150,6 +160,8 @@ class RunResult:
             "python_traceback": self.python_traceback,
             "exercised": [dict(e) for e in self.exercised],
             "bindings": [b.to_json() for b in self.bindings],
+            "global_imports": list(self.spec.global_imports),
+            "probes": list(self.spec.probes),
         }
 
     def duplicated_families(self) -> tuple[str, ...]:

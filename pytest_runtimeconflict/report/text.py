@@ -16,6 +16,7 @@ from typing import Any
 from pytest_runtimeconflict.diagnosis.evidence import backtrace_library, crashing_thread_frames
 from pytest_runtimeconflict.model import AvoidedBy, Diagnosis, LibraryRole, RunResult
 from pytest_runtimeconflict.vocabulary import is_import_step
+from pytest_runtimeconflict.workloads import step_label
 
 TAIL_LINES = 8
 BACKTRACE_LINES = 12
@@ -41,7 +42,7 @@ def what_broke(result: RunResult, diagnosis: Diagnosis | None) -> str:
     scope = "minimal order" if diagnosis is not None else "order"
     if diagnosis is not None and len(steps) < total:
         scope = f"minimal order, {len(steps)} of {total} steps"
-    return f"{word}: {detail} - {scope}: {_order(steps)}"
+    return f"{word}: {detail} - {scope}: {_order(steps, result.spec.global_imports)}"
 
 
 def why(diagnosis: Diagnosis | None) -> str:
@@ -102,10 +103,14 @@ def _first_line(text: str | None) -> str:
     return lines[0][:240] if lines else ""
 
 
-def _order(steps: Sequence[str]) -> str:
-    """Steps on one line: ``import a > import b > a.f()`` (newlines in a step shown as \\n)."""
+def _order(steps: Sequence[str], global_imports: Sequence[str] = ()) -> str:
+    """Steps on one line: ``import a (RTLD_GLOBAL) > import b > a.f()`` (newlines in a step
+    shown as \\n, a workload by its name)."""
     shown = [
-        f"import {s}" if is_import_step(s) and not s.startswith("import ") else s for s in steps
+        (f"import {s}" + (" (RTLD_GLOBAL)" if s in global_imports else ""))
+        if is_import_step(s) and not s.startswith("import ")
+        else step_label(s)
+        for s in steps
     ]
     return " > ".join(s.strip().replace("\n", "\\n ") for s in shown) or "(no steps)"
 
@@ -257,7 +262,7 @@ def format_summary_line(diagnosis: Diagnosis) -> str:
         avoid = f"; only avoided by (unsafe): {best.change}"
     return (
         f"{diagnosis.rule or 'unattributed'} ({diagnosis.confidence}): {libs or 'no library named'}"
-        f"; minimal order: {_order(diagnosis.minimal_steps)}{avoid}"
+        f"; minimal order: {_order(diagnosis.minimal_steps, diagnosis.minimal_result.spec.global_imports)}{avoid}"
     )
 
 

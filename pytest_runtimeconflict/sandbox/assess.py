@@ -218,6 +218,10 @@ def _outcome(spec: RunSpec, raw: ChildRun, state: Progress) -> dict[str, Any]:
         return out
     if rc != 0 or not state.done:
         return {"outcome": "failed", "message": f"the child exited with status {rc} {where}"}
+    hung = next((e for e in state.exercised if e.get("status") == "hung"), None)
+    if hung is not None:  # the fork probe's child was killed after its deadline
+        where = f"while exercising the {hung['kind']} probe on {hung['path']} after the steps"
+        return {"outcome": "hung", "phase": "exercise", "message": f"{hung['detail']} ({where})"}
     return {"outcome": "passed", "message": ""}
 
 

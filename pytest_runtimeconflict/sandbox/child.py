@@ -25,7 +25,7 @@ from typing import IO, Any
 MAGIC = b"\x7fELF"
 # Only a mapped file whose name looks like an OpenMP/BLAS runtime makes the child import ctypes
 # (when the steps did not import it already): keeps the sandbox overhead small for plain runs.
-RUNTIME_NAME = re.compile(r"omp|openblas|blas|lapack|mkl", re.IGNORECASE)
+RUNTIME_NAME = re.compile(r"omp|openblas|blas|lapack|mkl|stdc\+\+", re.IGNORECASE)
 # Used when the parent sends no probes (the family registry's list arrives in the spec).
 DEFAULT_PROBES = [
     {"probe": "gomp-parallel", "symbols": ["GOMP_parallel"]},
@@ -33,8 +33,22 @@ DEFAULT_PROBES = [
         "probe": "openblas-dgemm",
         "symbols": [p + "openblas_get_config" + s for p in ("", "scipy_") for s in ("", "64_")],
     },
+    {"probe": "libstdcxx-locale", "symbols": ["_ZNSt6localeC1Ev"]},
 ]
 GEMM_N = 64  # large enough that OpenBLAS hands the dgemm to its thread server
+# What every iostream or std::regex use does first: build a std::locale and fetch its facets.
+# With two libstdc++ copies sharing the merged STB_GNU_UNIQUE facet ids, the second copy's
+# use_facet throws std::bad_cast (std::terminate, SIGABRT), as real C++ code does.
+LOCALE_CTOR, LOCALE_DTOR = "_ZNSt6localeC1Ev", "_ZNSt6localeD1Ev"
+LOCALE_FACETS = (
+    ("ctype<char>", "_ZSt9use_facetISt5ctypeIcEERKT_RKSt6locale"),
+    (
+        "num_put<char>",
+        "_ZSt9use_facetISt7num_putIcSt19ostreambuf_iteratorIcSt11char_traitsIcEEEERKT_RKSt6locale",
+    ),
+    ("collate<char>", "_ZSt9use_facetISt7collateIcEERKT_RKSt6locale"),
+)
+FORK_DEADLINE = 6.0  # seconds a forked child may take for one parallel region
 
 _elf_cache = {}  # type: dict
 
@@ -111,11 +125,24 @@ def is_module_name(step: str) -> bool:
     return all(p.isidentifier() and not keyword.iskeyword(p) for p in parts)
 
 
-def run_step(step: str, index: int, namespace: dict) -> None:
-    """Import a dotted name (binding its top-level package) or exec a statement."""
+def run_step(step: str, index: int, namespace: dict, global_imports: tuple = ()) -> None:
+    """Import a dotted name (binding its top-level package) or exec a statement.
+
+    A name in ``global_imports`` is imported with ``RTLD_GLOBAL | RTLD_NOW`` (what
+    ``sys.setdlopenflags`` users do), the interpreter's flags restored afterwards: every object
+    the import loads joins the global scope, searched before a later object's own dependencies.
+    """
     name = step.strip()
     if is_module_name(name):
-        namespace[name.split(".")[0]] = __import__(name)
+        if name not in global_imports:
+            namespace[name.split(".")[0]] = __import__(name)
+            return
+        flags = sys.getdlopenflags()
+        sys.setdlopenflags(os.RTLD_GLOBAL | os.RTLD_NOW)
+        try:
+            namespace[name.split(".")[0]] = __import__(name)
+        finally:
+            sys.setdlopenflags(flags)
         return
     code = compile(step, f"<step {index}>", "exec")
     exec(code, namespace)
@@ -146,13 +173,15 @@ def preload(libs: list, mode: str, progress: Progress, tracker: MapTracker) -> b
     return True
 
 
-def run_steps(steps: list, progress: Progress, tracker: MapTracker) -> bool:
+def run_steps(
+    steps: list, progress: Progress, tracker: MapTracker, global_imports: tuple = ()
+) -> bool:
     """Run every step in one namespace; stop at the first exception (``error`` event)."""
     namespace = {"__name__": "__rc_steps__"}  # type: dict
     for index, step in enumerate(steps):
         progress.write(event="step", index=index, status="begin")
         try:
-            run_step(step, index, namespace)
+            run_step(step, index, namespace, global_imports)
         except BaseException as exc:
             progress.write(
                 event="step",
@@ -263,9 +292,80 @@ def exercise_openblas(ctypes: Any, lib: Any, prefix: str, suffix: str) -> str:
     return detail + f"; cblas_dgemm {n}x{n} ok"
 
 
-def _probe_calls(ctypes: Any, lib: Any, path: str, probes: list) -> list:
+def exercise_locale(ctypes: Any, lib: Any, path: str) -> str:
+    """Build a ``std::locale`` with this libstdc++ copy and fetch its common facets."""
+    c = ctypes
+    ctor, dtor = getattr(lib, LOCALE_CTOR), getattr(lib, LOCALE_DTOR)
+    ctor.restype = dtor.restype = None
+    ctor.argtypes = dtor.argtypes = [c.c_void_p]
+    locale = c.create_string_buffer(64)  # std::locale is one pointer
+    ctor(locale)
+    fetched = []
+    try:
+        for facet, symbol in LOCALE_FACETS:
+            if defined_in(ctypes, lib, symbol, path):
+                use_facet = getattr(lib, symbol)
+                use_facet.restype = c.c_void_p
+                use_facet.argtypes = [c.c_void_p]
+                use_facet(locale)
+                fetched.append(facet)
+    finally:
+        dtor(locale)
+    return "std::locale(): use_facet<" + ", ".join(fetched) + "> ok"
+
+
+def exercise_fork(ctypes: Any, lib: Any, deadline: float) -> str:
+    """A parallel region, a fork, and a parallel region in the forked child.
+
+    GNU libgomp's thread pool does not survive fork: the child's region waits forever for
+    workers that were not copied. The region runs libc's ``free(NULL)`` on each thread (no
+    Python callback, so no GIL in the forked child). Raises ``ForkHang`` when the forked child
+    has not finished within ``deadline`` seconds (it is killed).
+    """
+    import time
+
+    c = ctypes
+    func = lib.GOMP_parallel
+    func.restype = None
+    func.argtypes = [c.c_void_p, c.c_void_p, c.c_uint, c.c_uint]
+    noop = c.cast(c.CDLL(None).free, c.c_void_p)
+    # The runtime's default team size, as real code gets it, once OMP_NUM_THREADS is set (a
+    # counter-experiment); else two threads, so that a pool starts even on one core.
+    threads = 0 if os.environ.get("OMP_NUM_THREADS") else 2
+    func(noop, None, threads, 0)
+    pid = os.fork()
+    if pid == 0:  # the forked child: never returns into Python's normal flow
+        code = 1
+        try:
+            func(noop, None, threads, 0)
+            code = 0
+        finally:
+            os._exit(code)
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            if status != 0:
+                raise RuntimeError(f"the forked child ended with wait status {status}")
+            return "parallel region, fork, parallel region in the forked child: ok"
+        time.sleep(0.02)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    raise ForkHang(
+        f"the forked child's parallel region did not finish within {deadline:g} s after a "
+        "parallel region in the parent (the runtime's thread pool does not survive fork); "
+        "the child was killed"
+    )
+
+
+class ForkHang(Exception):
+    """The fork probe's child did not finish: reported as a hang of the run."""
+
+
+def _probe_calls(ctypes: Any, lib: Any, path: str, probes: list, extra: list) -> list:
     """The exercise calls the parent's family registry asks for on ``path``: a probe applies
-    when ``path`` itself defines one of its identity symbols."""
+    when ``path`` itself defines one of its identity symbols. ``extra`` names the spec's
+    additional probes (``fork-after-parallel``)."""
     calls = []
     for probe in probes:
         defined = [s for s in probe["symbols"] if defined_in(ctypes, lib, s, path)]
@@ -273,6 +373,8 @@ def _probe_calls(ctypes: Any, lib: Any, path: str, probes: list) -> list:
             continue
         if probe["probe"] == "gomp-parallel" and defined_in(ctypes, lib, "GOMP_parallel", path):
             calls.append(("openmp", lambda: exercise_openmp(ctypes, lib)))
+            if "fork-after-parallel" in extra:
+                calls.append(("fork", functools.partial(exercise_fork, ctypes, lib, FORK_DEADLINE)))
         elif probe["probe"] == "openblas-dgemm":
             config = next((s for s in defined if "openblas_get_config" in s), None)
             if config is not None:
@@ -280,17 +382,21 @@ def _probe_calls(ctypes: Any, lib: Any, path: str, probes: list) -> list:
                 calls.append(
                     ("blas", functools.partial(exercise_openblas, ctypes, lib, prefix, suffix))
                 )
+        elif probe["probe"] == "libstdcxx-locale" and defined_in(ctypes, lib, LOCALE_DTOR, path):
+            calls.append(("libstdc++", functools.partial(exercise_locale, ctypes, lib, path)))
     return calls
 
 
-def _exercise_one(ctypes: Any, path: str, progress: Progress, probes: list) -> None:
+def _exercise_one(ctypes: Any, path: str, progress: Progress, probes: list, extra: list) -> None:
     lib = _noload(ctypes, path)
     if lib is None:
         return
-    for kind, call in _probe_calls(ctypes, lib, path, probes):
+    for kind, call in _probe_calls(ctypes, lib, path, probes, extra):
         progress.write(event="exercise", path=path, kind=kind, status="begin")
         try:
             detail = call()
+        except ForkHang as exc:
+            progress.write(event="exercise", path=path, kind=kind, status="hung", detail=str(exc))
         except Exception as exc:
             progress.write(
                 event="exercise", path=path, kind=kind, status="error", **_describe_exception(exc)
@@ -299,17 +405,19 @@ def _exercise_one(ctypes: Any, path: str, progress: Progress, probes: list) -> N
             progress.write(event="exercise", path=path, kind=kind, status="ok", detail=detail)
 
 
-def exercise(tracker: MapTracker, progress: Progress, probes: list) -> None:
-    """Call into every mapped OpenMP runtime and OpenBLAS, so latent duplicates show."""
+def exercise(tracker: MapTracker, progress: Progress, probes: list, extra: list) -> None:
+    """Call into every mapped OpenMP runtime, OpenBLAS and libstdc++ copy, so latent
+    duplicates show. Every mapped object is a candidate once one looks like a runtime (a
+    statically linked, exported libstdc++ lives in an ordinary extension module)."""
     candidates = tracker.order
-    if "ctypes" not in sys.modules:
-        candidates = [p for p in candidates if RUNTIME_NAME.search(os.path.basename(p))]
-        if not candidates:
-            return
+    if "ctypes" not in sys.modules and not any(
+        RUNTIME_NAME.search(os.path.basename(p)) for p in candidates
+    ):
+        return
     import ctypes
 
     for path in candidates:
-        _exercise_one(ctypes, path, progress, probes)
+        _exercise_one(ctypes, path, progress, probes, extra)
 
 
 def _raise_core_limit() -> None:
@@ -355,10 +463,10 @@ def main(argv: list) -> int:
     )
     if not preload(spec.get("preload", []), spec.get("preload_mode", "global"), progress, tracker):
         return 1
-    if not run_steps(spec["steps"], progress, tracker):
+    if not run_steps(spec["steps"], progress, tracker, tuple(spec.get("global_imports", ()))):
         return 1
     if spec.get("exercise", True):
-        exercise(tracker, progress, spec.get("probes") or DEFAULT_PROBES)
+        exercise(tracker, progress, spec.get("probes") or DEFAULT_PROBES, spec.get("extra", []))
     progress.write(event="done", new=tracker.new())
     fault_file.flush()
     return 0

@@ -74,6 +74,8 @@ KEPT_PYTHON_VARIABLES = frozenset(
     }
 )
 STACK_DUMP_WAIT = 2.0
+# Exercise probes a spec may ask for beyond the families' own (implemented in child.py).
+EXTRA_PROBES = ("fork-after-parallel",)
 
 
 class _TailReader(threading.Thread):
@@ -146,6 +148,9 @@ def validate_spec(spec: RunSpec) -> None:
         raise UsageError(f"invalid timeout {spec.timeout!r}: expected seconds > 0")
     if spec.preload_mode not in ("global", "local"):
         raise UsageError(f"invalid preload mode {spec.preload_mode!r}: expected global or local")
+    unknown = sorted(set(spec.probes) - set(EXTRA_PROBES))
+    if unknown:
+        raise UsageError(f"invalid probe {unknown[0]!r}: expected one of {', '.join(EXTRA_PROBES)}")
 
 
 def child_environment(spec: RunSpec, run_dir: str) -> dict[str, str]:
@@ -195,6 +200,8 @@ def _write_child_spec(spec: RunSpec, run_dir: str) -> str:
         "preload_mode": spec.preload_mode,
         "exercise": spec.exercise,
         "probes": families.probes(),
+        "extra": list(spec.probes),
+        "global_imports": list(spec.global_imports),
         "progress": os.path.join(run_dir, "progress.jsonl"),
         "faulthandler": os.path.join(run_dir, "faulthandler.txt"),
         "sys_path0": os.getcwd(),  # as `python -c` run from the user's directory would see

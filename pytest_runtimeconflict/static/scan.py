@@ -25,7 +25,11 @@ from pytest_runtimeconflict.vocabulary import SCAN_SCHEMA
 
 @dataclass(frozen=True)
 class ScanResult:
-    """What a scan found: objects, findings, skipped files (path, reason), distributions."""
+    """What a scan found: objects, findings, skipped files (path, reason), distributions.
+
+    ``closures``: per extension module, the objects the loader model loads for it beyond the
+    interpreter's own, as (SONAME or file name, path) in load order (the planner's input).
+    """
 
     objects: tuple[ObjectInfo, ...]
     findings: tuple[Finding, ...]
@@ -33,6 +37,7 @@ class ScanResult:
     distributions: Mapping[str, list[str]] = field(default_factory=dict)
     python: str | None = None
     seconds: float = 0.0
+    closures: Mapping[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -86,6 +91,7 @@ def scan_environment(
         reach = compute_reach(objects, loader, _python_initial(executable))
         findings = evaluate(objects, loader, reach=reach)
         objects += _reached_outside(reach.reached_by, known, reader)
+        closures = _closures(reach)
     finally:
         reader.close()
     return ScanResult(
@@ -95,7 +101,20 @@ def scan_environment(
         distributions=distributions,
         python=executable,
         seconds=time.perf_counter() - started,
+        closures=closures,
     )
+
+
+def _closures(reach: Any) -> dict[str, tuple[tuple[str, str], ...]]:
+    """Per extension, (SONAME or file name, path) of what it loads beyond the interpreter."""
+    return {
+        ext: tuple(
+            (facts.soname or os.path.basename(path), path)
+            for path, facts in state.loaded.items()
+            if path not in reach.base
+        )
+        for ext, state in reach.closures.items()
+    }
 
 
 def _reached_outside(

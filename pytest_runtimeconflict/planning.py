@@ -1,0 +1,300 @@
+"""From the scan to the session's plan: which modules to plan, what the planner knows about
+them (:class:`~pytest_runtimeconflict.model.plan.PlanContext`), and the items.
+
+Items, in collection order (so that the shortest reproducer of a conflict is the earliest item
+that has it, which the session's de-duplication across items relies on):
+
+1. finding-driven targets and the fork probe (:mod:`.targets`; built-in, off with
+   ``--rc-variants none``);
+2. the covering sequences (:func:`.plan.plan_sequences`), imports in Python's default mode;
+3. the variant sources (:mod:`.variants`).
+
+No pytest import.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from pytest_runtimeconflict.errors import UsageError
+from pytest_runtimeconflict.model.plan import (
+    Plan,
+    PlanContext,
+    PlannedItem,
+    PlannedRun,
+    RuntimeLibrary,
+)
+from pytest_runtimeconflict.variants import (
+    PlanInput,
+    Request,
+    built_in,
+    sequence_name,
+    variant_items,
+)
+from pytest_runtimeconflict.vocabulary import is_import_step
+
+# The plugin's own runtime dependencies (and pytest's), left out of the default module set
+# when the plugin is not installed as a distribution whose metadata says so.
+OWN_DEPENDENCIES = frozenset(
+    {"pytest", "pluggy", "iniconfig", "packaging", "pytest-xdist", "execnet", "pyelftools",
+     "psutil", "tomli", "exceptiongroup", "pytest-runtimeconflict"}
+)  # fmt: skip
+_SITE = re.compile(r"/(?:site|dist)-packages/([^/]+)")
+RUNTIME_FAMILIES = ("openmp", "blas", "libstdc++", "libgfortran", "libquadmath")
+
+
+def normalise(name: str) -> str:
+    """A distribution name as PEP 503 compares them."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def own_dependencies() -> frozenset[str]:
+    """The plugin's runtime requirements, transitively (from the running interpreter's
+    metadata), plus :data:`OWN_DEPENDENCIES`."""
+    from importlib import metadata
+
+    found = set(OWN_DEPENDENCIES)
+    todo = ["pytest-runtimeconflict"]
+    while todo:
+        try:
+            requires = metadata.requires(todo.pop()) or []
+        except metadata.PackageNotFoundError:
+            continue
+        for req in requires:
+            if "extra ==" in req:
+                continue
+            name = normalise(re.split(r"[\s;<>=!~\[(]", req, maxsplit=1)[0])
+            if name and name not in found:
+                found.add(name)
+                todo.append(name)
+    return frozenset(found)
+
+
+def top_of(path: str) -> str | None:
+    """The top-level import name an installed file belongs to (``torch`` for
+    ``.../site-packages/torch/lib/x.so``; ``_cffi_backend`` for a top-level extension)."""
+    found = _SITE.findall(path)
+    if not found:
+        return None
+    first = found[-1]
+    return first.split(".", 1)[0] if first.endswith(".so") or ".so." in first else first
+
+
+def default_modules(result: Any, rootdir: Path) -> tuple[str, ...]:
+    """Import names worth planning: for each distribution (not one of the plugin's own
+    dependencies) that ships native code under a top-level package or module it can import,
+    its public top-level names that hold native code (else its public top-level names, else
+    those holding native code); plus the project under test.
+
+    Left out: a top-level *namespace* package (no ``__init__.py``: importing it loads nothing,
+    e.g. ``nvidia/...`` libraries; give a sub-package with ``--rc-modules``) and native code
+    outside the site directories (``<prefix>/lib/libiomp5.so``): their libraries still take
+    part in the scan, its findings and the preload variants."""
+    own = own_dependencies()
+    native: dict[str, set[str]] = {}
+    for obj in result.objects:
+        top = top_of(obj.path) if obj.distribution else None
+        if top and not _namespace(obj.path, top):
+            native.setdefault(obj.distribution, set()).add(top)
+    names: set[str] = set()
+    for dist, tops in result.distributions.items():
+        if dist not in native or normalise(dist) in own:
+            continue
+        usable = [t for t in tops if is_import_step(t)]
+        with_native = [t for t in usable if t in native[dist]]
+        public = [t for t in usable if not t.startswith("_")]
+        names.update([t for t in with_native if not t.startswith("_")] or public or with_native)
+    names.update(project_modules(rootdir))
+    return tuple(sorted(names))
+
+
+def _namespace(path: str, top: str) -> bool:
+    """Whether ``top`` (of an installed file at ``path``) is a namespace package."""
+    found = list(_SITE.finditer(path))
+    if not found or not path[found[-1].end(1) :].startswith("/"):
+        return False  # a top-level module file, not a package directory
+    package = path[: found[-1].end(1)]
+    return not os.path.exists(os.path.join(package, "__init__.py"))
+
+
+def project_modules(rootdir: Path) -> list[str]:
+    """The import package of the project under test, from ``pyproject.toml`` [project].name."""
+    pyproject = rootdir / "pyproject.toml"
+    if not pyproject.is_file():
+        return []
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python < 3.11
+        import tomli as tomllib  # type: ignore[no-redef]
+    try:
+        name = tomllib.loads(pyproject.read_text()).get("project", {}).get("name", "")
+    except (OSError, ValueError):
+        return []
+    module = re.sub(r"[-.]+", "_", str(name)).lower()
+    for base in (rootdir, rootdir / "src"):
+        if (base / module / "__init__.py").is_file() or (base / f"{module}.py").is_file():
+            return [module]
+    return []
+
+
+def context_from_scan(
+    result: Any, modules: Sequence[str], cache_dir: Path | None = None
+) -> PlanContext:
+    """What the planner needs from a scan, for the planned ``modules`` (``cache_dir``: the
+    facts cache for the libraries' dependencies, as the scan's)."""
+    by_top: dict[str, list[str]] = {}
+    for module in modules:
+        by_top.setdefault(module.split(".")[0], []).append(module)
+    closures: dict[str, dict[str, str]] = {m: {} for m in modules}
+    for ext, loaded in result.closures.items():
+        for module in by_top.get(top_of(ext) or "", []):
+            closures[module].setdefault(os.path.basename(ext), ext)
+            for name, path in loaded:
+                closures[module].setdefault(name, path)
+    known_tops = {t for tops in result.distributions.values() for t in tops}
+    shipping = {top_of(o.path) for o in result.objects if o.distribution}
+    native = [
+        m
+        for m in modules
+        if closures[m] or m.split(".")[0] in shipping or m.split(".")[0] not in known_tops
+    ]
+    users = _users(closures)
+    runtimes = [
+        o
+        for o in result.objects
+        if o.kind is not None and o.kind.family in RUNTIME_FAMILIES and users(o.path)
+    ]
+    alone = _loadable(result, [o.path for o in runtimes], cache_dir)
+    libraries = tuple(
+        RuntimeLibrary(
+            o.path, o.kind.family, o.kind.runtime, users(o.path), o.distribution, alone[o.path]
+        )
+        for o in runtimes
+    )
+    findings = tuple((f, tuple(users(lib) for lib in f.libraries)) for f in result.findings)
+    dist_of_top = {t: d for d, tops in result.distributions.items() for t in tops}
+    dists = tuple(
+        (m, dist_of_top[m.split(".")[0]]) for m in modules if m.split(".")[0] in dist_of_top
+    )
+    return PlanContext(
+        modules=tuple(modules),
+        native=tuple(native),
+        runtimes=libraries,
+        findings=findings,
+        closures=tuple((m, tuple(sorted(c.items()))) for m, c in sorted(closures.items())),
+        scanned=True,
+        distributions=dists,
+    )
+
+
+def _loadable(result: Any, paths: Sequence[str], cache_dir: Path | None) -> dict[str, bool]:
+    """Per library, whether the loader model resolves every dependency when it is loaded on
+    its own (as ``LD_PRELOAD`` or a preload by path does)."""
+    from pytest_runtimeconflict.static.factcache import FactsCache, resolve_cache_dir
+    from pytest_runtimeconflict.static.loader import LoaderModel
+    from pytest_runtimeconflict.static.objects import FactsReader
+
+    known = {o.path: o.facts for o in result.objects}
+    reader = FactsReader(FactsCache(resolve_cache_dir(cache_dir)))
+    try:
+        loader = LoaderModel(lambda p: known.get(p) or reader(p))
+        out = {}
+        for path in paths:
+            state = loader.new_process()
+            state.load(path)
+            out[path] = not state.missing
+        return out
+    finally:
+        reader.close()
+
+
+def _users(closures: Mapping[str, Mapping[str, str]]) -> Any:
+    real: dict[str, set[str]] = {}
+    for module, libs in closures.items():
+        for path in libs.values():
+            real.setdefault(os.path.realpath(path), set()).add(module)
+
+    def users(path: str) -> tuple[str, ...]:
+        return tuple(sorted(real.get(os.path.realpath(path), ())))
+
+    return users
+
+
+def build_plan(
+    context: PlanContext,
+    strength: int,
+    requests: Sequence[Request],
+    workloads: Iterable[tuple[str, str]] = (),
+    exercise: bool = True,
+) -> Plan:
+    """The session's plan over ``context.modules`` (no fork probe items without runtime
+    exercising: the probe runs in the exercise phase)."""
+    from pytest_runtimeconflict.plan import plan_sequences
+    from pytest_runtimeconflict.targets import fork_items, target_items
+    from pytest_runtimeconflict.workloads import unplanned, workload_steps
+
+    modules = context.modules
+    t = min(strength, len(modules)) if modules else 0
+    sequences = tuple(tuple(s) for s in plan_sequences(modules, t)) if t else ()
+    auto = built_in(requests)
+    items: list[PlannedItem] = []
+    if auto and context.scanned:
+        items += target_items(context) + (fork_items(context) if exercise else [])
+    for index, seq in enumerate(sequences):
+        name = sequence_name(seq, index) if auto else ">".join(seq)
+        items.append(PlannedItem(name, "sequence", (PlannedRun(seq),)))
+    if modules:
+        items += variant_items(PlanInput(context, sequences, tuple(requests)))
+    _check_unique(items)
+    user = tuple(workloads)
+    notes = tuple(
+        f"--rc-workload for {m}: not a planned module, not run" for m in unplanned(modules, user)
+    )
+    return Plan(
+        modules=modules,
+        strength=t,
+        sequences=sequences,
+        items=tuple(items),
+        workloads=workload_steps(modules, user, catalogue=auto),
+        notes=notes,
+        context=context,
+    )
+
+
+def _check_unique(items: Sequence[PlannedItem]) -> None:
+    seen: set[str] = set()
+    for item in items:
+        if item.name in seen:
+            raise UsageError(
+                f"two planned items are named {item.name!r}; remove the duplicate "
+                "--rc-variants entry"
+            )
+        seen.add(item.name)
+
+
+def describe_plan(plan: Plan) -> list[str]:
+    """Lines for ``--collect-only`` and the session header: what the items are."""
+    if not plan.items:
+        return []
+    kinds: dict[str, list[PlannedItem]] = {}
+    for item in plan.items:
+        key = item.kind if item.kind != "sequence" else item.variant.source
+        kinds.setdefault(key, []).append(item)
+    counts = ", ".join(f"{len(v)} {k}" for k, v in kinds.items())
+    lines = [f"runtime-conflicts plan: {len(plan.modules)} modules; items: {counts}"]
+    for item in kinds.get("target", []):
+        rules = ", ".join(f"{f.severity} {f.rule}" for f in item.findings)
+        runs = "; ".join(run.describe() for run in item.runs)
+        lines.append(f"  target {item.name} ({rules}): {runs}")
+    for item in plan.items:
+        if item.kind == "sequence" and len(item.runs[0].order) > 4:
+            lines.append(f"  {item.name}: {item.runs[0].describe()}")
+    if plan.workloads:
+        names = sorted({m for m, _ in plan.workloads})
+        lines.append(f"  workloads after the imports of: {', '.join(names)}")
+    lines += [f"  note: {n}" for n in plan.notes]
+    return lines

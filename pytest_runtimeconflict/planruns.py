@@ -1,0 +1,210 @@
+"""The engine side of planned items beyond covering sequences: target and fork items (each
+planned run once, a static finding judged against what the runs showed), and what every
+planned run's report entry carries (its item, variant, executed imports, masked pairs, skipped
+workloads), the minimal load mode of a conflict found under a variant, and which earlier
+planned run can own a conflict. No pytest import."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from pytest_runtimeconflict.model import Diagnosis, RunResult, RunSpec
+from pytest_runtimeconflict.model.plan import Plan, PlanContext, PlannedItem, PlannedRun, order_text
+from pytest_runtimeconflict.targets import not_reproduced_text, reproduces
+from pytest_runtimeconflict.verdicts import ItemVerdict, PlanOutcome
+from pytest_runtimeconflict.vocabulary import is_import_step
+from pytest_runtimeconflict.workloads import skipped_notes
+
+
+def run_target_item(state: Any, index: int, item: PlannedItem) -> ItemVerdict:
+    """Every planned run of a target or fork item once; a failure seen again in another
+    order of the same modules is not diagnosed twice. Each static finding of the item that no
+    run reproduced is reported: it fails the item when it is an ``error`` and ``--rc-fail-on``
+    fails on errors, else it is a warning."""
+    outcome = state.outcome()
+    known: dict[Any, tuple[str, str]] = {}
+    for planned in item.runs:
+        entry, _cut, pair = state.run_planned(index, item, planned, planned.order, known)
+        outcome.entries.append(entry)
+        if entry.get("variant_unusable"):
+            outcome.notes.append(entry["variant_unusable"])
+        elif pair is not None:
+            outcome.add(entry, pair, state.earlier_owner, state.fails)
+    judge_findings(item, outcome, state.fails("failed"))
+    return outcome.verdict(state.settings)
+
+
+def judge_findings(item: PlannedItem, outcome: PlanOutcome, fail_errors: bool) -> None:
+    """Record on the item's last entry which findings its runs reproduced; report the rest."""
+    if not item.findings or not outcome.entries:
+        return
+    tried = [e["id"] for e in outcome.entries]
+    judged = []
+    for finding in item.findings:
+        hits = [e["outcome"] for e in outcome.entries if reproduces(finding, e)]
+        hit = bool(hits)
+        text = "" if hit else not_reproduced_text(finding, tried)
+        how = next((o for o in hits if o != "latent"), hits[0] if hits else None)
+        judged.append(dict(finding.to_json(), reproduced=hit, reproduced_as=how, text=text))
+        if hit:
+            continue
+        if finding.severity == "error" and fail_errors:
+            outcome.failures.setdefault(f"static:{finding.rule}", text)
+        else:
+            outcome.notes.append(text)
+    outcome.entries[-1]["target"] = {"item": item.name, "findings": judged}
+
+
+def annotate(
+    entry: dict[str, Any],
+    plan: Plan,
+    index: int,
+    item: PlannedItem,
+    planned: PlannedRun,
+    order: tuple[str, ...],
+    executed: tuple[str, ...],
+) -> None:
+    """The ``plan`` record of a planned run's report entry, and the workloads it skipped."""
+    entry["plan"] = {
+        "index": index,
+        "item": item.name,
+        "kind": item.kind,
+        "sequence": list(planned.order),
+        "order": list(order),
+        "modules": list(plan.modules),
+        "strength": plan.strength,
+        "executed": list(executed),
+        "cut": len(executed) < len(order),
+        "variant": planned.variant.to_json(),
+        "masked": [[a, b, name] for (a, b), name in masked_pairs(executed, plan.context)],
+    }
+    skipped = skipped_notes(entry.get("stdout_tail", ""))
+    if skipped:
+        entry["workloads_skipped"] = skipped
+
+
+def masked_pairs(
+    order: Sequence[str], context: PlanContext | None
+) -> list[tuple[tuple[str, str], str]]:
+    """Ordered pairs (a, b) of ``order`` where an earlier module already loaded another file
+    under a SONAME a needs, so a's own copy never loaded when a met b (with that SONAME)."""
+    if context is None or not context.closures:
+        return []
+    out = []
+    for i, module in enumerate(order):
+        own = dict(context.closure(module))
+        shadowed = None
+        for earlier in order[:i]:
+            for name, path in context.closure(earlier):
+                if name in own and not _same_file(own[name], path):
+                    shadowed = name
+                    break
+            if shadowed:
+                break
+        if shadowed:
+            out += [((module, later), shadowed) for later in order[i + 1 :]]
+    return out
+
+
+def _same_file(a: str, b: str) -> bool:
+    """One file, or two copies with one name and size (auditwheel names a vendored library
+    after its content hash, so two wheels' ``libgfortran-83c28eba.so.5.0.0`` are one build)."""
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.basename(a) == os.path.basename(b) and (
+            os.path.getsize(a) == os.path.getsize(b)
+        )
+    except OSError:
+        return False
+
+
+def unusable(result: RunResult) -> str | None:
+    """Why a run's load mode could not be used at all (not a conflict between the modules):
+    the interpreter did not start with its ``LD_PRELOAD``, or a preload failed to load."""
+    if result.outcome == "could-not-start":
+        return result.message
+    if result.outcome == "failed" and result.phase == "preload":
+        return result.message
+    return None
+
+
+def reduce_load_mode(diagnosis: Diagnosis, run: Callable[[RunSpec], RunResult]) -> dict[str, Any]:
+    """The smallest load mode under which the minimal order still fails the same way: each
+    RTLD_GLOBAL import, preload, LD_PRELOAD entry and environment setting of the minimal run
+    is dropped in turn when the run fails the same way without it (one child run each)."""
+    from pytest_runtimeconflict.diagnosis.signature import failure_signature
+
+    spec = diagnosis.minimal_result.spec
+    reference = failure_signature(diagnosis.minimal_result)
+    spec = dataclasses.replace(
+        spec, global_imports=tuple(g for g in spec.global_imports if g in spec.steps)
+    )
+    runs = 0
+    for field_name in ("global_imports", "preload", "ld_preload", "env"):
+        for value in getattr(spec, field_name):
+            rest: Any = tuple(v for v in getattr(spec, field_name) if v != value)
+            candidate = dataclasses.replace(spec, **{field_name: rest})
+            runs += 1
+            if failure_signature(run(candidate)) == reference:
+                spec = candidate
+    imports = [s for s in spec.steps if is_import_step(s) and " " not in s.strip()]
+    return {
+        "global_imports": list(spec.global_imports),
+        "preload": list(spec.preload),
+        "ld_preload": list(spec.ld_preload),
+        "env": dict(spec.env),
+        "order": order_text(tuple(imports), _as_variant(spec)),
+        "runs": runs,
+    }
+
+
+def _as_variant(spec: RunSpec) -> Any:
+    from pytest_runtimeconflict.model.plan import Variant
+
+    return Variant(global_imports=spec.global_imports)
+
+
+def compatible_run(planned: PlannedRun, wanted: Sequence[str], mode: dict[str, Any]) -> bool:
+    """Whether ``planned`` imports every module of ``wanted`` (in any order: a conflict's key
+    does not depend on the order, and the re-run decides), loaded as the conflict's minimal
+    load mode ``mode`` (plain when empty)."""
+    if not set(wanted) <= set(planned.order):
+        return False
+    variant = planned.variant
+    wanted_set = set(wanted)
+    if set(variant.global_imports) & wanted_set != set(mode.get("global_imports", ())):
+        return False
+    return (
+        set(variant.preload) == set(mode.get("preload", ()))
+        and set(variant.ld_preload) == set(mode.get("ld_preload", ()))
+        and dict(variant.env) == dict(mode.get("env", {}))
+    )
+
+
+def owner_candidates(
+    earlier: Sequence[PlannedItem], item: PlannedItem, wanted: Sequence[str], mode: dict[str, Any]
+) -> list[tuple[PlannedItem, PlannedRun]]:
+    """Earlier planned runs that import every module of ``wanted`` with the same extra probes
+    as ``item``: those loaded as the conflict's minimal ``mode`` first, then the others, each
+    group in plan order, one run per item (one importing ``wanted`` in that order if any)."""
+    matching, others = [], []
+    for candidate in earlier:
+        if candidate.probes != item.probes:
+            continue
+        runs = [r for r in candidate.runs if set(wanted) <= set(r.order)]
+        runs.sort(key=lambda r: not _in_order(r.order, wanted))  # the conflict's order first
+        same = [r for r in runs if compatible_run(r, wanted, mode)]
+        if same:
+            matching.append((candidate, same[0]))
+        elif runs:
+            others.append((candidate, runs[0]))
+    return matching + others
+
+
+def _in_order(order: Sequence[str], wanted: Sequence[str]) -> bool:
+    positions = [order.index(m) for m in wanted]
+    return positions == sorted(positions)
