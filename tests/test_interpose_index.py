@@ -3,9 +3,14 @@ plain reading of its rule finds, on the real objects of the zoo venv."""
 
 from __future__ import annotations
 
+import os
+import time
 from collections import Counter
+from collections.abc import Sequence
 from itertools import combinations
+from pathlib import Path
 
+import pytest
 from zoo_support import ZooVenv
 
 from pytest_runtimeconflict.model import ObjectInfo
@@ -62,3 +67,37 @@ def test_prefix_counts_by_bisection_match_a_walk(zoo_venv: ZooVenv) -> None:
             assert families._count_prefixed(names, prefix) == walk, (info.path, prefix)
             checked += 1
     assert checked > 100
+
+
+def test_a_warm_scan_reads_the_interposition_cache(
+    zoo_venv: ZooVenv, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The second scan of unchanged files takes the shared names from the cache (the analysis
+    is not run) and finds the same; a touched file, or an unreadable cache, makes the next scan
+    analyse again."""
+    cold = scan_environment(zoo_venv.python, cache_dir=tmp_path)
+    (stored,) = tmp_path.glob("*/interpose-*.marshal")
+
+    def not_again(objects: object) -> None:
+        raise AssertionError("the warm scan analysed the names again")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(interpose, "_sharing_pairs", not_again)
+        warm = scan_environment(zoo_venv.python, cache_dir=tmp_path)
+    assert warm.findings == cold.findings
+    assert any(f.rule == "symbol-interposition" for f in warm.findings)
+
+    calls: list[int] = []
+    real = interpose._sharing_pairs
+
+    def counted(objects: Sequence[ObjectInfo]) -> list[interpose.SharedSymbols]:
+        calls.append(1)
+        return real(objects)
+
+    holder = interpose.sharing_pairs(list(cold.objects))[0].first
+    monkeypatch.setattr(interpose, "_sharing_pairs", counted)
+    os.utime(holder.path, ns=(time.time_ns(), time.time_ns()))
+    assert scan_environment(zoo_venv.python, cache_dir=tmp_path).findings == cold.findings
+    stored.write_bytes(b"not marshal")
+    assert scan_environment(zoo_venv.python, cache_dir=tmp_path).findings == cold.findings
+    assert len(calls) == 2

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from pytest_runtimeconflict.model import ObjectInfo
+from pytest_runtimeconflict.static import interpose_cache
 from pytest_runtimeconflict.static.symbols import leading_namespace
 
 KINDS = ("unique", "data", "functions", "cxx")
@@ -104,7 +105,21 @@ def shared_symbols(first: ObjectInfo, second: ObjectInfo) -> SharedSymbols:
     """What ``first`` and ``second`` both export, by kind, leaving out names both define with
     ``STV_PROTECTED`` visibility (each binds its own references to its own definition, so
     neither copy can interpose on the other there)."""
-    return _shared(first, second, _symbols_of(_Same(first)), _symbols_of(_Same(second)))
+    store = interpose_cache.current()
+    key = (first.path, second.path)
+    if store is not None and key in store.entries:
+        return SharedSymbols(first, second, *store.entries[key])
+    shared = _shared(first, second, _symbols_of(_Same(first)), _symbols_of(_Same(second)))
+    _remember(store, shared)
+    return shared
+
+
+def _remember(store: interpose_cache.Store | None, shared: SharedSymbols) -> None:
+    if store is not None:
+        store.entries[shared.first.path, shared.second.path] = tuple(
+            getattr(shared, kind) for kind in KINDS
+        )
+        store.dirty = True
 
 
 def _shared(
@@ -120,27 +135,79 @@ def _shared(
 
 def sharing_pairs(objects: Sequence[ObjectInfo]) -> list[SharedSymbols]:
     """Every pair of objects of different distributions that export a name in common. Only
-    names exported by two distributions or more are indexed, found by set operations (torch
-    alone exports tens of thousands of names, which a warm scan must not walk one by one),
-    and only the objects of a pair get their names as sets."""
+    names exported by two distributions or more are indexed, and they are grouped by the list
+    of objects that export them (set operations: torch alone exports tens of thousands of
+    names, which a warm scan must not walk one by one). A pair's shared names are the union of
+    the groups whose list holds both objects, so no object's names are intersected twice.
+    Within :func:`interpose_cache.persisted`, a warm scan of the same files reads them."""
+    store = interpose_cache.current()
+    if store is not None and store.pair_list is not None:
+        by_path = {o.path: o for o in objects}
+        listed = store.pair_list
+        if all(a in by_path and b in by_path and (a, b) in store.entries for a, b in listed):
+            return [SharedSymbols(by_path[a], by_path[b], *store.entries[a, b]) for a, b in listed]
+    found = _sharing_pairs(objects)
+    if store is not None:
+        for shared in found:
+            _remember(store, shared)
+        store.pair_list = [(s.first.path, s.second.path) for s in found]
+    return found
+
+
+def _sharing_pairs(objects: Sequence[ObjectInfo]) -> list[SharedSymbols]:
     names = {i: _names(o) for i, o in enumerate(objects) if o.distribution is not None}
-    holder_sets: set[tuple[int, ...]] = set()
-    for kind in KINDS:
-        shared = _in_two_distributions(objects, names, kind)
-        holder_sets.update(_holder_lists(shared, ((i, by[kind]) for i, by in names.items())))
+    blocks = {
+        kind: _holder_blocks(
+            _in_two_distributions(objects, names, kind),
+            ((i, by[kind]) for i, by in names.items()),
+        )
+        for kind in KINDS
+    }
     pairs: set[tuple[int, int]] = set()
-    for holders in holder_sets:
-        if 1 < len(holders) <= 8:  # a name in many objects is an ABI convention, not a copy
-            pairs.update(_cross_pairs(objects, holders))
-    sets = {i: _symbols(objects[i]) for i in sorted({i for pair in pairs for i in pair})}
-    found = [_shared(objects[a], objects[b], sets[a], sets[b]) for a, b in sorted(pairs)]
+    for by_holders in blocks.values():
+        for holders in by_holders:
+            if 1 < len(holders) <= 8:  # a name in many objects is an ABI convention, not a copy
+                pairs.update(_cross_pairs(objects, holders))
+    common: dict[tuple[int, int], dict[str, set[str]]] = {
+        pair: {kind: set() for kind in KINDS} for pair in pairs
+    }
+    for kind, by_holders in blocks.items():
+        for holders, block in by_holders.items():
+            for pair in _pairs_within(holders, pairs):
+                common[pair][kind] |= block
+    found = [_from_common(objects[a], objects[b], common[a, b]) for a, b in sorted(pairs)]
     return [s for s in found if s.total]
 
 
-def _holder_lists(
+def _pairs_within(
+    holders: tuple[int, ...], pairs: set[tuple[int, int]]
+) -> Iterable[tuple[int, int]]:
+    """The pairs of ``pairs`` whose two objects are both in ``holders``."""
+    if len(holders) <= 8:
+        return (p for p in _ordered_pairs(holders) if p in pairs)
+    members = set(holders)
+    return (p for p in pairs if p[0] in members and p[1] in members)
+
+
+def _ordered_pairs(holders: tuple[int, ...]) -> Iterable[tuple[int, int]]:
+    for i, a in enumerate(holders):
+        for b in holders[i + 1 :]:
+            yield (a, b)
+            yield (b, a)
+
+
+def _from_common(
+    first: ObjectInfo, second: ObjectInfo, common: dict[str, set[str]]
+) -> SharedSymbols:
+    shielded = set(first.facts.protected) & set(second.facts.protected)
+    return SharedSymbols(first, second, **{k: tuple(sorted(common[k] - shielded)) for k in KINDS})
+
+
+def _holder_blocks(
     shared: set[str], exporters: Iterable[tuple[int, Collection[str]]]
-) -> set[tuple[int, ...]]:
-    """The distinct lists of objects (in object order) that export one name of ``shared``.
+) -> dict[tuple[int, ...], set[str]]:
+    """The names of ``shared`` grouped by the list of objects (in object order) that export
+    them.
 
     Partition refinement by set operations: a block holds the names exported by exactly the
     objects seen so far in its key, so the work follows the objects and the distinct lists
@@ -159,7 +226,7 @@ def _holder_lists(
                 split[holders + (index,)] = common
         blocks = {k: b for k, b in blocks.items() if b}
         blocks.update(split)
-    return {holders for holders in blocks if holders}
+    return {holders: block for holders, block in blocks.items() if holders}
 
 
 def _in_two_distributions(

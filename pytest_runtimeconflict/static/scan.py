@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_runtimeconflict.model import ElfFacts, Finding, ObjectInfo
+from pytest_runtimeconflict.static import interpose_cache
 from pytest_runtimeconflict.static.discover import Candidate, discover_environment, path_candidates
 from pytest_runtimeconflict.static.factcache import FactsCache, resolve_cache_dir
 from pytest_runtimeconflict.static.loader import LoaderModel
@@ -89,7 +90,8 @@ def scan_environment(
         known = {o.path: o.facts for o in objects}
         loader = LoaderModel(lambda p: known.get(p) or reader(p))
         reach = compute_reach(objects, loader, _python_initial(executable))
-        findings = evaluate(objects, loader, reach=reach)
+        with interpose_cache.persisted(cache_root, objects):
+            findings = evaluate(objects, loader, reach=reach)
         objects += _reached_outside(reach.reached_by, known, reader)
         closures = _closures(reach)
     finally:

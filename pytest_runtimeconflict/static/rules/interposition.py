@@ -16,15 +16,19 @@ from pytest_runtimeconflict.static.rules.registry import Rule, register
 # share thousands), which bite under RTLD_GLOBAL/LD_PRELOAD even without shared data.
 LARGE_OVERLAP = 100
 
-_last: tuple[tuple[tuple[str, str | None], ...], list[SharedSymbols]] | None = None
+_last: tuple[tuple[ObjectInfo, ...], list[SharedSymbols]] | None = None
 
 
 def pairs_of(objects: Sequence[ObjectInfo]) -> list[SharedSymbols]:
-    """:func:`sharing_pairs`, computed once for the object set both rules of this theme see."""
+    """:func:`sharing_pairs`, computed once for the objects both rules of this theme see (the
+    same objects, not equal paths: a later scan describes changed files anew)."""
     global _last
-    key = tuple((o.path, o.distribution) for o in objects)
-    if _last is None or _last[0] != key:
-        _last = (key, sharing_pairs(objects))
+    if (
+        _last is None
+        or len(_last[0]) != len(objects)
+        or any(a is not b for a, b in zip(_last[0], objects))
+    ):
+        _last = (tuple(objects), sharing_pairs(objects))
     return _last[1]
 
 

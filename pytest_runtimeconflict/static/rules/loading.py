@@ -114,11 +114,15 @@ def _soname_shadow(reach: Reach, info_of: dict[str, ObjectInfo]) -> list[Finding
     out = []
     for name, by_file in sorted(files.items()):
         infos = [info_of[p] for p in sorted(by_file) if p in info_of]
+        clue = any(f": {name} lacks " in title for title in versioned)
+        # checked before any file is hashed: a runtime copy among them (its identical copies
+        # are runtimes too) is a family rule's business
+        if len(infos) < 2 or clue or any(i.kind is not None for i in infos):
+            continue
         distinct = [
             i for n, i in enumerate(infos) if not any(_same_content(i, j) for j in infos[:n])
         ]
-        clue = any(f": {name} lacks " in title for title in versioned)
-        if len(distinct) < 2 or clue or any(i.kind is not None for i in distinct):
+        if len(distinct) < 2:
             continue
         exts = sorted({e for p in by_file for e in by_file[p]})
         out.append(
