@@ -96,7 +96,10 @@ def distinct_conflicts(report: dict[str, Any]) -> set[str]:
 def test_shards_partition_the_plan_balanced_by_expected_cost(pytester: pytest.Pytester) -> None:
     make_plan(pytester, SCENARIO + HANG)
     everything = collected(pytester)
-    assert len(everything) == 6  # 2 planned sequences + 4 scenario runs
+    # 2 planned sequences, the same 2 with each import RTLD_GLOBAL (the load-mode variant),
+    # 4 scenario runs
+    assert len(everything) == 8
+    assert sum("global(" in n for n in everything) == 2
     shards = [collected(pytester, f"--rc-shard={k}/3") for k in (1, 2, 3)]
     assert sorted(sum(shards, [])) == sorted(everything)  # each item in exactly one shard
     # The expected hang waits out its 30 s timeout (twice, with its minimisation): the
