@@ -423,15 +423,20 @@ def test_demo_closing_note_classifies_each_zoo_class() -> None:
 
     from pytest_runtimeconflict.cli.democlasses import class_lines
 
-    def scenario(name: str, rule: str | None, libs: list[str]) -> SimpleNamespace:
-        return SimpleNamespace(name=name, rule=rule, libraries=tuple(libs))
+    def scenario(name: str, rule: str | None, libs: list[str], steps: str) -> SimpleNamespace:
+        runs = [SimpleNamespace(spec=SimpleNamespace(steps=tuple(steps.split())))]
+        return SimpleNamespace(name=name, rule=rule, libraries=tuple(libs), runs=runs)
 
     scenarios = [
-        scenario("helper", "symbol-interposition", ["libzhelper-*.so"]),
-        scenario("blas", "blas-duplicate", ["libscipy_openblas-*.so", "libscipy_openblas64_-*.so"]),
-        scenario("odr", "cxx-symbol-duplicate", ["_odr_v1.*.so", "_odr_v2.*.so"]),
-        scenario("gone", "openmp-duplicate", ["libiomp5-*.so"]),
-        scenario("control", None, ["libstdc++.so.6*"]),
+        scenario("helper", "symbol-interposition", ["libzhelper-*.so"], "a b"),
+        scenario(
+            "blas", "blas-duplicate", ["libscipy_openblas-*.so", "libscipy_openblas64_-*.so"], "p q"
+        ),
+        scenario("odr", "cxx-symbol-duplicate", ["_odr_v1.*.so", "_odr_v2.*.so"], "v1 v2"),
+        scenario("gone", "openmp-duplicate", ["libiomp5-*.so"], "i1 i2"),
+        # its libraries are blamed, but only in a conflict of other modules: not claimed
+        scenario("elsewhere", "openmp-duplicate", ["libzhelper-*.so"], "e1 e2"),
+        scenario("control", None, ["libstdc++.so.6*"], "s"),
     ]
     report = {
         "scenarios": [
@@ -459,7 +464,11 @@ def test_demo_closing_note_classifies_each_zoo_class() -> None:
     assert "  latent      blas: two copies mapped without a crash (blas-duplicate)" in text
     assert "  static      odr: [warning] cxx-symbol-duplicate: not reproduced at run time" in text
     assert "  not found   gone:" in text and "control" not in text
-    assert lines[-1] == "  1 latent, 1 not found, 1 reproduced, 1 static"
+    assert (
+        "  related     elsewhere: crashed SIGSEGV (unattributed), minimal order global(a)>b" in text
+    )
+    assert "(not between the scenario's own modules)" in text
+    assert lines[-1] == "  1 latent, 1 not found, 1 related, 1 reproduced, 1 static"
 
 
 def test_a_target_that_reproduces_nothing_reports_its_findings() -> None:

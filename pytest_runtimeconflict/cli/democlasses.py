@@ -1,10 +1,11 @@
 """The demo's closing note on part 2: for each conflict class of the zoo (a scenario with a
 rule), what the planned run without manifests made of it, read from the run's JSON report.
 
-A class counts as *reproduced* when a diagnosed conflict of the report blames libraries
-matching every pattern of the scenario's ``libraries`` (the scenario's rule named, or another
-rule or none); as *latent* when a run mapped such libraries without a crash and a static
-finding of the scenario's rule covered them; as *static* when a target item reports the
+A class counts as *reproduced* when a diagnosed conflict of the report between the scenario's
+own modules blames libraries matching every pattern of the scenario's ``libraries`` (the
+scenario's rule named, or another rule or none); as *latent* when a run mapped such libraries
+without a crash and a static finding of the scenario's rule covered them; as *related* when
+only a conflict involving other modules blames such libraries; as *static* when a target item reports the
 scenario's rule as "not reproduced at run time"; else as *not found*.
 """
 
@@ -26,28 +27,47 @@ def _matches(patterns: Sequence[str], paths: Iterable[str]) -> bool:
 def classify(scenario: Any, entries: Sequence[dict[str, Any]]) -> tuple[str, str]:
     """(status, detail) of one zoo class in the planned run's report entries."""
     patterns, rule = scenario.libraries, scenario.rule
+    own = {s for run in scenario.runs for s in run.spec.steps}  # the scenario's own modules
+
+    def own_only(e: dict[str, Any]) -> bool:
+        return set(e.get("minimal_steps") or e["steps"]) <= own
+
     conflicts = [
         e for e in entries if e.get("outcome") in CONFLICT and _matches(patterns, e.get("libraries", []))
     ]  # fmt: skip
     conflicts.sort(key=lambda e: ((e.get("verdict") or {}).get("rule") != rule, len(e["steps"])))
+    mine = [e for e in conflicts if own_only(e)]
+    if mine:
+        return "reproduced", _conflict_detail(mine[0])
+    latent = [
+        e
+        for e in entries
+        if e.get("outcome") == "latent"
+        and any(f.get("rule") == rule for f in e.get("findings", []))
+        and _matches(patterns, [*e.get("mapped", []), *(r["path"] for r in e.get("loaded_runtimes", []))])
+    ]  # fmt: skip
+    latent.sort(key=lambda e: (not own_only(e), len(e["steps"])))
+    if latent:
+        return "latent", f"two copies mapped without a crash ({rule}), in {latent[0]['nodeid']}"
     if conflicts:
-        e = conflicts[0]
-        verdict = (e.get("verdict") or {}).get("rule") or "unattributed"
-        how = " ".join(x for x in (e["outcome"], e.get("signal") or "") if x)
-        order = (e.get("load_mode") or {}).get("order") or " > ".join(
-            s for s in e.get("minimal_steps", []) if "\n" not in s
-        )
-        return "reproduced", f"{how} ({verdict}), minimal order {order}, in {e['nodeid']}"
-    for e in entries:
-        runtimes = [r["path"] for r in e.get("loaded_runtimes", [])]
-        hits = [f for f in e.get("findings", []) if f.get("rule") == rule]
-        if e.get("outcome") == "latent" and hits and _matches(patterns, runtimes):
-            return "latent", f"two copies mapped without a crash ({rule}), in {e['nodeid']}"
+        detail = _conflict_detail(conflicts[0])
+        return "related", detail + " (not between the scenario's own modules)"
     for e in entries:
         for f in (e.get("target") or {}).get("findings", []):
             if f.get("rule") == rule and not f.get("reproduced"):
                 return "static", f"[{f['severity']}] {rule}: not reproduced at run time"
     return "not found", "no run or static finding of the planned run matches it"
+
+
+def _conflict_detail(e: dict[str, Any]) -> str:
+    verdict = (e.get("verdict") or {}).get("rule") or "unattributed"
+    how = " ".join(x for x in (e["outcome"], e.get("signal") or "") if x)
+    order = (e.get("load_mode") or {}).get("order") or " > ".join(
+        s for s in e.get("minimal_steps", []) if "\n" not in s
+    )
+    variant = ((e.get("plan") or {}).get("variant") or {}).get("label", "plain")
+    mode = "" if variant == "plain" or variant.startswith("global") else f", under {variant}"
+    return f"{how} ({verdict}), minimal order {order}{mode}, in {e['nodeid']}"
 
 
 def class_lines(scenarios: Sequence[Any], report: dict[str, Any]) -> list[str]:
