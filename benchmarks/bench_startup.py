@@ -13,6 +13,7 @@ that runs ``-c pass``. Target (issue 15): a warm scan of ~500 ELF objects under 
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
 import os
 import statistics
@@ -72,6 +73,9 @@ def main() -> int:
     parser.add_argument("--python", default=default, help="environment to scan")
     parser.add_argument("--repeat", type=int, default=15)
     args = parser.parse_args()
+    # An installed package has its bytecode compiled (pip does it): so does the checkout, or
+    # with PYTHONDONTWRITEBYTECODE set every run would compile the package's sources again.
+    compileall.compile_dir(str(ROOT / "pytest_runtimeconflict"), quiet=1)
     with tempfile.TemporaryDirectory(prefix="rc-bench-start-") as cache:
         env = dict(os.environ, PYTHONPATH=str(ROOT), PYTEST_RUNTIMECONFLICT_FACTS_CACHE=cache)
         report_imports(env)
