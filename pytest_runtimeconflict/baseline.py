@@ -114,6 +114,19 @@ class Baseline:
         }
         return known
 
+    def mark_finding(self, entry: dict[str, Any], finding: Any) -> bool:
+        """Add a static finding that no run reproduced to ``entry``'s mark; True when the
+        baseline records it."""
+        from pytest_runtimeconflict.static.records import distributions_of
+
+        conflict = finding_conflict(finding, distributions_of(finding.libraries))
+        known = conflict.key in self.keys
+        mark = entry.setdefault("baseline", {"status": "known", "conflicts": []})
+        mark["conflicts"].append(dict(conflict.to_json(), key=conflict.key))
+        if not known:
+            mark["status"] = "new"
+        return known
+
 
 def conflicts_of(entry: Mapping[str, Any]) -> list[Conflict]:
     """The conflicts of one report entry: its diagnosed conflict, or for a latent run one per

@@ -52,7 +52,10 @@ def judge_findings(item: PlannedItem, outcome: PlanOutcome, fail_errors: bool) -
         if hit:
             continue
         if finding.severity == "error" and fail_errors:
-            outcome.failures.setdefault(f"static:{finding.rule}", text)
+            if outcome.is_known_finding(outcome.entries[-1], finding):
+                outcome.known.setdefault(f"static:{finding.rule}", text.splitlines()[0])
+            else:
+                outcome.failures.setdefault(f"static:{finding.rule}", text)
         else:
             outcome.notes.append(text)
     outcome.entries[-1]["target"] = {"item": item.name, "findings": judged}

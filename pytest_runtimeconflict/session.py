@@ -197,7 +197,17 @@ class RCState:
 
     def outcome(self) -> PlanOutcome:
         """An empty outcome of one plan item, judging latent runs and known conflicts."""
-        return PlanOutcome(fail_latent=self.fails("latent"), is_known=self.known_conflict)
+        return PlanOutcome(
+            fail_latent=self.fails("latent"),
+            is_known=self.known_conflict,
+            is_known_finding=self.known_finding,
+        )
+
+    def known_finding(self, entry: dict[str, Any], finding: Any) -> bool:
+        """Whether a static finding no run reproduced is in the baseline (marks the entry)."""
+        if self.baseline is None:
+            return False
+        return self.baseline.mark_finding(entry, finding) or self.settings.update_baseline
 
     def fails(self, outcome: str) -> bool:
         return fails(outcome, self.settings.fail_on)

@@ -61,6 +61,8 @@ class PlanOutcome:
     fail_latent: bool = False
     known: dict[str, str] = field(default_factory=dict)
     is_known: Callable[[dict[str, Any]], bool] = _never_known
+    # (entry, static finding no run reproduced) -> in the baseline
+    is_known_finding: Callable[[dict[str, Any], Any], bool] = lambda entry, finding: False
 
     def add(
         self,

@@ -502,6 +502,40 @@ def test_a_target_that_reproduces_nothing_reports_its_findings() -> None:
             assert verdict.failure is None and any(text in w for w in verdict.warnings)
 
 
+def test_a_baselined_finding_no_run_reproduces_is_known(tmp_path: Path) -> None:
+    """--rc-baseline covers static errors no run reproduced like any conflict: the item
+    xfails when the baseline records the finding (by rule and library file names), fails when
+    it does not, and the entry's mark carries the finding's key either way."""
+    from types import SimpleNamespace
+
+    from pytest_runtimeconflict.baseline import Baseline, finding_conflict
+    from pytest_runtimeconflict.model.plan import PlannedItem
+    from pytest_runtimeconflict.planruns import judge_findings
+    from pytest_runtimeconflict.verdicts import PlanOutcome
+
+    error = finding(
+        "soname-version-shadow", ("/o/libstdc++.so.6", "/n/_new.so"), ("o", "n"), "error"
+    )
+    item = PlannedItem("t", "target", (PlannedRun(("o", "n")),), findings=(error,))
+    key = finding_conflict(error, {}).key
+    settings = SimpleNamespace(baseline=str(tmp_path / "b.json"), update_baseline=False)
+    for recorded in (True, False):
+        path = settings.baseline
+        baseline = Baseline(path, (finding_conflict(error, {}),) if recorded else ())
+        outcome = PlanOutcome(is_known_finding=baseline.mark_finding)
+        outcome.entries = [{"id": "o>n", "outcome": "passed", "findings": []}]
+        judge_findings(item, outcome, fail_errors=True)
+        verdict = outcome.verdict(settings)
+        mark = outcome.entries[-1]["baseline"]
+        assert [c["key"] for c in mark["conflicts"]] == [key]
+        if recorded:
+            assert verdict.failure is None and verdict.xfail is not None
+            assert "static conflict not reproduced at run time" in verdict.xfail
+            assert mark["status"] == "known"
+        else:
+            assert verdict.failure is not None and mark["status"] == "new"
+
+
 def test_no_fork_probe_items_without_runtime_exercising() -> None:
     libs = (RuntimeLibrary("/a/libgomp.so", "openmp", "libgomp", ("a",), "a"),)
     ctx = context(["a", "b"], runtimes=libs)
