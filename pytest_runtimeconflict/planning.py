@@ -175,7 +175,7 @@ def context_from_scan(
         )
         for o in runtimes
     )
-    findings = tuple((f, tuple(users(lib) for lib in f.libraries)) for f in result.findings)
+    findings = _planned_findings(result, users)
     dist_of_top = {t: d for d, tops in result.distributions.items() for t in tops}
     dists = tuple(
         (m, dist_of_top[m.split(".")[0]]) for m in modules if m.split(".")[0] in dist_of_top
@@ -189,6 +189,28 @@ def context_from_scan(
         scanned=True,
         distributions=dists,
     )
+
+
+def _planned_findings(result: Any, users: Any) -> tuple[tuple[Any, tuple[Any, ...]], ...]:
+    """The static findings the planned modules can show, each with the modules that bring
+    each of its libraries. A finding whose libraries come partly from modules that are not
+    planned is kept only when its rule still holds for the libraries planned modules bring
+    (evaluated on those alone, as if mapped together): an "OpenMP implementations mixed"
+    finding over two libiomp5 copies of planned modules and a libgomp of an unplanned one is
+    not theirs to reproduce. Loader rules are kept as found."""
+    from pytest_runtimeconflict.static.rules import findings_for_mapped, rule_of
+
+    by_path = {o.path: o for o in result.objects}
+    out = []
+    for finding in result.findings:
+        rule = rule_of(finding.rule)
+        brought = [p for p in finding.libraries if users(p) and p in by_path]
+        if rule is not None and rule.scope != "loader" and len(brought) < len(finding.libraries):
+            still = findings_for_mapped([by_path[p] for p in brought])
+            if not any(f.rule == finding.rule for f in still):
+                continue
+        out.append((finding, tuple(users(lib) for lib in finding.libraries)))
+    return tuple(out)
 
 
 def _loadable(result: Any, paths: Sequence[str], cache_dir: Path | None) -> dict[str, bool]:

@@ -103,7 +103,10 @@ def test_zoo_baseline_known_conflicts_pass_and_a_removed_one_fails(
     known, report = _session(pytester, zoo_venv, "known", *args)
     assert known.ret == pytest.ExitCode.OK, known.stdout.str()[-3000:]
     known.stdout.fnmatch_lines(["baseline *rc-baseline.json: 2 known, 0 new, 0 fixed"])
-    assert set(report["item_outcomes"].values()) == {"xfailed"}
+    # Items that meet a known conflict xfail; the others (later items that meet it again are
+    # skipped as duplicates, variants that pass) do not fail either.
+    outcomes = set(report["item_outcomes"].values())
+    assert "xfailed" in outcomes and outcomes <= {"xfailed", "skipped", "passed"}
 
     data["conflicts"] = [c for c in data["conflicts"] if c["rule"] != "soname-version-shadow"]
     baseline.write_text(json.dumps(data, indent=2))
@@ -118,7 +121,7 @@ def test_zoo_baseline_known_conflicts_pass_and_a_removed_one_fails(
     # The failing item names the removed conflict; the known one does not fail it.
     one_removed.stdout.fnmatch_lines(
         [
-            "_* runtime-conflicts::zoo_oldcxx>* _*",
+            "_* runtime-conflicts::*zoo_oldcxx* _*",  # the finding's target item, first
             "FAILED: ImportError: *GLIBCXX_3.4.30* not found*",
             "Why: soname-version-shadow (high confidence): *",
         ]
