@@ -35,7 +35,7 @@ from pytest_runtimeconflict.verdicts import (
     latent_warnings,
     repairs,
 )
-from pytest_runtimeconflict.vocabulary import PLAN_NODE, fails, is_import_step
+from pytest_runtimeconflict.vocabulary import PLAN_NODE, fails
 
 log = logging.getLogger(__name__)
 
@@ -386,7 +386,7 @@ class RCState:
         if cut is None:
             # Every import ran and the conflict struck after them (workloads, runtime
             # exercising, exit): the import that brought it in is the minimal order's last.
-            cut = last_minimal_step(order, diagnosis.minimal_steps)
+            cut = last_minimal_step(order, self.plan().modules_of(diagnosis.minimal_steps))
         return entry, cut, (result, diagnosis)
 
     def earlier_owner(self, entry: dict[str, Any], diagnosis: Any) -> str | None:
@@ -401,10 +401,12 @@ class RCState:
         from pytest_runtimeconflict.planruns import owner_candidates
         from pytest_runtimeconflict.sandbox.runner import run_spec
 
-        wanted = [s for s in diagnosis.minimal_steps if is_import_step(s) and " " not in s]
+        plan, index = self.plan(), entry["plan"]["index"]
+        # the modules of the minimal order, a workload's module included (so the re-run
+        # reaches the workload that showed the conflict)
+        wanted = list(plan.modules_of(diagnosis.minimal_steps))
         if not wanted:
             return None
-        plan, index = self.plan(), entry["plan"]["index"]
         mode = entry.get("load_mode") or {}
         candidates = owner_candidates(plan.items[:index], plan.items[index], wanted, mode)
         for earlier, planned in candidates[:OWNER_TRIES]:

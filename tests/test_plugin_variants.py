@@ -72,6 +72,26 @@ def test_a_workload_shows_what_imports_alone_do_not(
     assert crashed[0]["minimal_steps"][2].endswith("rc_w.check()")
 
 
+def test_a_conflict_shown_by_a_workload_alone_is_owned_and_repaired_by_its_module(
+    pytester: pytest.Pytester, tmp_path: Path
+) -> None:
+    """The workload imports its module itself, so the minimal order keeps the workload but not
+    the import: the module still counts as part of the conflict. The second sequence's
+    conflict is the first's (owned, skipped: the ownership re-run reaches the workload), and
+    the repair of the first leaves out rc_w, whose workload crashed, not rc_a."""
+    python = make_env(tmp_path, WORKLOAD_CRASH)
+    result, data = _run(
+        pytester, python, "--rc-modules=rc_a,rc_c,rc_w", "--rc-variants=none",
+        "--rc-workload=rc_w=import rc_w; rc_w.check()",
+    )  # fmt: skip
+    result.assert_outcomes(failed=1, skipped=1)
+    crashed = [e for e in data["scenarios"] if e["outcome"] == "crashed" and "verdict" in e]
+    minimal = crashed[0]["minimal_steps"]
+    assert minimal[0] == "rc_a" and "rc_w" not in minimal and minimal[-1].endswith("check()")
+    first = [e for e in data["scenarios"] if e["plan"]["item"] == "rc_a>rc_c>rc_w"]
+    assert [e["steps"][:3] for e in first] == [["rc_a", "rc_c", "rc_w"], ["rc_a", "rc_c"]]
+
+
 def test_pyproject_workloads_and_variants_in_ini(pytester: pytest.Pytester, tmp_path: Path) -> None:
     python = make_env(tmp_path, WORKLOAD_CRASH)
     pytester.makepyprojecttoml(

@@ -4,6 +4,7 @@ with its load-mode :class:`Variant`) and the coverage the runs reached (:class:`
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -203,6 +204,14 @@ class Plan:
         in import order."""
         table = dict(self.workloads)
         return (*order, *(w for m in order for w in table.get(m, ())))
+
+    def modules_of(self, steps: Sequence[str]) -> Tuple:
+        """The planned modules ``steps`` involve: each import step, and the module each
+        workload step belongs to (a workload imports its module itself, so a minimal order
+        may hold the workload without the import), in first-seen order."""
+        owner = {w: m for m, ws in self.workloads for w in ws}
+        found = [owner.get(s, s) for s in steps]
+        return tuple(dict.fromkeys(m for m in found if m in self.modules))
 
 
 @dataclass(frozen=True)
