@@ -155,3 +155,32 @@ def test_identical_files_under_one_soname_are_no_shadow(tmp_path: Path) -> None:
     lib = fake_lib("int shade(void) { return 1; }\n", "libshade.so.1", tmp_path / "one")
     wheels = [vendoring_wheel(tmp_path, dist, [lib]) for dist in ("alpha", "beta")]
     assert not by_rule(scan_rules(*wheels), "soname-shadow")
+
+
+def test_the_crossing_frame_names_the_symbol_not_the_innermost_kernel() -> None:
+    """The crashing thread ran the serving copy's internal kernel (innermost, bound by that
+    copy to itself, so in no binding) called from the interposed entry point: the verdict's
+    symbol is the entry point, the innermost frame that a cross-distribution binding names."""
+    from types import SimpleNamespace
+
+    from pytest_runtimeconflict.diagnosis.interposition import _matching_frame
+    from pytest_runtimeconflict.model.run import Binding
+
+    served, own, referrer = "/s/libopenblas-a.so", "/o/libopenblas-b.so", "/o/_ext.so"
+    gdb = (
+        "Thread 1 (Thread 0x7f (LWP 42)):\n"
+        f"#0  0x00007f01 in dgemm_oncopy_SKYLAKEX () from {served}\n"
+        f"#1  0x00007f02 in dgemm_nn () from {served}\n"
+        f"#2  0x00007f03 in cblas_dgemm () from {own}\n"
+        f"#3  0x00007f04 in run () from {referrer}\n"
+    )
+    result = SimpleNamespace(gdb_backtrace=gdb, threads=({"tid": 42},))
+    hits = [
+        (Binding(own, served, "gotoblas", "normal"), own),
+        (Binding(own, served, "dgemm_nn", "normal"), own),
+        (Binding(referrer, served, "cblas_dgemm", "normal"), own),
+    ]
+    binding, _own = _matching_frame(SimpleNamespace(result=result), hits)  # type: ignore[arg-type]
+    assert binding.symbol == "dgemm_nn"
+    no_match = [hits[0]]
+    assert _matching_frame(SimpleNamespace(result=result), no_match)[0].symbol == "gotoblas"  # type: ignore[arg-type]

@@ -55,12 +55,20 @@ def frame_libraries(result: RunResult) -> list[str]:
 
 def frame_function(result: RunResult, library: str) -> str | None:
     """The innermost function of the crashing thread that ran in ``library``."""
+    names = frame_functions(result, library)
+    return names[0] if names else None
+
+
+def frame_functions(result: RunResult, library: str) -> list[str]:
+    """The functions of the crashing thread's frames that ran in ``library``, innermost
+    first (a frame gdb shows without a name counts as an empty name)."""
+    names = []
     for line in crashing_thread_frames(result):
         match = _FRAME_FROM.search(line)
         if match and os.path.realpath(match.group(1)) == library:
             name = re.match(r"^#\d+\s+(?:0x[0-9a-f]+ in )?(.+?) \(", line)
-            return name.group(1) if name else None
-    return None
+            names.append(name.group(1) if name else "")
+    return names
 
 
 def backtrace_library(result: RunResult) -> str | None:

@@ -11,7 +11,7 @@ import shutil
 import subprocess
 from collections.abc import Callable, Sequence
 
-from pytest_runtimeconflict.diagnosis.evidence import frame_function
+from pytest_runtimeconflict.diagnosis.evidence import frame_function, frame_functions
 from pytest_runtimeconflict.model import Binding, Evidence, ObjectInfo, RunSpec, Verdict
 from pytest_runtimeconflict.static.interpose import shared_symbols, unique_outside_std
 from pytest_runtimeconflict.static.rules import rule_of
@@ -123,16 +123,21 @@ def _pair_roles_and_cause(
 
 
 def _matching_frame(evidence: Evidence, hits: list[tuple[Binding, str]]) -> tuple[Binding, str]:
-    """The hit whose symbol is the function the crashing thread ran in the serving copy
-    (C++ names compared demangled), else the first hit."""
+    """The hit whose symbol is a function the crashing thread ran in the serving copy, the
+    innermost such frame (C++ names compared demangled), else the first hit. The innermost
+    frame itself is often the copy's internal code (a kernel called from the interposed
+    entry point, or a PROTECTED function the copy binds to itself), which no binding names."""
     first = hits[0]
-    ran = frame_function(evidence.result, first[0].provider)
+    provider = first[0].provider
+    ran = [f for f in frame_functions(evidence.result, provider) if f]
     if not ran:
         return first
-    names = demangle([b.symbol for b, _own in hits])
-    for (binding, own), name in zip(hits, names):
-        if binding.provider == first[0].provider and ran in (binding.symbol, name):
-            return binding, own
+    served = [hit for hit in hits if hit[0].provider == provider]
+    names = demangle([b.symbol for b, _own in served])
+    for function in ran:
+        for (binding, own), name in zip(served, names):
+            if function in (binding.symbol, name):
+                return binding, own
     return first
 
 
