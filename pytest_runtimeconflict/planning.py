@@ -152,7 +152,9 @@ def context_from_scan(
     closures: dict[str, dict[str, str]] = {m: {} for m in modules}
     for ext, loaded in result.closures.items():
         for module in by_top.get(top_of(ext) or "", []):
-            closures[module].setdefault(os.path.basename(ext), ext)
+            # by path: Python loads an extension by its path, so two packages' extensions
+            # of one file name (scipy's and scikit-learn's _cyutility) never mask each other
+            closures[module].setdefault(ext, ext)
             for name, path in loaded:
                 closures[module].setdefault(name, path)
     known_tops = {t for tops in result.distributions.values() for t in tops}

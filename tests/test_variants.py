@@ -552,3 +552,31 @@ def test_a_library_that_cannot_load_alone_is_not_preloaded() -> None:
         RuntimeLibrary("/b/libopenblas.so", "blas", "openblas", ("b",), "b"),
     ]
     assert variants.library_groups(libs) == [("/b/libopenblas.so",)]
+
+
+def test_extensions_of_one_file_name_in_two_packages_do_not_mask(tmp_path: Path) -> None:
+    """Python loads an extension module by its path: scipy's and scikit-learn's
+    ``_cyutility`` extensions are two objects, not one SONAME served twice (no masked pair);
+    a library both need by SONAME from different files still masks the later module."""
+    from types import SimpleNamespace
+
+    from pytest_runtimeconflict.planning import context_from_scan
+
+    site = tmp_path / "lib" / "python3.11" / "site-packages"
+
+    def ext(package: str) -> str:
+        path = site / package / "_cyutility.cpython-311-x86_64-linux-gnu.so"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(package.encode() * (10 if package == "pa" else 20))  # two builds
+        return str(path)
+
+    a, b = ext("pa"), ext("pb")
+    dep_a, dep_b = str(site / "pa" / "libdep.so.1"), str(site / "pb" / "libdep.so.1")
+    scan = SimpleNamespace(
+        closures={a: [], b: []}, distributions={"pa": ["pa"], "pb": ["pb"]}, objects=[], findings=[]
+    )
+    assert masked_pairs(["pa", "pb", "pc"], context_from_scan(scan, ["pa", "pb", "pc"])) == []
+    scan.closures = {a: [("libdep.so.1", dep_a)], b: [("libdep.so.1", dep_b)]}
+    assert masked_pairs(["pa", "pb", "pc"], context_from_scan(scan, ["pa", "pb", "pc"])) == [
+        (("pb", "pc"), "libdep.so.1")
+    ]
