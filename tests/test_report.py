@@ -118,3 +118,19 @@ def test_format_result_of_a_passing_run() -> None:
     text = format_result(result, None)
     assert text.startswith("scenario -: PASSED in ") and "  step 0: import json" in text
     assert "Do:" not in text  # nothing to diagnose, nothing to advise
+
+
+def test_the_first_line_names_what_the_run_loaded_before_its_steps() -> None:
+    """A conflict found under LD_PRELOAD or a ctypes preload names it in its minimal order."""
+    from dataclasses import replace
+
+    from pytest_runtimeconflict.model import RunResult, RunSpec
+    from pytest_runtimeconflict.report.text import what_broke
+
+    spec = RunSpec(steps=("a", "b"), python="python", ld_preload=("/x/libiomp5.so",))
+    result = RunResult(spec=spec, outcome="crashed", signal="SIGSEGV", signum=11)
+    assert what_broke(result, None).endswith("order: LD_PRELOAD libiomp5.so > import a > import b")
+    local = replace(spec, ld_preload=(), preload=("/y/liby.so",), preload_mode="local")
+    assert what_broke(replace(result, spec=local), None).endswith(
+        "order: preload liby.so (RTLD_LOCAL) > import a > import b"
+    )

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from pytest_runtimeconflict.diagnosis.evidence import backtrace_library, crashing_thread_frames
-from pytest_runtimeconflict.model import AvoidedBy, Diagnosis, LibraryRole, RunResult
+from pytest_runtimeconflict.model import AvoidedBy, Diagnosis, LibraryRole, RunResult, RunSpec
 from pytest_runtimeconflict.vocabulary import is_import_step
 from pytest_runtimeconflict.workloads import step_label
 
@@ -42,7 +42,19 @@ def what_broke(result: RunResult, diagnosis: Diagnosis | None) -> str:
     scope = "minimal order" if diagnosis is not None else "order"
     if diagnosis is not None and len(steps) < total:
         scope = f"minimal order, {len(steps)} of {total} steps"
-    return f"{word}: {detail} - {scope}: {_order(steps, result.spec.global_imports)}"
+    spec = diagnosis.minimal_result.spec if diagnosis is not None else result.spec
+    order = _order(steps, result.spec.global_imports)
+    return f"{word}: {detail} - {scope}: {_load_mode(spec)}{order}"
+
+
+def _load_mode(spec: RunSpec) -> str:
+    """What the run loaded before its steps, as order items: ``LD_PRELOAD libx.so > preload
+    liby.so (RTLD_GLOBAL) > `` (empty for Python's default)."""
+    mode = "RTLD_GLOBAL" if spec.preload_mode == "global" else "RTLD_LOCAL"
+    parts = [f"{name}={value}" for name, value in spec.env]
+    parts += [f"LD_PRELOAD {os.path.basename(p)}" for p in spec.ld_preload]
+    parts += [f"preload {os.path.basename(p)} ({mode})" for p in spec.preload]
+    return "".join(f"{part} > " for part in parts)
 
 
 def why(diagnosis: Diagnosis | None) -> str:
