@@ -175,12 +175,16 @@ def test_the_crossing_frame_names_the_symbol_not_the_innermost_kernel() -> None:
         f"#3  0x00007f04 in run () from {referrer}\n"
     )
     result = SimpleNamespace(gdb_backtrace=gdb, threads=({"tid": 42},))
-    hits = [
+    hits = [  # the referrer's copy references the kernel too: that binding exists
+        (Binding(own, served, "dgemm_oncopy_SKYLAKEX", "normal"), own),
         (Binding(own, served, "gotoblas", "normal"), own),
         (Binding(own, served, "dgemm_nn", "normal"), own),
         (Binding(referrer, served, "cblas_dgemm", "normal"), own),
     ]
     binding, _own = _matching_frame(SimpleNamespace(result=result), hits)  # type: ignore[arg-type]
     assert binding.symbol == "dgemm_nn"
-    no_match = [hits[0]]
+    inner = [hits[0], hits[1]]  # no binding names the entry point: the next frame inwards
+    kernel = _matching_frame(SimpleNamespace(result=result), inner)[0].symbol  # type: ignore[arg-type]
+    assert kernel == "dgemm_oncopy_SKYLAKEX"
+    no_match = [hits[1]]
     assert _matching_frame(SimpleNamespace(result=result), no_match)[0].symbol == "gotoblas"  # type: ignore[arg-type]

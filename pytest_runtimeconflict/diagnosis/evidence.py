@@ -62,13 +62,32 @@ def frame_function(result: RunResult, library: str) -> str | None:
 def frame_functions(result: RunResult, library: str) -> list[str]:
     """The functions of the crashing thread's frames that ran in ``library``, innermost
     first (a frame gdb shows without a name counts as an empty name)."""
-    names = []
+    return [name for name, where in thread_frames(result) if where == library]
+
+
+def thread_frames(result: RunResult) -> list[tuple[str, str | None]]:
+    """(function, library realpath or None) of each frame of the crashing thread, innermost
+    first."""
+    frames = []
     for line in crashing_thread_frames(result):
         match = _FRAME_FROM.search(line)
-        if match and os.path.realpath(match.group(1)) == library:
-            name = re.match(r"^#\d+\s+(?:0x[0-9a-f]+ in )?(.+?) \(", line)
-            names.append(name.group(1) if name else "")
-    return names
+        name = re.match(r"^#\d+\s+(?:0x[0-9a-f]+ in )?(.+?) \(", line)
+        where = os.path.realpath(match.group(1)) if match else None
+        frames.append((name.group(1) if name else "", where))
+    return frames
+
+
+def entry_functions(result: RunResult, library: str) -> list[str]:
+    """The innermost run of the crashing thread's frames in ``library``, from its outermost
+    frame (where the thread entered the library: the call that crossed into it) inwards."""
+    frames = thread_frames(result)
+    start = next((i for i, (_, where) in enumerate(frames) if where == library), None)
+    if start is None:
+        return []
+    end = start
+    while end + 1 < len(frames) and frames[end + 1][1] == library:
+        end += 1
+    return [name for name, _ in reversed(frames[start : end + 1])]
 
 
 def backtrace_library(result: RunResult) -> str | None:

@@ -11,7 +11,7 @@ import shutil
 import subprocess
 from collections.abc import Callable, Sequence
 
-from pytest_runtimeconflict.diagnosis.evidence import frame_function, frame_functions
+from pytest_runtimeconflict.diagnosis.evidence import entry_functions, frame_function
 from pytest_runtimeconflict.model import Binding, Evidence, ObjectInfo, RunSpec, Verdict
 from pytest_runtimeconflict.static.interpose import shared_symbols, unique_outside_std
 from pytest_runtimeconflict.static.rules import rule_of
@@ -123,13 +123,14 @@ def _pair_roles_and_cause(
 
 
 def _matching_frame(evidence: Evidence, hits: list[tuple[Binding, str]]) -> tuple[Binding, str]:
-    """The hit whose symbol is a function the crashing thread ran in the serving copy, the
-    innermost such frame (C++ names compared demangled), else the first hit. The innermost
-    frame itself is often the copy's internal code (a kernel called from the interposed
-    entry point, or a PROTECTED function the copy binds to itself), which no binding names."""
+    """The hit whose symbol is the function through which the crashing thread entered the
+    serving copy (C++ names compared demangled), else the next frame inwards, else the first
+    hit. The innermost frame is often the copy's own code called from that entry point (a
+    kernel the copy binds to itself, PROTECTED), though the referrer may reference that name
+    too."""
     first = hits[0]
     provider = first[0].provider
-    ran = [f for f in frame_functions(evidence.result, provider) if f]
+    ran = [f for f in entry_functions(evidence.result, provider) if f]
     if not ran:
         return first
     served = [hit for hit in hits if hit[0].provider == provider]
