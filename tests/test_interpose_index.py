@@ -3,6 +3,7 @@ plain reading of its rule finds, on the real objects of the zoo venv."""
 
 from __future__ import annotations
 
+import marshal
 import os
 import time
 from collections import Counter
@@ -100,4 +101,7 @@ def test_a_warm_scan_reads_the_interposition_cache(
     assert scan_environment(zoo_venv.python, cache_dir=tmp_path).findings == cold.findings
     stored.write_bytes(b"not marshal")
     assert scan_environment(zoo_venv.python, cache_dir=tmp_path).findings == cold.findings
-    assert len(calls) == 2
+    identity, _names, entries, pairs = marshal.loads(stored.read_bytes())
+    stored.write_bytes(marshal.dumps((identity, (), entries, pairs)))  # indices point nowhere
+    assert scan_environment(zoo_venv.python, cache_dir=tmp_path).findings == cold.findings
+    assert len(calls) == 3

@@ -28,8 +28,7 @@ from pytest_runtimeconflict.static.factcache import cache_key
 log = logging.getLogger(__name__)
 
 FORMAT = 1
-# (first path, second path) -> names shared by kind, in interpose.KINDS order; the key
-# ("*", "*") holds the list of pairs sharing_pairs found.
+# The names two objects share, by kind, in interpose.KINDS order.
 Shared = tuple[tuple[str, ...], ...]
 
 
@@ -47,19 +46,20 @@ class Store:
         if self.path is None:
             return
         try:
-            data = marshal.loads(self.path.read_bytes())
-            identity, names, entries, pair_list = data
+            identity, names, entries, pair_list = marshal.loads(self.path.read_bytes())
+            if identity != self.identity:
+                return
+            loaded = {
+                pair: tuple(_lookup(names, kind) for kind in shared)
+                for pair, shared in entries.items()
+            }
+            listed = [(a, b) for a, b in pair_list] if pair_list is not None else None
         except FileNotFoundError:
             return
-        except (OSError, ValueError, EOFError, TypeError) as exc:
+        except (OSError, ValueError, EOFError, TypeError, IndexError, AttributeError) as exc:
             log.debug("ignoring unreadable interposition cache %s: %s", self.path, exc)
             return
-        if identity != self.identity:
-            return
-        self.entries = {
-            pair: tuple(_lookup(names, kind) for kind in shared) for pair, shared in entries.items()
-        }
-        self.pair_list = [tuple(p) for p in pair_list] if pair_list is not None else None
+        self.entries, self.pair_list = loaded, listed
 
     def save(self) -> None:
         if self.path is None or not self.dirty:
