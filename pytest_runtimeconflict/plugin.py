@@ -22,6 +22,7 @@ import pytest
 
 from pytest_runtimeconflict import session
 from pytest_runtimeconflict.errors import RuntimeConflictError
+from pytest_runtimeconflict.locking import replace_atomically
 from pytest_runtimeconflict.model.plan import Plan
 from pytest_runtimeconflict.options import OPTIONS, OptionDef, Settings, read_settings
 from pytest_runtimeconflict.verdicts import ItemVerdict
@@ -449,10 +450,8 @@ class Reporter:
         if not self.state.settings.report:
             return
         path = self._path(self.state.settings.report)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(self.state.report_json(), indent=2, default=str))
-        os.replace(tmp, path)
+        report = json.dumps(self.state.report_json(), indent=2, default=str)
+        replace_atomically(path, report.encode())
 
 
 # ---------------------------------------------------------------- fixture

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_runtimeconflict.errors import InterpreterError, UsageError
+from pytest_runtimeconflict.locking import replace_atomically
 from pytest_runtimeconflict.static.paths import real_path
 from pytest_runtimeconflict.static.records import parse_record
 
@@ -197,10 +198,7 @@ class DiscoveryCache:
             site = {}  # an install is under way or just ended: do not trust the answer yet
         data = {"stamps": stamps, "site": site, "answer": answer, "dirs": self.new_dirs}
         try:
-            self.file.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.file.with_name(f"{self.file.name}.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(data))
-            os.replace(tmp, self.file)
+            replace_atomically(self.file, json.dumps(data).encode())
         except OSError as exc:
             log.debug("cannot write the discovery cache %s: %s", self.file, exc)
 

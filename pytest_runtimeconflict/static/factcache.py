@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_runtimeconflict.families import identity_symbol_names
-from pytest_runtimeconflict.locking import file_lock
+from pytest_runtimeconflict.locking import file_lock, replace_atomically
 from pytest_runtimeconflict.model import ElfFacts
 from pytest_runtimeconflict.static.elffacts import FACTS_VERSION, LIBSTDCXX_MARKERS
 from pytest_runtimeconflict.vocabulary import env_setting
@@ -133,9 +133,7 @@ class FactsCache:
         with file_lock(path.with_suffix(".lock")):
             merged = _load(path, container)
             merged.update(entries)
-            tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-            tmp.write_bytes(marshal.dumps((container, merged)))
-            os.replace(tmp, path)
+            replace_atomically(path, marshal.dumps((container, merged)))
         self._shards[container] = merged
 
 

@@ -22,6 +22,7 @@ import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from pytest_runtimeconflict.locking import replace_atomically
 from pytest_runtimeconflict.model import ObjectInfo
 from pytest_runtimeconflict.static.factcache import cache_key
 
@@ -71,10 +72,7 @@ class Store:
         }
         data = (self.identity, tuple(table), entries, self.pair_list)
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
-            tmp.write_bytes(marshal.dumps(data))
-            os.replace(tmp, self.path)
+            replace_atomically(self.path, marshal.dumps(data))
         except OSError as exc:
             log.debug("cannot write the interposition cache %s: %s", self.path, exc)
 
