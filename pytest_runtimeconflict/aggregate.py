@@ -44,7 +44,7 @@ def summary_lines(collected: Collected) -> list[str]:
         if verdict and entry.get("outcome") in ("crashed", "failed", "hung"):
             groups.setdefault(verdict["key"], []).append((nodeid, entry))
     lines = ["", "=" * 20 + " runtime conflicts " + "=" * 20]
-    lines.append(f"{len(groups)} distinct conflict(s) in {len(collected)} child run(s)")
+    lines.append(f"{len(groups)} distinct conflict(s) in {child_runs(collected)} child run(s)")
     for key, members in sorted(groups.items()):
         lines += _conflict_lines(key, members)
     latent = latent_sets(e for _, e in collected if e.get("outcome") == "latent")
@@ -60,6 +60,16 @@ def summary_lines(collected: Collected) -> list[str]:
         lines.append(covered.describe())
         lines += covered.detail_lines()
     return lines
+
+
+def child_runs(collected: Collected) -> int:
+    """The child interpreters the collected items started (their entries' ``child_runs``,
+    diagnosis and re-runs included); an entry without the count (a report from before it was
+    recorded) counts its own run and its diagnosis's."""
+    if any("child_runs" in entry for _, entry in collected):
+        # An item's first entry counts the whole item; its further entries count nothing.
+        return sum(int(entry.get("child_runs") or 0) for _, entry in collected)
+    return sum(1 + int(entry.get("runs_used") or 0) for _, entry in collected)
 
 
 def static_lines(entries: Iterable[dict[str, Any]]) -> list[str]:

@@ -232,12 +232,21 @@ class RCState:
 
     def run_plan_item(self, index: int, item: PlannedItem) -> ItemVerdict:
         """Run one planned item: a covering sequence (with repairs around each conflict that
-        stops it), or a target / fork item (each of its planned runs once)."""
+        stops it), or a target / fork item (each of its planned runs once). Its first entry
+        counts the child interpreters the item started (``child_runs``: runs, diagnosis,
+        counter-experiments and re-runs)."""
+        from pytest_runtimeconflict.sandbox.runner import children_started
+
+        before = children_started()
         if item.kind != "sequence":
             from pytest_runtimeconflict.planruns import run_target_item
 
-            return run_target_item(self, index, item)
-        return self._run_sequence_item(index, item)
+            verdict = run_target_item(self, index, item)
+        else:
+            verdict = self._run_sequence_item(index, item)
+        if verdict.entries:
+            verdict.entries[0]["child_runs"] = children_started() - before
+        return verdict
 
     def _run_sequence_item(self, index: int, item: PlannedItem) -> ItemVerdict:
         """A covering sequence, repaired around each conflict that stops it, so that every
@@ -428,7 +437,7 @@ class RCState:
     def run_scenario_item(self, scenario: Any, run: Any) -> ItemVerdict:
         """Run one ``[[run]]`` of a scenario file and compare with its expectation."""
         from pytest_runtimeconflict.report.text import format_failure, format_summary_line
-        from pytest_runtimeconflict.sandbox.runner import run_spec
+        from pytest_runtimeconflict.sandbox.runner import children_started, run_spec
 
         spec = dataclasses.replace(
             run.spec,
@@ -436,12 +445,14 @@ class RCState:
             exercise=run.spec.exercise and self.settings.exercise,
             id=f"{scenario.name}::{run.id}",
         )
+        before = children_started()
         result = run_spec(spec)
         entry = result.to_json()
         diagnosis = None
         if result.outcome != "passed":
             diagnosis = self._diagnose(spec, result)
             self.fill(entry, result, diagnosis)
+        entry["child_runs"] = children_started() - before
         text = f"{result.message}\n{result.stderr_tail}"
         matched, why = run.expect.matches(result.outcome, result.signal, result.failed_step, text)
         entry["scenario"] = {

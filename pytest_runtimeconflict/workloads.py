@@ -99,12 +99,17 @@ CATALOGUE: tuple[Workload, ...] = (
         f"cv2.gemm({_rng('(256, 256)')}, {_rng('(256, 256)', 1)}, 1.0, None, 0.0)",
     ),
     Workload(
-        "faiss", "kmeans", ("numpy", "faiss"), ("faiss.Kmeans",),
-        f"faiss.Kmeans(8, 4, niter=3, seed=1).train({_rng('(1000, 8)')}.astype('float32'))",
+        # a PCA's covariance goes through BLAS gemm, which a 2x2 k-means never reaches
+        "faiss", "train", ("numpy", "faiss"), ("faiss.Kmeans", "faiss.PCAMatrix"),
+        f"faiss.Kmeans(8, 4, niter=3, seed=1).train({_rng('(1000, 8)')}.astype('float32')); "
+        f"faiss.PCAMatrix(16, 4).train({_rng('(1000, 16)', 1)}.astype('float32'))",
     ),
     Workload(
-        "cvxopt", "gesv", ("cvxopt", "cvxopt.lapack"), ("cvxopt.lapack.gesv", "cvxopt.matrix"),
-        "cvxopt.lapack.gesv(cvxopt.matrix([[4.0, 1.0], [1.0, 3.0]]), cvxopt.matrix([1.0, 2.0]))",
+        # 100x100: big enough for OpenBLAS's blocked (gemm) path, which 2x2 does not take
+        "cvxopt", "gesv", ("cvxopt", "cvxopt.lapack"),
+        ("cvxopt.lapack.gesv", "cvxopt.normal", "cvxopt.setseed"),
+        "cvxopt.setseed(1); "
+        "cvxopt.lapack.gesv(cvxopt.normal(100, 100), cvxopt.normal(100, 1))",
     ),
     Workload(
         "lightgbm", "train", ("numpy", "lightgbm"), ("lightgbm.train", "lightgbm.Dataset"),

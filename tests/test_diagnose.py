@@ -20,7 +20,7 @@ from cbuild import compile_shared, extension_suffix, python_extension_flags
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pytest_runtimeconflict.diagnosis import Diagnosis, diagnose
+from pytest_runtimeconflict.diagnosis import Diagnosis, conflict_key, diagnose
 from pytest_runtimeconflict.diagnosis.minimise import ddmin, reversed_imports
 from pytest_runtimeconflict.diagnosis.signature import failure_signature
 from pytest_runtimeconflict.model import RunSpec
@@ -302,4 +302,27 @@ def test_key_is_independent_of_import_order(zoo_venv: object) -> None:
         result = run_spec(spec)
         assert result.outcome == "crashed"
         keys.add(diagnose(spec, result, max_runs=0, experiments=False).key)
-    assert len(keys) == 1 and keys.pop().startswith("openmp-duplicate:")
+    key = keys.pop()
+    assert len(keys) == 0 and key.startswith("openmp-duplicate:")
+    # both copies are named, each with its wheel's directory
+    assert "zoo_iomp_a.libs/libiomp5-" in key and "zoo_iomp_b.libs/libiomp5-" in key, key
+
+
+def test_key_keeps_same_named_copies_of_two_wheels_apart() -> None:
+    """Two wheels vendoring one auditwheel-renamed file (same name, other bytes) give two
+    conflicts; the same files under another environment root give the same key (shards and
+    CI jobs agree)."""
+    ours = "/site/numpy.libs/libscipy_openblas64_-32a4b2a6.so"
+    cvxopt = "/site/cvxopt.libs/libopenblas-r0-11edc3fa.3.15.so"
+    scs = "/site/scs.libs/libopenblas-r0-11edc3fa.3.15.so"
+    assert conflict_key("symbol-interposition", [ours, cvxopt]) != conflict_key(
+        "symbol-interposition", [ours, scs]
+    )
+    moved = [p.replace("/site/", "/other/venv/lib/python3.12/site-packages/") for p in (scs, ours)]
+    assert conflict_key("symbol-interposition", moved) == conflict_key(
+        "symbol-interposition", [ours, scs]
+    )
+    assert conflict_key("symbol-interposition", [ours, scs]) == (
+        "symbol-interposition:numpy.libs/libscipy_openblas64_-32a4b2a6.so,"
+        "scs.libs/libopenblas-r0-11edc3fa.3.15.so"
+    )

@@ -99,3 +99,36 @@ def test_an_rtld_global_import_is_the_load_mode_the_drop_global_experiment_remov
     dropped = [e for e in d.experiments if e.kind == "load_mode"]
     assert dropped and dropped[0].avoided, d.experiments
     assert "no RTLD_GLOBAL import" in dropped[0].change
+
+
+def test_a_traced_rerun_where_a_flaky_failure_did_not_recur_still_gives_the_bindings(
+    zoo_venv: ZooVenv,
+) -> None:
+    """A crash that does not recur every time (threads, timing) may pass in the one re-run
+    under the binding trace. The loader bound the same way (same objects, order and mode), so
+    the bindings still decide the rule; the evidence says the trace's run passed. The re-run
+    here is real; only its outcome is set to passed, as a flaky crash's re-run would end."""
+    zoo_venv.wheels.check("c-helper-ctor-global")
+    spec = RunSpec(
+        steps=("zoo_chg_a", "zoo_chg_b"), global_imports=("zoo_chg_a",), python=zoo_venv.python
+    )
+    result = run_spec(spec)
+    assert result.outcome == "crashed", result.message
+    traced_runs = []
+
+    def run(spec: RunSpec, **options: object) -> object:
+        got = run_spec(spec)
+        if not spec.trace_bindings:
+            return got
+        traced_runs.append(got)
+        assert got.bindings, "the trace re-run recorded no bindings"
+        return dataclasses.replace(got, outcome="passed", signal=None, signum=None, message="")
+
+    d = diagnose(spec, result, run=run, max_runs=20, experiments=False)  # type: ignore[arg-type]
+    assert len(traced_runs) == 1
+    assert d.rule == "symbol-interposition", d.evidence_lines
+    assert "'zhelper_fill'" in d.cause
+    assert any(
+        line.startswith("binding trace: from a re-run of the minimal order that passed")
+        for line in d.evidence_lines
+    ), d.evidence_lines

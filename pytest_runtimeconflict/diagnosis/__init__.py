@@ -90,15 +90,22 @@ def diagnose(
 
 def _traced(spec: RunSpec, minimal: RunResult, runner: Runner) -> RunResult | None:
     """The minimal order once more under the loader's binding trace (one child run), when it
-    crashed or failed: which object's references another distribution's copy served. Kept
-    only when it failed the same way."""
+    crashed or failed: which object's references another distribution's copy served.
+
+    Kept when it failed the same way, or when it ran every step and passed: a crash that does
+    not recur every time (threads, timing) leaves the loader's symbol resolution as it was,
+    since that depends only on the objects and their load order and mode. A run that failed
+    otherwise (earlier, or another error) is dropped: its bindings may miss what led to the
+    failure."""
     if minimal.outcome not in ("crashed", "failed"):
         runner.reserve = 0  # the experiments may spend it
         return None
     traced = runner.reserved(dataclasses.replace(spec, trace_bindings=True))
-    if traced is None or failure_signature(traced) != failure_signature(minimal):
+    if traced is None:
         return None
-    return traced
+    if traced.outcome in ("passed", "latent"):
+        return traced
+    return traced if failure_signature(traced) == failure_signature(minimal) else None
 
 
 def _with_load_mode(verdict: Verdict, steps: tuple[str, ...]) -> Verdict:

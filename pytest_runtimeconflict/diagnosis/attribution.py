@@ -396,13 +396,21 @@ def _unless_libc(path: str | None) -> str | None:
     return None if not path or _LIBC_NAMES.match(os.path.basename(path)) else path
 
 
+def _key_name(path: str) -> str:
+    parent = os.path.basename(os.path.dirname(path))
+    return f"{parent}/{os.path.basename(path)}" if parent else os.path.basename(path)
+
+
 def conflict_key(rule: str | None, paths: Sequence[str], evidence: Evidence | None = None) -> str:
-    """A stable identity for one conflict: the rule and the sorted library basenames.
+    """A stable identity for one conflict: the rule and the sorted library names, each with
+    its directory's name (``scs.libs/libopenblas-r0-11edc3fa.3.15.so``).
 
     Independent of import order, so the same conflict found through different sequences
-    de-duplicates to one entry.
+    de-duplicates to one entry; independent of where the environment lives, so shards and
+    xdist workers agree; but two copies that share a file name (two wheels vendoring the same
+    auditwheel-renamed library, or two ``libiomp5.so``) stay apart.
     """
-    names = ",".join(sorted({os.path.basename(p) for p in paths}))
+    names = ",".join(sorted({_key_name(p) for p in paths}))
     if rule is None and evidence is not None:
         rule = "unattributed-" + (
             str(evidence.signal) if evidence.outcome == "crashed" else evidence.outcome

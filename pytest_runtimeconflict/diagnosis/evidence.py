@@ -11,7 +11,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from pytest_runtimeconflict.diagnosis.signature import failure_markers, text_of
+from pytest_runtimeconflict.diagnosis.signature import failure_markers, failure_signature, text_of
 from pytest_runtimeconflict.errors import ElfReadError
 from pytest_runtimeconflict.model import Evidence, ObjectInfo, RunResult
 from pytest_runtimeconflict.static.objects import describe_paths
@@ -132,7 +132,14 @@ def gather_evidence(
         runtimes=runtimes,
         bindings=traced.bindings if traced is not None else (),
         frame_libraries=tuple(frame_libraries(result)),
+        trace_outcome=_trace_outcome(result, traced),
     )
+
+
+def _trace_outcome(result: RunResult, traced: RunResult | None) -> str | None:
+    if traced is None or failure_signature(traced) == failure_signature(result):
+        return None
+    return traced.outcome
 
 
 def _failing_step_libraries(result: RunResult) -> list[str]:

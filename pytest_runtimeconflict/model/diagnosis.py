@@ -92,6 +92,9 @@ class Evidence:
     runtimes: Mapping[str, tuple[str, str]]
     bindings: tuple[Binding, ...] = ()
     frame_libraries: tuple[str, ...] = ()
+    # How the traced re-run that gave ``bindings`` ended when not like the minimal run (a
+    # flaky crash that did not recur): the bindings hold, the failure was not seen with them.
+    trace_outcome: str | None = None
 
     @property
     def active(self) -> set[str]:

@@ -172,6 +172,15 @@ def child_environment(spec: RunSpec, run_dir: str) -> dict[str, str]:
     return env
 
 
+_started = 0  # child interpreters started by this process
+
+
+def children_started() -> int:
+    """How many child interpreters this process has started so far (a count callers take
+    differences of: the child runs one plan item cost, diagnosis and re-runs included)."""
+    return _started
+
+
 def run_spec(spec: RunSpec, *, workdir: str | None = None, keep_run_dir: bool = False) -> RunResult:
     """Run ``spec`` in a fresh child interpreter and explain what happened.
 
@@ -217,6 +226,8 @@ def _execute(spec: RunSpec, python: str, run_dir: str) -> ChildRun:
     start = time.monotonic()
     env = child_environment(spec, run_dir)
     started_at = time.time() - 1.0  # create_time has clock-tick resolution
+    global _started
+    _started += 1
     proc = subprocess.Popen(
         [python, CHILD_SCRIPT, spec_path],
         cwd=run_dir,
