@@ -17,7 +17,6 @@ A new runtime is one :func:`register` call, never a new branch of code.
 
 from __future__ import annotations
 
-import bisect
 import os
 import re
 from collections.abc import Iterable
@@ -271,21 +270,7 @@ def _by_evidence(facts: ElfFacts) -> Family | None:
 
 def _by_pattern(family: Family, facts: ElfFacts) -> bool:
     """Enough exported functions with one of the family's prefixes (a static copy)."""
-    return any(
-        _count_prefixed(facts.c_functions, prefix) >= count
-        for prefix, count in family.symbol_patterns
-    )
-
-
-def _count_prefixed(names: tuple[str, ...], prefix: str) -> int:
-    """How many of ``names`` start with ``prefix``: both ELF readers keep ``c_functions``
-    sorted, where those names are one run (two bisections, not a walk over every export of
-    every object of a scan)."""
-    if not prefix:
-        return len(names)
-    start = bisect.bisect_left(names, prefix)
-    end = bisect.bisect_left(names, prefix[:-1] + chr(ord(prefix[-1]) + 1), start)
-    return end - start
+    return any(facts.count_prefixed(prefix) >= count for prefix, count in family.symbol_patterns)
 
 
 def is_layered(kind: RuntimeKind) -> bool:

@@ -45,6 +45,28 @@ def test_warm_reader_hits_for_every_file(tmp_path: Path) -> None:
     assert [warm(str(p)) for p in libs] == [cold(str(p)) for p in libs]
 
 
+def test_cached_facts_keep_symbol_lists_joined_until_read(tmp_path: Path) -> None:
+    """The long name lists come back from the cache as one string each, split at the first
+    read: equal, hashed and serialised like freshly read facts, and counted by prefix before
+    any split."""
+    lib = compile_shared(
+        "int mkl_a(void) { return 1; }\nint mkl_b(void) { return 2; }\n"
+        "int other(void) { return 3; }\nint table[4];\n",
+        "libjoined.so",
+        outdir=tmp_path / "libs",
+    )
+    fresh = _read_all(tmp_path / "cache", [lib])(str(lib))
+    cached = _read_all(tmp_path / "cache", [lib])(str(lib))
+    assert fresh is not None and cached is not None
+    assert "c_functions" not in vars(cached)  # not split yet
+    assert cached.count_prefixed("mkl_") == fresh.count_prefixed("mkl_") == 2
+    assert cached.count_prefixed("o") == 1 and cached.count_prefixed("zz") == 0
+    assert "c_functions" not in vars(cached)  # counting did not split
+    assert cached == fresh and fresh == cached and hash(cached) == hash(fresh)
+    assert cached.c_functions == ("mkl_a", "mkl_b", "other") == fresh.c_functions
+    assert cached.c_data == ("table",) and cached.to_json() == fresh.to_json()
+
+
 def test_rewritten_file_is_read_again_even_with_the_same_size_and_mtime(tmp_path: Path) -> None:
     lib = _lib(tmp_path / "a", "aaaa")
     other = _lib(tmp_path / "b", "bbbb").read_bytes()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import bisect
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -45,6 +47,11 @@ class ElfFacts:
     has_initializers: bool = False
     protected: tuple[str, ...] = ()
 
+    def count_prefixed(self, prefix: str) -> int:
+        """How many of the C functions start with ``prefix`` (a statically linked runtime
+        exports hundreds under its prefix)."""
+        return count_prefixed(self.c_functions, prefix)
+
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["version_needs"] = {name: list(vers) for name, vers in self.version_needs}
@@ -70,6 +77,17 @@ class ElfFacts:
         ):
             data[key] = tuple(data[key])
         return cls(**data)
+
+
+def count_prefixed(names: Sequence[str], prefix: str) -> int:
+    """How many of ``names`` start with ``prefix``: both ELF readers keep ``c_functions``
+    sorted, where those names are one run (two bisections, not a walk over every export of
+    every object of a scan)."""
+    if not prefix:
+        return len(names)
+    start = bisect.bisect_left(names, prefix)
+    end = bisect.bisect_left(names, prefix[:-1] + chr(ord(prefix[-1]) + 1), start)
+    return end - start
 
 
 @dataclass(frozen=True)

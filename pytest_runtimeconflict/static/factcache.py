@@ -3,6 +3,10 @@ stats its files.
 
 Layout: ``<root>/facts-<key>/<sha of directory>.marshal``, one shard per directory of
 objects (or per wheel), holding ``{name: (size, mtime_ns, inode, ctime_ns, facts fields)}``.
+The long symbol-name lists (:data:`JOINED`: C functions, C data, C++ exports, protected
+names; most of the bytes) are stored as one newline-joined string each and split only when
+read (:class:`CachedFacts`): a warm scan whose interposition analysis is cached never reads
+most of them, and loading a few large strings is a copy, not half a million objects.
 ``<key>`` changes with the cache format, the Python version (marshal) and the fact extraction
 (:data:`~pytest_runtimeconflict.static.elffacts.FACTS_VERSION`, the symbol names the registry keeps), so
 an upgrade never reads old facts. An entry is used only when the file's size, mtime, inode
@@ -32,12 +36,55 @@ from pytest_runtimeconflict.vocabulary import env_setting
 
 log = logging.getLogger(__name__)
 
-FORMAT = 2
+FORMAT = 3
 ENV_VAR = "PYTEST_RUNTIMECONFLICT_FACTS_CACHE"
 _FIELDS = tuple(f.name for f in fields(ElfFacts))
 _NFIELDS = len(_FIELDS)
 
 Entry = tuple[int, int, int, int, tuple[Any, ...]]
+JOINED = ("c_functions", "c_data", "cxx_exports", "protected")
+_JOINED_AT = frozenset(_FIELDS.index(name) for name in JOINED)
+
+
+class _Joined:
+    """One field of :data:`JOINED` on :class:`CachedFacts`: split from its stored string at
+    the first read, then kept in the instance (which Python looks at first from then on)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+        if obj is None:
+            return self
+        text = obj.__dict__["_joined"][self.name]
+        value = tuple(text.split("\n")) if text else ()
+        obj.__dict__[self.name] = value
+        return value
+
+
+class CachedFacts(ElfFacts):
+    """:class:`ElfFacts` read from the cache: each field of :data:`JOINED` stays one string
+    until first read (then it is the same tuple a fresh read gives); equal to and hashed like
+    the :class:`ElfFacts` of the same values."""
+
+    c_functions = _Joined("c_functions")  # type: ignore[assignment]
+    c_data = _Joined("c_data")  # type: ignore[assignment]
+    cxx_exports = _Joined("cxx_exports")  # type: ignore[assignment]
+    protected = _Joined("protected")  # type: ignore[assignment]
+
+    def count_prefixed(self, prefix: str) -> int:
+        """Counted in the stored string, not split: names start it or follow a newline."""
+        if "c_functions" in self.__dict__ or not prefix:
+            return super().count_prefixed(prefix)
+        text: str = self.__dict__["_joined"]["c_functions"]
+        return text.startswith(prefix) + text.count("\n" + prefix)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ElfFacts):
+            return NotImplemented
+        return all(getattr(self, name) == getattr(other, name) for name in _FIELDS)
+
+    __hash__ = ElfFacts.__hash__
 
 
 def default_cache_dir() -> Path | None:
@@ -102,7 +149,11 @@ class FactsCache:
         """Remember ``facts`` (written by :meth:`flush`)."""
         if self.root is None:
             return
-        entry: Entry = (*_stamp(st), tuple(getattr(facts, f) for f in _FIELDS))
+        values = tuple(
+            "\n".join(getattr(facts, f)) if i in _JOINED_AT else getattr(facts, f)
+            for i, f in enumerate(_FIELDS)
+        )
+        entry: Entry = (*_stamp(st), values)
         self._shard(container)[name] = entry
         self._dirty.setdefault(container, {})[name] = entry
 
@@ -139,7 +190,16 @@ class FactsCache:
 
 def _facts_from_fields(values: tuple[Any, ...]) -> ElfFacts:
     # every field is a str/int/bool/None or nested tuples of them: marshal returns them as is
-    return ElfFacts(*values)
+    facts = object.__new__(CachedFacts)
+    fields_ = facts.__dict__
+    joined = {}
+    for i, (name, value) in enumerate(zip(_FIELDS, values)):
+        if i in _JOINED_AT:
+            joined[name] = value
+        else:
+            fields_[name] = value
+    fields_["_joined"] = joined
+    return facts
 
 
 def _load(path: Path, container: str) -> dict[str, Entry]:

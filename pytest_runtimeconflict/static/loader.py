@@ -138,6 +138,9 @@ class LoaderModel:
         # same object once per extension that loads it (hundreds of times in a big venv).
         self._found: dict[tuple[str, str, tuple[str, ...]], str | None] = {}
         self._expanded: dict[tuple[str, tuple[str, ...]], tuple[str, ...]] = {}
+        # names in each searched directory (None: not a listable directory, e.g. inside a
+        # wheel): most candidates of a search do not exist, and a set lookup is no stat
+        self._listed: dict[str, frozenset[str] | None] = {}
 
     def _expand(self, entries: Sequence[str], owner: ElfFacts) -> tuple[str, ...]:
         key = (owner.path, tuple(entries))
@@ -180,16 +183,31 @@ class LoaderModel:
 
     def _search(self, name: str, requester: ElfFacts, dirs: Sequence[str]) -> str | None:
         for directory in dirs:
+            if self._absent(directory, name):
+                continue
             path = os.path.join(directory, name)
             if self._compatible(self.facts_for(path), requester):
                 return path
-        for path in (
-            *self.ld_cache.get(name, ()),
-            *(os.path.join(d, name) for d in self.default_dirs),
-        ):
+        for path in self.ld_cache.get(name, ()):
+            if self._compatible(self.facts_for(path), requester):
+                return path
+        for directory in self.default_dirs:
+            if self._absent(directory, name):
+                continue
+            path = os.path.join(directory, name)
             if self._compatible(self.facts_for(path), requester):
                 return path
         return None
+
+    def _absent(self, directory: str, name: str) -> bool:
+        """Whether ``directory`` certainly has no entry ``name`` (listed once per model)."""
+        if directory not in self._listed:
+            try:
+                self._listed[directory] = frozenset(os.listdir(directory))
+            except OSError:  # missing, not a directory, or a wheel member's directory
+                self._listed[directory] = None
+        listed = self._listed[directory]
+        return listed is not None and name not in listed
 
     def new_process(self, initial: Sequence[str] = ()) -> ProcessState:
         """A process that has loaded ``initial`` (e.g. the python executable) and its closure."""
