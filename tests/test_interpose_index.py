@@ -56,7 +56,6 @@ def test_prefix_counts_by_bisection_match_a_walk(zoo_venv: ZooVenv, tmp_path: Pa
     come from the cache (which counts in the stored names without splitting them)."""
     from pytest_runtimeconflict.model.facts import count_prefixed
     from pytest_runtimeconflict.static.elffacts import read_elf_facts_plain
-
     from pytest_runtimeconflict.static.factcache import CachedFacts
 
     scan_environment(zoo_venv.python, cache_dir=tmp_path)  # fills the cache
