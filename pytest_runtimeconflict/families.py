@@ -287,9 +287,11 @@ def _names_of(facts: ElfFacts) -> Iterable[str]:
 def _by_name(facts: ElfFacts) -> Family | None:
     if any(sym.startswith("PyInit_") for sym in facts.defined_symbols):
         return None  # an extension module is never a runtime by name alone
+    names = tuple(_names_of(facts))
     for fam in FAMILIES:
-        for name in _names_of(facts):
-            if any(_compiled(p).search(name) for p in fam.name_patterns):
+        if fam.name_patterns:
+            pattern = _compiled("|".join(f"(?:{p})" for p in fam.name_patterns))
+            if any(pattern.search(name) for name in names):
                 return fam
     return None
 

@@ -26,6 +26,23 @@ class Reach:
     closures: dict[str, ProcessState] = field(default_factory=dict)  # extension -> process
     reached_by: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
 
+    def resolved_by_name(self) -> dict[str, dict[str, list[str]]]:
+        """SONAME -> file that served it -> the extensions whose closure it served, in
+        closure order (computed once: both shadow rules walk it)."""
+        if self._by_name is None:
+            files: dict[str, dict[str, dict[str, None]]] = defaultdict(lambda: defaultdict(dict))
+            for ext, state in self.closures.items():
+                for (_req, name), path in state.resolved.items():
+                    files[name][path][ext] = None
+            self._by_name = {
+                name: {path: list(exts) for path, exts in by_file.items()}
+                for name, by_file in files.items()
+            }
+        return self._by_name
+
+    _by_name: dict[str, dict[str, list[str]]] | None = field(default=None, repr=False)
+    _version_shadows: list[Finding] | None = field(default=None, repr=False)
+
 
 def compute_reach(
     objects: Sequence[ObjectInfo], loader: LoaderModel, initial: Sequence[str]
@@ -45,13 +62,14 @@ def compute_reach(
 
 
 def _version_shadow(reach: Reach, info_of: dict[str, ObjectInfo]) -> list[Finding]:
-    files: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
-    for ext, state in reach.closures.items():
-        for (_req, name), path in state.resolved.items():
-            if ext not in files[name][path]:
-                files[name][path].append(ext)
+    if reach._version_shadows is None:  # soname-shadow asks too
+        reach._version_shadows = _version_shadows(reach, info_of)
+    return reach._version_shadows
+
+
+def _version_shadows(reach: Reach, info_of: dict[str, ObjectInfo]) -> list[Finding]:
     out = []
-    for name, by_file in sorted(files.items()):
+    for name, by_file in sorted(reach.resolved_by_name().items()):
         if len({file_key(p) for p in by_file}) < 2:
             continue
         for f_path, a_exts in sorted(by_file.items()):
@@ -106,13 +124,9 @@ def _soname_shadow(reach: Reach, info_of: dict[str, ObjectInfo]) -> list[Finding
     not tell apart: whichever loads first serves every later request, and no version
     requirement makes it refuse the wrong one (that case is soname-version-shadow). Runtime
     copies are their family rules' business."""
-    files: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
-    for ext, state in reach.closures.items():
-        for (_req, name), path in state.resolved.items():
-            files[name][path].append(ext)
     versioned = [f.title for f in _version_shadow(reach, info_of)]
     out = []
-    for name, by_file in sorted(files.items()):
+    for name, by_file in sorted(reach.resolved_by_name().items()):
         infos = [info_of[p] for p in sorted(by_file) if p in info_of]
         clue = any(f": {name} lacks " in title for title in versioned)
         # checked before any file is hashed: a runtime copy among them (its identical copies
