@@ -156,7 +156,8 @@ def context_from_scan(
             # of one file name (scipy's and scikit-learn's _cyutility) never mask each other
             closures[module].setdefault(ext, ext)
             for name, path in loaded:
-                closures[module].setdefault(name, path)
+                if path != ext:  # the extension itself is in by path, never by its name
+                    closures[module].setdefault(name, path)
     known_tops = {t for tops in result.distributions.values() for t in tops}
     shipping = {top_of(o.path) for o in result.objects if o.distribution}
     native = [

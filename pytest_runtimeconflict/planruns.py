@@ -135,10 +135,13 @@ def unusable(result: RunResult) -> str | None:
     return None
 
 
-def reduce_load_mode(diagnosis: Diagnosis, run: Callable[[RunSpec], RunResult]) -> dict[str, Any]:
+def reduce_load_mode(
+    diagnosis: Diagnosis, run: Callable[[RunSpec], RunResult]
+) -> tuple[dict[str, Any], RunSpec]:
     """The smallest load mode under which the minimal order still fails the same way: each
     RTLD_GLOBAL import, preload, LD_PRELOAD entry and environment setting of the minimal run
-    is dropped in turn when the run fails the same way without it (one child run each)."""
+    is dropped in turn when the run fails the same way without it (one child run each).
+    Returns the report's ``load_mode`` and the minimal run's spec in that mode."""
     from pytest_runtimeconflict.diagnosis.signature import failure_signature
 
     spec = diagnosis.minimal_result.spec
@@ -155,7 +158,7 @@ def reduce_load_mode(diagnosis: Diagnosis, run: Callable[[RunSpec], RunResult]) 
             if failure_signature(run(candidate)) == reference:
                 spec = candidate
     imports = [s for s in spec.steps if is_import_step(s) and " " not in s.strip()]
-    return {
+    mode = {
         "global_imports": list(spec.global_imports),
         "preload": list(spec.preload),
         "ld_preload": list(spec.ld_preload),
@@ -163,6 +166,7 @@ def reduce_load_mode(diagnosis: Diagnosis, run: Callable[[RunSpec], RunResult]) 
         "order": order_text(tuple(imports), _as_variant(spec)),
         "runs": runs,
     }
+    return mode, spec
 
 
 def _as_variant(spec: RunSpec) -> Any:

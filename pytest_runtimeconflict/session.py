@@ -35,7 +35,7 @@ from pytest_runtimeconflict.verdicts import (
     latent_warnings,
     repairs,
 )
-from pytest_runtimeconflict.vocabulary import PLAN_NODE, fails
+from pytest_runtimeconflict.vocabulary import PLAN_NODE, fails, is_import_step
 
 log = logging.getLogger(__name__)
 
@@ -334,15 +334,20 @@ class RCState:
 
     def _record(
         self, entry: dict[str, Any], result: Any, diagnosis: Any, planned: PlannedRun
-    ) -> None:
-        """The diagnosis in the entry; under a variant, the minimal load mode too."""
+    ) -> Any:
+        """The diagnosis in the entry; under a variant, the minimal load mode too, which the
+        returned diagnosis's minimal run then carries (its headline names only what the
+        failure needs, not every preload of the variant)."""
         from pytest_runtimeconflict.planruns import reduce_load_mode
         from pytest_runtimeconflict.sandbox.runner import run_spec
 
+        if not planned.variant.is_plain:
+            entry["load_mode"], spec = reduce_load_mode(diagnosis, run_spec)
+            minimal = dataclasses.replace(diagnosis.minimal_result, spec=spec)
+            diagnosis = dataclasses.replace(diagnosis, minimal_result=minimal)
         self.fill(entry, result, diagnosis)
         entry["plan"]["conflict"] = diagnosis.key
-        if not planned.variant.is_plain:
-            entry["load_mode"] = reduce_load_mode(diagnosis, run_spec)
+        return diagnosis
 
     def _complete(self, entry: dict[str, Any], pair: Any) -> Any:
         """The counter-experiments of a conflict first found in a covering sequence (deferred
@@ -389,14 +394,22 @@ class RCState:
             entry["plan"]["conflict"] = diagnosis.key
             return entry, None, (result, diagnosis)
         diagnosis = self._diagnose(spec, result, experiments=experiments)
-        self._record(entry, result, diagnosis, planned)
+        diagnosis = self._record(entry, result, diagnosis, planned)
         if known is not None:
             known[seen] = (diagnosis.key, spec.id)
         if cut is None:
-            # Every import ran and the conflict struck after them (workloads, runtime
-            # exercising, exit): the import that brought it in is the minimal order's last.
-            cut = last_minimal_step(order, self.plan().modules_of(diagnosis.minimal_steps))
+            cut = self._struck_after_imports(order, diagnosis.minimal_steps)
         return entry, cut, (result, diagnosis)
+
+    def _struck_after_imports(self, order: tuple[str, ...], minimal: Sequence[str]) -> int | None:
+        """Where to cut a sequence whose conflict struck once every import had run (workloads,
+        runtime exercising, exit): at the module whose workload the minimal order keeps, when
+        it keeps one (the workload shows the conflict; the other module may come with many
+        others: numpy, imported by torch and scikit-learn too), else at the minimal order's
+        last module."""
+        plan = self.plan()
+        shown_by = plan.modules_of([s for s in minimal if not is_import_step(s)])
+        return last_minimal_step(order, shown_by or plan.modules_of(minimal))
 
     def earlier_owner(self, entry: dict[str, Any], diagnosis: Any) -> str | None:
         """The node id of an earlier item that reproduces the same conflict, or None.

@@ -129,6 +129,6 @@ def test_a_traced_rerun_where_a_flaky_failure_did_not_recur_still_gives_the_bind
     assert d.rule == "symbol-interposition", d.evidence_lines
     assert "'zhelper_fill'" in d.cause
     assert any(
-        line.startswith("binding trace: from a re-run of the minimal order that passed")
+        line.startswith("binding trace: from a re-run of the minimal order that ended passed")
         for line in d.evidence_lines
     ), d.evidence_lines

@@ -92,6 +92,37 @@ def test_a_conflict_shown_by_a_workload_alone_is_owned_and_repaired_by_its_modul
     assert [e["steps"][:3] for e in first] == [["rc_a", "rc_c", "rc_w"], ["rc_a", "rc_c"]]
 
 
+# rc_a.check() segfaults once rc_core is loaded, which rc_b and rc_c both bring.
+SHARED_CULPRIT = {
+    "rc_core": "VALUE = 1\n",
+    "rc_a": """
+        import os, signal, sys
+        def check():
+            if "rc_core" in sys.modules:
+                os.kill(os.getpid(), signal.SIGSEGV)
+    """,
+    "rc_b": "import rc_core\n",
+    "rc_c": "import rc_core\n",
+}
+
+
+def test_a_workload_conflict_is_repaired_at_the_workload_module_not_a_partner(
+    pytester: pytest.Pytester, tmp_path: Path
+) -> None:
+    """The workload of rc_a, imported first, crashes once rc_core is in; rc_b and rc_c both
+    bring it. Cutting the partner the minimal order kept (rc_b) would meet the same conflict
+    again through rc_c and diagnose it twice; the repair leaves out rc_a, whose workload
+    showed it, and the rest of the sequence passes."""
+    python = make_env(tmp_path, SHARED_CULPRIT)
+    result, data = _run(
+        pytester, python, "--rc-modules=rc_a,rc_b,rc_c", "--rc-variants=none",
+        "--rc-workload=rc_a=rc_a.check()",
+    )  # fmt: skip
+    first = [e for e in data["scenarios"] if e["plan"]["item"] == "rc_a>rc_b>rc_c"]
+    assert [e["outcome"] for e in first] == ["crashed", "passed"], [e["steps"] for e in first]
+    assert "rc_a" not in first[1]["steps"]
+
+
 def test_pyproject_workloads_and_variants_in_ini(pytester: pytest.Pytester, tmp_path: Path) -> None:
     python = make_env(tmp_path, WORKLOAD_CRASH)
     pytester.makepyprojecttoml(

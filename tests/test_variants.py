@@ -4,6 +4,7 @@ test is about what a child does."""
 
 from __future__ import annotations
 
+import os
 import time
 from itertools import permutations
 from pathlib import Path
@@ -572,11 +573,16 @@ def test_extensions_of_one_file_name_in_two_packages_do_not_mask(tmp_path: Path)
 
     a, b = ext("pa"), ext("pb")
     dep_a, dep_b = str(site / "pa" / "libdep.so.1"), str(site / "pb" / "libdep.so.1")
+    name = os.path.basename(a)
+    # as the scan gives them: each extension's closure starts with the extension itself
     scan = SimpleNamespace(
-        closures={a: [], b: []}, distributions={"pa": ["pa"], "pb": ["pb"]}, objects=[], findings=[]
+        closures={a: [(name, a)], b: [(name, b)]},
+        distributions={"pa": ["pa"], "pb": ["pb"]},
+        objects=[],
+        findings=[],
     )
     assert masked_pairs(["pa", "pb", "pc"], context_from_scan(scan, ["pa", "pb", "pc"])) == []
-    scan.closures = {a: [("libdep.so.1", dep_a)], b: [("libdep.so.1", dep_b)]}
+    scan.closures = {a: [(name, a), ("libdep.so.1", dep_a)], b: [(name, b), ("libdep.so.1", dep_b)]}
     assert masked_pairs(["pa", "pb", "pc"], context_from_scan(scan, ["pa", "pb", "pc"])) == [
         (("pb", "pc"), "libdep.so.1")
     ]

@@ -108,9 +108,9 @@ def _pair_roles_and_cause(
         for b, _own in hits
         if (b.referrer, b.provider) == (binding.referrer, binding.provider)
     ]
-    # hits come latest-bound first: with lazy binding a function binds at its first call, so
-    # the last names bound are those the failing code called last
-    example = ", ".join(list(dict.fromkeys(names))[:4]) + "; last bound first"
+    # Python loads extensions RTLD_NOW: every name binds at import, so neither the binding
+    # order nor anything else in the trace says which the failing code called
+    example = ", ".join(sorted(set(names))[:4])
     roles = {
         binding.referrer: f"{len(names)} of its references (e.g. {example}) were served by the "
         "other copy",
@@ -268,9 +268,9 @@ def evidence_lines(evidence: Evidence, paths: Sequence[str], limit: int = 6) -> 
     ]
     if lines and evidence.trace_outcome:
         lines.append(
-            f"binding trace: from a re-run of the minimal order that {evidence.trace_outcome} "
-            "(the failure did not recur); symbol binding depends only on the objects and "
-            "their load order and mode, which were the same"
+            f"binding trace: from a re-run of the minimal order that ended "
+            f"{evidence.trace_outcome} (the failure did not recur); symbol binding depends only "
+            "on the objects and their load order and mode, which were the same"
         )
     reals = dict.fromkeys(os.path.realpath(p) for p in paths)
     infos = [evidence.objects[p] for p in reals if p in evidence.objects]

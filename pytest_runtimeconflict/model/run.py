@@ -10,6 +10,8 @@ from typing import Any
 from pytest_runtimeconflict.model.facts import Finding, ObjectInfo
 from pytest_runtimeconflict.vocabulary import DEFAULT_TIMEOUT
 
+REPORTED_BINDINGS = 2000  # of a traced run, in its report record (bindings_total: all)
+
 
 @dataclass(frozen=True)
 class RunSpec:
@@ -159,7 +161,8 @@ class RunResult:
             "gdb_backtrace": self.gdb_backtrace,
             "python_traceback": self.python_traceback,
             "exercised": [dict(e) for e in self.exercised],
-            "bindings": [b.to_json() for b in self.bindings],
+            "bindings": [b.to_json() for b in self.bindings[:REPORTED_BINDINGS]],
+            "bindings_total": len(self.bindings),
             "global_imports": list(self.spec.global_imports),
             "probes": list(self.spec.probes),
         }
