@@ -189,6 +189,16 @@ def pytest_collection_modifyitems(
     _select_shard(config, state, items)
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Plan items of this job's share that -k or -m deselected cannot own a conflict."""
+    state = _state(session.config)
+    if state is None or state.scope is None:
+        return
+    running = {i.nodeid for i in session.items if isinstance(i, PlanItem)}
+    planned = (n for n in state.scope.selected if n.startswith(PLAN_NODE + "::"))
+    state.not_run = frozenset(planned) - running
+
+
 def _select_shard(config: pytest.Config, state: session.RCState, items: list[pytest.Item]) -> None:
     """Keep this job's share of the plan items (--rc-shard); record the plan's identity."""
     from pytest_runtimeconflict import shard

@@ -75,6 +75,9 @@ class RCState:
     item_outcomes: dict[str, str] = field(default_factory=dict)
     baseline: Baseline | None = None
     baseline_note: str | None = None
+    # Plan items of this job's share that run nowhere (deselected with -k or -m): never the
+    # owner of a conflict, or a conflict they would report would be reported by no item.
+    not_run: frozenset[str] = frozenset()
 
     # ------------------------------------------------------------ planning
 
@@ -430,7 +433,8 @@ class RCState:
         if not wanted:
             return None
         mode = entry.get("load_mode") or {}
-        candidates = owner_candidates(plan.items[:index], plan.items[index], wanted, mode)
+        earlier_items = [i for i in plan.items[:index] if node_id(i.name) not in self.not_run]
+        candidates = owner_candidates(earlier_items, plan.items[index], wanted, mode)
         for earlier, planned in candidates[:OWNER_TRIES]:
             end = max(planned.order.index(m) for m in wanted) + 1
             base = self.spec(plan.steps_for(planned.order[:end]), probes=earlier.probes)

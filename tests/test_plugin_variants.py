@@ -72,6 +72,18 @@ def test_a_workload_shows_what_imports_alone_do_not(
     assert crashed[0]["minimal_steps"][2].endswith("rc_w.check()")
 
 
+def test_a_deselected_item_owns_no_conflict(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    """Both orders crash in the workload and the second is skipped as the first's conflict;
+    with the first deselected (-k, -m, --deselect) the second reports it itself."""
+    python = make_env(tmp_path, WORKLOAD_CRASH)
+    result, data = _run(
+        pytester, python, "--rc-modules=rc_a,rc_w", "--rc-variants=none",
+        "--rc-workload=rc_w=rc_w.check()", "--deselect=runtime-conflicts::rc_a>rc_w",
+    )  # fmt: skip
+    result.assert_outcomes(failed=1, deselected=1)
+    assert not any("duplicate_of" in e for e in data["scenarios"])
+
+
 def test_a_conflict_shown_by_a_workload_alone_is_owned_and_repaired_by_its_module(
     pytester: pytest.Pytester, tmp_path: Path
 ) -> None:
