@@ -21,18 +21,25 @@ from pytest_runtimeconflict.workloads import skipped_notes
 
 def run_target_item(state: Any, index: int, item: PlannedItem) -> ItemVerdict:
     """Every planned run of a target or fork item once; a failure seen again in another
-    order of the same modules is not diagnosed twice. Each static finding of the item that no
-    run reproduced is reported: it fails the item when it is an ``error`` and ``--rc-fail-on``
-    fails on errors, else it is a warning."""
+    order of the same modules is not diagnosed twice, and the counter-experiments run once per
+    conflict (on its first run that no earlier item owns), as for covering sequences. Each
+    static finding of the item that no run reproduced is reported: it fails the item when it
+    is an ``error`` and ``--rc-fail-on`` fails on errors, else it is a warning."""
     outcome = state.outcome()
     known: dict[Any, tuple[str, str]] = {}
     for planned in item.runs:
-        entry, _cut, pair = state.run_planned(index, item, planned, planned.order, known)
+        entry, _cut, pair = state.run_planned(
+            index, item, planned, planned.order, known, experiments=False
+        )
         outcome.entries.append(entry)
         if entry.get("variant_unusable"):
             outcome.notes.append(entry["variant_unusable"])
         elif pair is not None:
-            outcome.add(entry, pair, state.earlier_owner, state.fails)
+            # a hang under a load mode is reported as it happened (every run waits it out)
+            hang = entry["outcome"] == "hung" and not planned.variant.is_plain
+            outcome.add(
+                entry, pair, state.earlier_owner, state.fails, None if hang else state.complete
+            )
     judge_findings(item, outcome, state.fails("failed"))
     return outcome.verdict(state.settings)
 

@@ -330,7 +330,7 @@ class RCState:
             outcome.add(entry, diagnosis, lambda *_: None, self.fails)
             outcome.notes.append(f"{item.name}: {HANG_NOTE}")
             return conflicts, True
-        outcome.add(entry, diagnosis, self.earlier_owner, self.fails, self._complete)
+        outcome.add(entry, diagnosis, self.earlier_owner, self.fails, self.complete)
         if conflicts == 1:
             outcome.notes.append(f"{item.name}: {CAP_NOTE}")
         return conflicts - 1, conflicts == 1
@@ -352,7 +352,7 @@ class RCState:
         entry["plan"]["conflict"] = diagnosis.key
         return diagnosis
 
-    def _complete(self, entry: dict[str, Any], pair: Any) -> Any:
+    def complete(self, entry: dict[str, Any], pair: Any) -> Any:
         """The counter-experiments of a conflict first found in a covering sequence (deferred
         until no earlier item owns it), run on its minimal order."""
         result, diagnosis = pair

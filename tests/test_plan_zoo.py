@@ -58,6 +58,11 @@ def test_c_helper_crash_is_found_by_the_global_variant_with_no_hand_written_step
         assert first["load_mode"]["order"] == "global(zoo_chg_a)>zoo_chg_b"
         assert first["steps"][first["failed_step"]] == "zoo_chg_b"  # at the second import
         result.stdout.fnmatch_lines(["*minimal order: global(zoo_chg_?) > zoo_chg_?*"])
+        # the counter-experiments ran once per conflict, not once per run that showed it
+        tried: dict[str, list[bool]] = {}
+        for e in crashed:
+            tried.setdefault(e["verdict"]["key"], []).append(bool(e.get("experiments")))
+        assert all(flags.count(True) == 1 for flags in tried.values()), tried
         outcomes.append(sorted((e["nodeid"], e["id"], e["outcome"]) for e in entries))
     assert outcomes[0] == outcomes[1]
 
