@@ -203,9 +203,12 @@ def owner_candidates(
     earlier: Sequence[PlannedItem], item: PlannedItem, wanted: Sequence[str], mode: dict[str, Any]
 ) -> list[tuple[PlannedItem, PlannedRun]]:
     """Earlier planned runs that import every module of ``wanted`` with the same extra probes
-    as ``item``: those loaded as the conflict's minimal ``mode`` first, then the others, each
-    group in plan order, one run per item (one importing ``wanted`` in that order if any)."""
-    matching, others = [], []
+    as ``item``: those loaded as the conflict's minimal ``mode`` first, then, when that mode is
+    not plain, every run under another load mode (a preload of numpy's OpenBLAS and numpy
+    imported RTLD_GLOBAL give one conflict), then the others; each group in plan order, one
+    run per item except the second (one importing ``wanted`` in that order if any)."""
+    needs_mode = any(mode.get(k) for k in ("global_imports", "preload", "ld_preload", "env"))
+    matching, moded, others = [], [], []
     for candidate in earlier:
         if candidate.probes != item.probes:
             continue
@@ -214,9 +217,12 @@ def owner_candidates(
         same = [r for r in runs if compatible_run(r, wanted, mode)]
         if same:
             matching.append((candidate, same[0]))
-        elif runs:
+            continue
+        if needs_mode:
+            moded += [(candidate, r) for r in runs if not r.variant.is_plain]
+        if runs:
             others.append((candidate, runs[0]))
-    return matching + others
+    return list(dict.fromkeys(matching + moded + others))
 
 
 def _in_order(order: Sequence[str], wanted: Sequence[str]) -> bool:

@@ -269,6 +269,31 @@ def test_an_earlier_run_can_own_a_conflict_only_in_the_same_load_mode() -> None:
     assert not compatible_run(glob, ["a", "b"], {})
 
 
+def test_a_conflict_under_a_preload_is_first_checked_against_earlier_runs_under_a_load_mode() -> (
+    None
+):
+    """A preload of numpy's copy and numpy imported RTLD_GLOBAL give one conflict: for a
+    conflict that needs a load mode, an earlier item's runs under any load mode come before
+    plain runs (one plain run per item, as for plain conflicts)."""
+    from pytest_runtimeconflict.model.plan import PlannedItem
+    from pytest_runtimeconflict.planruns import owner_candidates
+
+    plain_ab, plain_ba = PlannedRun(("a", "b")), PlannedRun(("b", "a"))
+    glob = PlannedRun(("a", "b"), Variant("global(a)", "target", global_imports=("a",)))
+    target = PlannedItem("t", "target", (plain_ab, plain_ba, glob))
+    sequence = PlannedItem("s", "sequence", (PlannedRun(("b", "c", "a")),))
+    later = PlannedItem("p", "sequence", (PlannedRun(("a", "b"), Variant("p", "auto")),))
+    preload = {"preload": ["/a/libx.so"]}
+    found = owner_candidates([target, sequence], later, ["b"], preload)
+    assert [(i.name, r) for i, r in found] == [
+        ("t", glob), ("t", plain_ab), ("s", sequence.runs[0])
+    ]  # fmt: skip
+    # a plain conflict: one run per item, as before
+    assert [(i.name, r) for i, r in owner_candidates([target, sequence], later, ["b"], {})] == [
+        ("t", plain_ab), ("s", sequence.runs[0])
+    ]  # fmt: skip
+
+
 # ------------------------------------------------------------------ coverage
 
 
