@@ -141,11 +141,8 @@ def project_modules(rootdir: Path) -> list[str]:
     return []
 
 
-def context_from_scan(
-    result: Any, modules: Sequence[str], cache_dir: Path | None = None
-) -> PlanContext:
-    """What the planner needs from a scan, for the planned ``modules`` (``cache_dir``: the
-    facts cache for the libraries' dependencies, as the scan's)."""
+def _module_closures(result: Any, modules: Sequence[str]) -> dict[str, dict[str, str]]:
+    """Per planned module, what its package's extensions load: load name -> path."""
     by_top: dict[str, list[str]] = {}
     for module in modules:
         by_top.setdefault(module.split(".")[0], []).append(module)
@@ -158,6 +155,15 @@ def context_from_scan(
             for name, path in loaded:
                 if path != ext:  # the extension itself is in by path, never by its name
                     closures[module].setdefault(name, path)
+    return closures
+
+
+def context_from_scan(
+    result: Any, modules: Sequence[str], cache_dir: Path | None = None
+) -> PlanContext:
+    """What the planner needs from a scan, for the planned ``modules`` (``cache_dir``: the
+    facts cache for the libraries' dependencies, as the scan's)."""
+    closures = _module_closures(result, modules)
     known_tops = {t for tops in result.distributions.values() for t in tops}
     shipping = {top_of(o.path) for o in result.objects if o.distribution}
     native = [
