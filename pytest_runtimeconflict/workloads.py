@@ -99,7 +99,7 @@ CATALOGUE: tuple[Workload, ...] = (
         f"cv2.gemm({_rng('(256, 256)')}, {_rng('(256, 256)', 1)}, 1.0, None, 0.0)",
     ),
     Workload(
-        # a PCA's covariance goes through BLAS gemm, which a 2x2 k-means never reaches
+        # a PCA trains through BLAS gemm, which the small k-means alone did not reach
         "faiss", "train", ("numpy", "faiss"), ("faiss.Kmeans", "faiss.PCAMatrix"),
         f"faiss.Kmeans(8, 4, niter=3, seed=1).train({_rng('(1000, 8)')}.astype('float32')); "
         f"faiss.PCAMatrix(16, 4).train({_rng('(1000, 16)', 1)}.astype('float32'))",
