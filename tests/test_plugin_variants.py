@@ -13,17 +13,23 @@ from venvs import make_env
 
 pytest_plugins = ["pytester"]
 
+
+def segfaults_once_loaded(culprit: str) -> str:
+    """A module whose ``check()`` segfaults once ``culprit`` is imported (else returns True)."""
+    return f"""
+        import os, signal, sys
+        def check():
+            if "{culprit}" in sys.modules:
+                os.kill(os.getpid(), signal.SIGSEGV)
+            return True
+    """
+
+
 # rc_w.check() segfaults once rc_a was imported: the imports alone are harmless in any order,
 # so only a workload can show it.
 WORKLOAD_CRASH = {
     "rc_a": "VALUE = 1\n",
-    "rc_w": """
-        import os, signal, sys
-        def check():
-            if "rc_a" in sys.modules:
-                os.kill(os.getpid(), signal.SIGSEGV)
-            return True
-    """,
+    "rc_w": segfaults_once_loaded("rc_a"),
     "rc_c": "import json\n",
 }
 
@@ -107,12 +113,7 @@ def test_a_conflict_shown_by_a_workload_alone_is_owned_and_repaired_by_its_modul
 # rc_a.check() segfaults once rc_core is loaded, which rc_b and rc_c both bring.
 SHARED_CULPRIT = {
     "rc_core": "VALUE = 1\n",
-    "rc_a": """
-        import os, signal, sys
-        def check():
-            if "rc_core" in sys.modules:
-                os.kill(os.getpid(), signal.SIGSEGV)
-    """,
+    "rc_a": segfaults_once_loaded("rc_core"),
     "rc_b": "import rc_core\n",
     "rc_c": "import rc_core\n",
 }
