@@ -253,8 +253,9 @@ def identity_symbol_names() -> frozenset[str]:
 
 
 @cache
-def _compiled(pattern: str) -> re.Pattern[str]:
-    return re.compile(pattern)
+def _any_of(patterns: tuple[str, ...]) -> re.Pattern[str]:
+    """One regex matching where any of ``patterns`` matches (compiled once per family)."""
+    return re.compile("|".join(f"(?:{p})" for p in patterns))
 
 
 def _by_evidence(facts: ElfFacts) -> Family | None:
@@ -290,7 +291,7 @@ def _by_name(facts: ElfFacts) -> Family | None:
     names = tuple(_names_of(facts))
     for fam in FAMILIES:
         if fam.name_patterns:
-            pattern = _compiled("|".join(f"(?:{p})" for p in fam.name_patterns))
+            pattern = _any_of(fam.name_patterns)
             if any(pattern.search(name) for name in names):
                 return fam
     return None
