@@ -10,10 +10,30 @@ from pytest_runtimeconflict import verdicts
 from pytest_runtimeconflict.coverage import coverage_from_entries
 from pytest_runtimeconflict.model.plan import Coverage
 from pytest_runtimeconflict.vocabulary import REPORT_SCHEMA
-from pytest_runtimeconflict.workloads import is_workload, step_label
+from pytest_runtimeconflict.workloads import is_workload, probe_label, step_label
 
 Collected = Sequence[tuple[str, dict[str, Any]]]
 SEEN_IN_SHOWN = 3
+
+
+def insert_in_order(
+    collected: list[tuple[str, dict[str, Any]]], nodeid: str, entry: dict[str, Any]
+) -> None:
+    """Add a run's entry to ``collected`` in plan order (scenario-file items after, by node
+    id), whatever order xdist workers report in; an item's own entries keep their order, so
+    the report and summary do not depend on the workers' timing."""
+    key = _order_key(nodeid, entry)
+    at = len(collected)
+    while at and _order_key(*collected[at - 1]) > key:
+        at -= 1
+    collected.insert(at, (nodeid, entry))
+
+
+def _order_key(nodeid: str, entry: dict[str, Any]) -> tuple[int, int, str]:
+    plan = entry.get("plan")
+    if isinstance(plan, dict) and isinstance(plan.get("index"), int):
+        return (0, plan["index"], nodeid)
+    return (1, 0, nodeid)
 
 
 def report_json(collected: Collected) -> dict[str, Any]:
@@ -121,6 +141,9 @@ def _conflict_lines(key: str, members: list[tuple[str, dict[str, Any]]]) -> list
             )
             order += "".join(f" (preload {x})" for x in mode.get("preload", []))
             order += "".join(f" (LD_PRELOAD {x})" for x in mode.get("ld_preload", []))
+        run = members[0][1].get("minimal_run") or {}
+        probe = probe_label(run.get("phase"), run.get("exercised") or ())
+        order += f" > {probe}" if probe else ""
         lines.append(f"    minimal order: {order}")
     if verdict.get("user_advice"):
         lines.append(f"    avoid: {verdict['user_advice']}")

@@ -162,7 +162,7 @@ def reduce_load_mode(
             rest: Any = tuple(v for v in getattr(spec, field_name) if v != value)
             candidate = dataclasses.replace(spec, **{field_name: rest})
             runs += 1
-            if failure_signature(run(candidate)) == reference:
+            if failure_signature(run(dataclasses.replace(candidate, backtrace=False))) == reference:
                 spec = candidate
     imports = [s for s in spec.steps if is_import_step(s) and " " not in s.strip()]
     mode = {

@@ -398,7 +398,7 @@ class Reporter:
             return
         for name, value in report.user_properties:
             if name == PROPERTY:
-                self.state.collected.append((report.nodeid, json.loads(str(value))))
+                self.state.record(report.nodeid, json.loads(str(value)))
 
     def _record_outcome(self, report: pytest.TestReport) -> None:
         """pytest's outcome of each plan and scenario item, for the report (``merge`` judges

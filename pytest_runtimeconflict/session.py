@@ -79,6 +79,11 @@ class RCState:
     # owner of a conflict, or a conflict they would report would be reported by no item.
     not_run: frozenset[str] = frozenset()
 
+    def record(self, nodeid: str, entry: dict[str, Any]) -> None:
+        """Collect a run's report entry, in plan order (then scenario items by node id),
+        whatever order xdist workers report in; an item's own entries keep their order."""
+        aggregate.insert_in_order(self.collected, nodeid, entry)
+
     # ------------------------------------------------------------ planning
 
     def plan(self) -> Plan:
@@ -439,7 +444,7 @@ class RCState:
             end = max(planned.order.index(m) for m in wanted) + 1
             base = self.spec(plan.steps_for(planned.order[:end]), probes=earlier.probes)
             spec = planned.variant.apply(base)
-            result = run_spec(spec)
+            result = run_spec(dataclasses.replace(spec, backtrace=False))
             if result.outcome in ("passed", "latent", "could-not-start"):
                 continue
             if end <= SHORT_PREFIX:

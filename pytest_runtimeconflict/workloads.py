@@ -22,7 +22,7 @@ minimisation drops it when the failure does not need it and the counter-experime
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -235,6 +235,21 @@ def step_label(step: str) -> str:
     if step.startswith(_HEADER):
         return "workload " + step[len(_HEADER) :].split("\n", 1)[0].split(" ", 1)[0]
     return step.strip().replace("\n", "\\n ")
+
+
+def probe_label(phase: str | None, exercised: Sequence[Mapping[str, Any]]) -> str:
+    """The order item for a failure in the exercise phase (after every step), naming the
+    tool's probe that was running (``exercise (blas probe of libopenblas.so)``); empty for a
+    failure in a step: a minimal order without it would not reproduce such a failure."""
+    if phase != "exercise":
+        return ""
+    bad = next(
+        (e for e in reversed(exercised) if e.get("status") in ("crashed", "hung", "running")),
+        None,
+    )
+    if bad is None:
+        return "exercise (the runtime probes)"
+    return f"exercise ({bad.get('kind')} probe of {str(bad.get('path', '')).rsplit('/', 1)[-1]})"
 
 
 def is_workload(step: str) -> bool:

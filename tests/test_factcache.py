@@ -123,14 +123,18 @@ def test_concurrent_writers_lose_no_entry(tmp_path: Path) -> None:
 
 
 def test_cache_switch_and_location(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("RC_FACTS_CACHE", "0")
+    monkeypatch.setenv("PYTEST_RUNTIMECONFLICT_FACTS_CACHE", "0")
     assert resolve_cache_dir(tmp_path) is None
-    monkeypatch.setenv("RC_FACTS_CACHE", str(tmp_path / "env"))
+    monkeypatch.setenv("PYTEST_RUNTIMECONFLICT_FACTS_CACHE", str(tmp_path / "env"))
     assert resolve_cache_dir(None) == tmp_path / "env"
     assert resolve_cache_dir(tmp_path / "given") == tmp_path / "given"
-    monkeypatch.delenv("RC_FACTS_CACHE")
+    monkeypatch.delenv("PYTEST_RUNTIMECONFLICT_FACTS_CACHE")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert resolve_cache_dir(None) == tmp_path / "xdg" / "pytest-runtimeconflict"
+    # The old name still works, with a deprecation warning.
+    monkeypatch.setenv("RC_FACTS_CACHE", str(tmp_path / "old"))
+    with pytest.deprecated_call(match="PYTEST_RUNTIMECONFLICT_FACTS_CACHE"):
+        assert resolve_cache_dir(None) == tmp_path / "old"
 
 
 def test_scan_environment_writes_into_the_given_cache_dir(tmp_path: Path) -> None:

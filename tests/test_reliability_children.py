@@ -274,11 +274,31 @@ def _cmdline(proc: psutil.Process) -> list[str]:
         return []
 
 
+def _start(args: list[str], cwd: Path) -> subprocess.Popen[str]:
+    """The process a user presses Ctrl-C in: SIGINT at its default disposition even when this
+    test process ignores it (xdist workers and shells' background jobs do, and a child
+    inherits an ignored signal, so Python would install no KeyboardInterrupt handler)."""
+    return subprocess.Popen(
+        args,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=cwd,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+
+
 def _interrupt(popen: subprocess.Popen[str]) -> tuple[str, str, float, list[psutil.Process]]:
     kids = _wait_for_child_script(popen)
     started = time.monotonic()
     popen.send_signal(signal.SIGINT)
-    out, err = popen.communicate(timeout=30)
+    try:
+        out, err = popen.communicate(timeout=30)
+    except subprocess.TimeoutExpired:  # leave no process behind for later tests
+        for proc in [*_children_of(popen.pid), psutil.Process(popen.pid)]:
+            proc.kill()
+        popen.communicate()
+        raise
     elapsed = time.monotonic() - started
     time.sleep(0.2)
     alive = [k for k in kids if k.is_running() and k.status() != psutil.STATUS_ZOMBIE]
@@ -288,12 +308,9 @@ def _interrupt(popen: subprocess.Popen[str]) -> tuple[str, str, float, list[psut
 
 
 def test_ctrl_c_during_run_cli(tmp_path: Path) -> None:
-    popen = subprocess.Popen(
+    popen = _start(
         [sys.executable, "-m", "pytest_runtimeconflict", "run", "import time; time.sleep(60)"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=tmp_path,
+        tmp_path,
     )
     out, err, elapsed, alive = _interrupt(popen)
     # the child sleeps 60 s (the default child timeout): returning well before proves Ctrl-C
@@ -318,21 +335,11 @@ def test_ctrl_c_during_a_pytest_session(pytester: pytest.Pytester) -> None:
             """
         )
     )
-    popen = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "--runtime-conflicts",
-            "--rc-modules=none",
-            "-p",
-            "no:cacheprovider",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=pytester.path,
-    )
+    popen = _start(
+        [sys.executable, "-m", "pytest", "--runtime-conflicts", "--rc-modules=none", "-p",
+         "no:cacheprovider"],
+        pytester.path,
+    )  # fmt: skip
     out, err, elapsed, alive = _interrupt(popen)
     # the child sleeps 60 s (the default child timeout): returning well before proves Ctrl-C
     # ended the run; the margin absorbs a loaded CI machine

@@ -31,7 +31,7 @@ def scan(
     tmp_path: Path, *paths: str | Path, prefix: tuple[str, ...] = ()
 ) -> subprocess.CompletedProcess[str]:
     """Run the scan CLI with a private facts cache; JSON on stdout."""
-    env = dict(os.environ, RC_FACTS_CACHE=str(tmp_path / "facts-cache"))
+    env = dict(os.environ, PYTEST_RUNTIMECONFLICT_FACTS_CACHE=str(tmp_path / "facts-cache"))
     return subprocess.run(
         [
             *prefix,

@@ -162,7 +162,7 @@ def sci_python() -> Path:
 def test_real_scientific_venv(
     sci_python: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("RC_FACTS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("PYTEST_RUNTIMECONFLICT_FACTS_CACHE", str(tmp_path / "cache"))
     started = time.perf_counter()
     cold = scan.scan_environment(python=str(sci_python))
     cold_s = time.perf_counter() - started

@@ -24,7 +24,11 @@ class CapReached(Exception):
 
 
 class Runner:
-    """Runs specs in children, once each (cached by spec), at most ``max_runs`` times."""
+    """Runs specs in children, once each (cached by spec), at most ``max_runs`` times.
+
+    Searching needs only each run's outcome, so runs go without gdb on a crash's core
+    (``RunSpec.backtrace``); :meth:`full` re-runs the one result the evidence reads (the
+    minimal order's) with it."""
 
     def __init__(self, run: RunFn, max_runs: int) -> None:
         self.run = run
@@ -47,8 +51,7 @@ class Runner:
             return None
         self.reserve -= 1
         self.used += 1
-        self.cache[spec] = self.run(spec)
-        return self.cache[spec]
+        return self._light_run(spec)
 
     def __call__(self, spec: RunSpec) -> RunResult:
         if spec in self.cache:
@@ -58,8 +61,26 @@ class Runner:
             raise CapReached(f"child-run cap of {self.max_runs} reached")
         self.used += 1
         log.debug("diagnosis run %d/%d: %s", self.used, self.max_runs, spec.steps)
-        result = self.run(spec)
+        return self._light_run(spec)
+
+    def _light_run(self, spec: RunSpec) -> RunResult:
+        result = self.run(dataclasses.replace(spec, backtrace=False))
         self.cache[spec] = result
+        return result
+
+    def full(self, spec: RunSpec) -> RunResult:
+        """``spec``'s result with the whole post-mortem: the cached one when it has it (or
+        did not crash), else one more run with gdb, kept when it fails the same way (a crash
+        that does not recur every time keeps the first result, without a backtrace).
+        Not counted against the cap: it replaces a run the search already made."""
+        result = self(spec)
+        if result.outcome != "crashed" or result.spec.backtrace or not spec.backtrace:
+            return result
+        self.used += 1
+        again = self.run(spec)
+        if failure_signature(again) == failure_signature(result):
+            self.cache[spec] = again
+            return again
         return result
 
 
@@ -145,7 +166,7 @@ def minimise(spec: RunSpec, result: RunResult, runner: Runner) -> tuple[tuple[st
     minimal_steps = tuple(steps[i] for i in kept)
     minimal_spec = dataclasses.replace(spec, steps=minimal_steps)
     try:
-        return minimal_steps, runner(minimal_spec)
+        return minimal_steps, runner.full(minimal_spec)
     except CapReached:
         return minimal_steps, result
 

@@ -20,7 +20,10 @@ class RunSpec:
     ``global_imports``: import steps (dotted names) that the child imports with
     ``RTLD_GLOBAL | RTLD_NOW``, restoring the interpreter's flags after each (a planned load-mode
     variant; by name, so minimisation and reordering keep it with its step). ``probes``: extra
-    exercise probes beyond the families' own (``fork-after-parallel``).
+    exercise probes beyond the families' own (``fork-after-parallel``). ``backtrace``: run gdb
+    on a crash's core (the slowest part of a crashed run's post-mortem); off for the runs
+    that only need the outcome (minimisation probes, counter-experiments, re-runs that only
+    compare failures).
     """
 
     steps: tuple[str, ...]
@@ -35,6 +38,7 @@ class RunSpec:
     trace_bindings: bool = False
     global_imports: tuple[str, ...] = ()
     probes: tuple[str, ...] = ()
+    backtrace: bool = True
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -50,6 +54,7 @@ class RunSpec:
             "trace_bindings": self.trace_bindings,
             "global_imports": list(self.global_imports),
             "probes": list(self.probes),
+            "backtrace": self.backtrace,
         }
 
 

@@ -16,7 +16,7 @@ from typing import Any
 from pytest_runtimeconflict.diagnosis.evidence import backtrace_library, crashing_thread_frames
 from pytest_runtimeconflict.model import AvoidedBy, Diagnosis, LibraryRole, RunResult, RunSpec
 from pytest_runtimeconflict.vocabulary import is_import_step
-from pytest_runtimeconflict.workloads import step_label
+from pytest_runtimeconflict.workloads import probe_label, step_label
 
 TAIL_LINES = 8
 BACKTRACE_LINES = 12
@@ -44,6 +44,9 @@ def what_broke(result: RunResult, diagnosis: Diagnosis | None) -> str:
         scope = f"minimal order, {len(steps)} of {total} steps"
     spec = diagnosis.minimal_result.spec if diagnosis is not None else result.spec
     order = _order(steps, result.spec.global_imports)
+    ran = diagnosis.minimal_result if diagnosis is not None else result
+    probe = probe_label(ran.phase, ran.exercised)
+    order += f" > {probe}" if probe else ""
     return f"{word}: {detail} - {scope}: {_load_mode(spec)}{order}"
 
 

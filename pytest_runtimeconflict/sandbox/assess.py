@@ -139,7 +139,7 @@ def assess(spec: RunSpec, raw: ChildRun) -> RunResult:
     fields.update(_outcome(spec, raw, state))
     mapped = list(dict.fromkeys(state.seen))
     if fields["outcome"] == "crashed":
-        fields.update(_postmortem(raw, mapped, step_libraries, failed_step))
+        fields.update(_postmortem(raw, mapped, step_libraries, failed_step, spec.backtrace))
     fields["mapped"] = tuple(mapped)
     fields["step_libraries"] = tuple(tuple(s) for s in step_libraries)
     fields["exercised"] = tuple(state.exercised)
@@ -227,9 +227,14 @@ def _outcome(spec: RunSpec, raw: ChildRun, state: Progress) -> dict[str, Any]:
 
 
 def _postmortem(
-    raw: ChildRun, mapped: list[str], step_libraries: list[list[str]], failed_step: int | None
+    raw: ChildRun,
+    mapped: list[str],
+    step_libraries: list[list[str]],
+    failed_step: int | None,
+    backtrace: bool = True,
 ) -> dict[str, Any]:
-    """Core notes, gdb and the loader log of a crashed child (core deleted afterwards).
+    """Core notes, gdb (with ``backtrace``) and the loader log of a crashed child (core
+    deleted afterwards).
     Objects mapped by the crashing step itself (its progress line never got written) are
     added to ``mapped`` and to the failing step's libraries."""
     pid = next((e.get("pid") for e in raw.events if e.get("event") == "start"), None)
@@ -245,7 +250,8 @@ def _postmortem(
             out["threads"] = tuple(threads)
             out["crash_library"] = threads[0]["library"] if threads else None
             crash_mapped = [p for p in core.files() if postmortem.is_elf(p)]
-            out["gdb_backtrace"] = postmortem.gdb_backtrace(raw.python, core_path)
+            if backtrace:
+                out["gdb_backtrace"] = postmortem.gdb_backtrace(raw.python, core_path)
         except Exception as exc:  # a truncated core must not hide the rest of the report
             log.warning("cannot read core %s: %s", core_path, exc)
         finally:
