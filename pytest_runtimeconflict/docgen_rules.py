@@ -52,13 +52,24 @@ def block(rule: Rule) -> str:
         f"<!-- registry:{rule.id} -->",
         f"**Registry.** family `{rule.family}`, default severity **{rule.severity}**; the "
         f"detector looks at {_SCOPE_TEXT[rule.scope]}; failure markers: {markers}; "
-        "counter-experiments: the reverse order, the families' own"
-        + (f", {experiments}" if experiments else "")
-        + ("; reversing the order is flagged unsafe" if rule.order_unsafe else "")
+        + _experiments_text(rule, experiments)
         + ".",
         f"<!-- /registry:{rule.id} -->",
     ]
     return "\n".join(lines)
+
+
+def _experiments_text(rule: Rule, experiments: str) -> str:
+    if rule.load_independent:
+        return (
+            "counter-experiments: the families' thread and environment settings only (the "
+            "failure does not depend on load order or mode)"
+        )
+    return (
+        "counter-experiments: the reverse order, the families' own"
+        + (f", {experiments}" if experiments else "")
+        + ("; reversing the order is flagged unsafe" if rule.order_unsafe else "")
+    )
 
 
 def render(text: str, rules: Sequence[Rule] | None = None) -> str:

@@ -27,6 +27,7 @@ from pytest_runtimeconflict.model import RunSpec
 from pytest_runtimeconflict.report.text import format_failure
 from pytest_runtimeconflict.sandbox.runner import run_spec
 from pytest_runtimeconflict.scenario import load_scenarios
+from pytest_runtimeconflict.static.rules import rule_of
 from pytest_runtimeconflict.vocabulary import is_import_step
 
 SCENARIOS_DIR = Path(__file__).resolve().parent.parent / "scenarios"
@@ -280,6 +281,11 @@ def test_zoo_scenario_diagnosis(zoo_venv: object, name: str, run_id: str) -> Non
         ), [e.to_json() for e in d.experiments]
     if name in MUST_TRY:
         assert any(MUST_TRY[name] in e.change for e in d.experiments)
+    rule = rule_of(scenario.rule)
+    if rule is not None and rule.load_independent:
+        # nothing about loading changes it: only settings are tried (each load-mode run of a
+        # hang would wait the whole timeout)
+        assert d.experiments and {e.kind for e in d.experiments} == {"env"}, d.experiments
     data = json.loads(json.dumps(d.to_json()))
     assert all(e["avoided"] for e in data["avoided_by"])
     assert set(data["verdict"]) == {

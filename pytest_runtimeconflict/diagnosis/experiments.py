@@ -38,8 +38,10 @@ MAX_CANDIDATES = 2
 
 def plan_experiments(spec: RunSpec, evidence: Evidence, verdict: Verdict) -> list[Experiment]:
     """The counter-experiments relevant to the failure and the families involved."""
-    planned = _reverse_order(spec, evidence, verdict)
     rule = rule_of(verdict.rule)
+    if rule is not None and rule.load_independent:
+        return _unique([e for f in verdict.families for e in _settings(spec, evidence, verdict, f)])
+    planned = _reverse_order(spec, evidence, verdict)
     if rule is not None and "preload-newest-soname" in rule.experiments and verdict.soname:
         newest = newest_candidate(verdict.soname, verdict.version, evidence)
         planned += _preloads(spec, [newest or verdict.soname])
@@ -92,9 +94,21 @@ def _reverse_order(spec: RunSpec, evidence: Evidence, verdict: Verdict) -> list[
 def _family_experiments(
     spec: RunSpec, evidence: Evidence, verdict: Verdict, family: str
 ) -> list[Experiment]:
+    """The family's settings (:func:`_settings`), then preloads of its copies (or of its
+    usual library)."""
+    records = family_registry.of_family(family)
+    planned = _settings(spec, evidence, verdict, family)
+    named = [r.preload_name for r in records if r.preload_name]
+    if named:
+        planned += _preloads(spec, [newest_candidate(named[0], None, evidence) or named[0]])
+    else:
+        planned += _preloads(spec, _candidates(verdict, evidence, family))
+    return planned
+
+
+def _settings(spec: RunSpec, evidence: Evidence, verdict: Verdict, family: str) -> list[Experiment]:
     """The family's thread variable first (one run, and the commonest real workaround), then
-    the settings that only hide a conflict (flagged unsafe), then preloads of its copies (or
-    of its usual library)."""
+    the settings that only hide a conflict (flagged unsafe)."""
     records = family_registry.of_family(family)
     variables = dedupe(v for r in records for v in r.thread_env)
     planned = [_env(spec, name, "1") for name in variables[:1]]
@@ -104,11 +118,6 @@ def _family_experiments(
     for record in records:
         if record.runtime in involved or (omp_error and record.unsafe_env):
             planned += [_env(spec, k, v, unsafe=True) for k, v in record.unsafe_env]
-    named = [r.preload_name for r in records if r.preload_name]
-    if named:
-        planned += _preloads(spec, [newest_candidate(named[0], None, evidence) or named[0]])
-    else:
-        planned += _preloads(spec, _candidates(verdict, evidence, family))
     return planned
 
 

@@ -47,6 +47,10 @@ class Rule:
     rule chosen for a duplicated family without a static finding, ``copies`` telling
     ``same-runtime`` from ``mixed`` implementations).
     ``order_unsafe``: reversing the import order only changes which copy wins.
+    ``load_independent``: the failure comes from what the process does with one runtime (a
+    fork after its thread pool started), not from which copies load or how: the diagnosis
+    tries no load-mode experiment (reverse order, preload, ``LD_PRELOAD``), only the settings
+    (each such run of a hang would wait the whole child timeout to show nothing).
     ``marks_latent``: a run that survives with this rule's libraries mapped together (and the
     finding at warning or error) is ``latent``, like a run with a runtime family mapped twice.
     """
@@ -66,6 +70,7 @@ class Rule:
     duplicated_family: str | None = None
     copies: str | None = None
     order_unsafe: bool = False
+    load_independent: bool = False
     hang_support: bool = False
     marks_latent: bool = False
 

@@ -282,5 +282,6 @@ register(
             "(LLVM's and Intel's runtimes reinitialise in the child)"
         ),
         untried_hint="try OMP_NUM_THREADS=1 or forking before the first parallel region",
+        load_independent=True,
     )
 )
