@@ -239,8 +239,8 @@ def step_label(step: str) -> str:
 
 def probe_label(phase: str | None, exercised: Sequence[Mapping[str, Any]]) -> str:
     """The order item for a failure in the exercise phase (after every step), naming the
-    tool's probe that was running (``exercise (blas probe of libopenblas.so)``); empty for a
-    failure in a step: a minimal order without it would not reproduce such a failure."""
+    tool's probe that was running (``exercise (blas probe of libopenblas.so)``), since the
+    steps alone do not reproduce such a failure; empty for a failure in a step."""
     if phase != "exercise":
         return ""
     bad = next(
