@@ -58,11 +58,7 @@ def summary_lines(collected: Collected) -> list[str]:
     """Terminal summary: conflicts grouped by root cause, latent findings, coverage."""
     if not collected:
         return []
-    groups: dict[str, list[tuple[str, dict[str, Any]]]] = {}
-    for nodeid, entry in collected:
-        verdict = entry.get("verdict")
-        if verdict and entry.get("outcome") in ("crashed", "failed", "hung"):
-            groups.setdefault(verdict["key"], []).append((nodeid, entry))
+    groups = conflict_groups(collected)
     lines = ["", "=" * 20 + " runtime conflicts " + "=" * 20]
     lines.append(f"{len(groups)} distinct conflict(s) in {child_runs(collected)} child run(s)")
     for key, members in sorted(groups.items()):
@@ -80,6 +76,45 @@ def summary_lines(collected: Collected) -> list[str]:
         lines.append(covered.describe())
         lines += covered.detail_lines()
     return lines
+
+
+def conflict_groups(collected: Sequence[tuple[str, Any]]) -> dict[str, list[tuple[str, Any]]]:
+    """Runs that did not pass, by conflict key: a diagnosed run by its verdict's key, a run
+    that an earlier item's sub-run showed the same way (``same_failure_as``: not diagnosed
+    there) by the key of that item's run that failed the same way at the same step. Each
+    group's diagnosed runs come first."""
+    groups: dict[str, list[tuple[str, Any]]] = {}
+    for nodeid, entry in collected:
+        key = _conflict_key(collected, entry)
+        if key is not None:
+            groups.setdefault(key, []).append((nodeid, entry))
+    return {k: sorted(m, key=lambda m: "verdict" not in m[1]) for k, m in groups.items()}
+
+
+def _conflict_key(collected: Sequence[tuple[str, Any]], entry: Any, depth: int = 0) -> str | None:
+    if entry.get("outcome") not in ("crashed", "failed", "hung"):
+        return None
+    if entry.get("verdict"):
+        return str(entry["verdict"]["key"])
+    prior = entry.get("same_failure_as")
+    if not prior or depth > len(collected):
+        return None
+    for nodeid, other in collected:
+        if (
+            nodeid == prior["item"]
+            and other is not entry
+            and other.get("outcome") == entry.get("outcome")
+            and _failed_step(other) == prior["step"]
+        ):
+            key = _conflict_key(collected, other, depth + 1)
+            if key is not None:
+                return key
+    return None
+
+
+def _failed_step(entry: Any) -> str | None:
+    steps, at = entry.get("steps") or [], entry.get("failed_step")
+    return str(steps[at]) if isinstance(at, int) and 0 <= at < len(steps) else None
 
 
 def child_runs(collected: Collected) -> int:

@@ -15,7 +15,7 @@ from pytest_runtimeconflict.model import Diagnosis, RunResult, RunSpec
 from pytest_runtimeconflict.model.plan import Plan, PlanContext, PlannedItem, PlannedRun, order_text
 from pytest_runtimeconflict.targets import not_reproduced_text, reproduces
 from pytest_runtimeconflict.verdicts import ItemVerdict, PlanOutcome
-from pytest_runtimeconflict.vocabulary import is_import_step
+from pytest_runtimeconflict.vocabulary import PLAN_NODE, is_import_step
 from pytest_runtimeconflict.workloads import skipped_notes
 
 
@@ -34,6 +34,8 @@ def run_target_item(state: Any, index: int, item: PlannedItem) -> ItemVerdict:
         outcome.entries.append(entry)
         if entry.get("variant_unusable"):
             outcome.notes.append(entry["variant_unusable"])
+        elif entry.get("same_failure_as"):
+            outcome.add_owned(entry)
         elif pair is not None:
             # a hang under a load mode is reported as it happened (every run waits it out)
             hang = entry["outcome"] == "hung" and not planned.variant.is_plain
@@ -228,3 +230,111 @@ def owner_candidates(
 def _in_order(order: Sequence[str], wanted: Sequence[str]) -> bool:
     positions = [order.index(m) for m in wanted]
     return positions == sorted(positions)
+
+
+def sub_runs(
+    earlier: Sequence[PlannedItem],
+    item: PlannedItem,
+    module: str,
+    executed: Sequence[str],
+    variant: Any,
+) -> list[tuple[PlannedItem, PlannedRun, tuple[str, ...]]]:
+    """Earlier planned runs whose prefix up to ``module`` is a sub-experiment of a run that
+    failed at ``module`` (its import or workload): every module of the prefix was imported in
+    that run (``executed``), and each condition the earlier run loads them under (RTLD_GLOBAL
+    imports among them, preloads, LD_PRELOAD entries, environment settings) was there too.
+    One per item, with the same extra probes as ``item``: those loaded under more of the
+    failed run's conditions first (the failure may need them), then shorter prefixes, then
+    in plan order. Returns (item, run, prefix) triples."""
+    have = set(executed)
+    found = []
+    for position, candidate in enumerate(earlier):
+        if candidate.probes != item.probes:
+            continue
+        prefixes = [
+            (run, tuple(run.order[: run.order.index(module) + 1]))
+            for run in candidate.runs
+            if module in run.order
+        ]
+        eligible = [
+            ((-_conditions(run.variant, set(prefix)), len(prefix), position), run, prefix)
+            for run, prefix in prefixes
+            if set(prefix) <= have and _loaded_within(run.variant, variant, set(prefix))
+        ]
+        if eligible:
+            rank, run, prefix = min(eligible, key=lambda e: e[0])
+            found.append((rank, (candidate, run, prefix)))
+    return [triple for _, triple in sorted(found, key=lambda f: f[0])]
+
+
+def _conditions(variant: Any, modules: set[str]) -> int:
+    """How many load conditions ``variant`` puts on ``modules``' run."""
+    return (
+        len(set(variant.global_imports) & modules)
+        + len(variant.preload)
+        + len(variant.ld_preload)
+        + len(variant.env)
+    )
+
+
+def _loaded_within(inner: Any, outer: Any, modules: set[str]) -> bool:
+    """Whether every load condition of ``inner`` (for ``modules``) is one of ``outer``'s."""
+    return (
+        set(inner.global_imports) & modules <= set(outer.global_imports)
+        and set(inner.preload) <= set(outer.preload)
+        and set(inner.ld_preload) <= set(outer.ld_preload)
+        and set(inner.env) <= set(outer.env)
+    )
+
+
+SUB_RUN_TRIES = 2  # earlier planned runs re-run before a failure is diagnosed
+
+
+def owned_by_sub_run(
+    state: Any,
+    index: int,
+    item: PlannedItem,
+    planned: PlannedRun,
+    spec: RunSpec,
+    result: RunResult,
+    executed: Sequence[str],
+) -> dict[str, Any] | None:
+    """Before a failed planned run is diagnosed: whether an earlier item's planned run, cut
+    after the module whose import or workload failed and loaded as planned, is a
+    sub-experiment of it (:func:`sub_runs`) that fails the same way at the same step. That
+    item then meets the failure itself and reports it, so this run is not minimised again.
+    At most ``SUB_RUN_TRIES`` child runs, shortest prefixes first. Returns the report's
+    ``same_failure_as`` record (owner node id, the earlier run, its modules, the step) or
+    None. Hangs are left to the diagnosis (each re-run could wait the whole timeout)."""
+    from pytest_runtimeconflict.diagnosis.signature import failure_signature
+    from pytest_runtimeconflict.sandbox.runner import run_spec
+
+    if result.outcome == "hung" or result.failed_step is None or index == 0:
+        return None
+    plan = state.plan()
+    step = spec.steps[result.failed_step]
+    module = plan.modules_of([step])
+    if not module:
+        return None
+    earlier = [i for i in plan.items[:index] if f"{PLAN_NODE}::{i.name}" not in state.not_run]
+    reference = failure_signature(result)
+    for owner, run, prefix in sub_runs(earlier, item, module[0], executed, planned.variant)[
+        :SUB_RUN_TRIES
+    ]:
+        sub = run.variant.apply(state.spec(plan.steps_for(prefix), probes=owner.probes))
+        sub = dataclasses.replace(
+            sub,
+            global_imports=tuple(g for g in sub.global_imports if g in prefix),
+            backtrace=False,
+        )
+        again = run_spec(sub)
+        if again.failed_step is None or sub.steps[again.failed_step] != step:
+            continue
+        if failure_signature(again) == reference:
+            return {
+                "item": f"{PLAN_NODE}::{owner.name}",
+                "run": PlannedRun(prefix, run.variant).describe(),
+                "modules": list(prefix),
+                "step": step,
+            }
+    return None

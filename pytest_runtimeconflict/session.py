@@ -33,6 +33,7 @@ from pytest_runtimeconflict.verdicts import (
     known_text,
     last_minimal_step,
     latent_warnings,
+    partners,
     repairs,
 )
 from pytest_runtimeconflict.vocabulary import PLAN_NODE, fails, is_import_step
@@ -290,7 +291,7 @@ class RCState:
                 # Once every import ran, each tuple has met: the repair only looks for a
                 # further conflict among the rest (dropping the partners would meet the same
                 # conflict again with the next partner).
-                found = repairs(order, cut, None if after_steps else diagnosis)
+                found = repairs(order, cut, partners(entry, diagnosis, after_steps))
                 work.extend((r, after_steps) for r in found)
         return outcome.verdict(self.settings)
 
@@ -330,6 +331,8 @@ class RCState:
             outcome.notes.append(entry["variant_unusable"])
             return conflicts, True
         if diagnosis is None:
+            if entry.get("same_failure_as"):
+                outcome.add_owned(entry)
             return conflicts, False
         if entry["outcome"] == "hung" and conflicts:
             outcome.add(entry, diagnosis, lambda *_: None, self.fails)
@@ -384,6 +387,7 @@ class RCState:
         (None when every import ran) and the (result, diagnosis) pair of a newly diagnosed
         conflict."""
         from pytest_runtimeconflict.diagnosis.signature import failure_signature
+        from pytest_runtimeconflict.planruns import owned_by_sub_run
 
         spec, result, entry, cut = self._run_once(index, item, planned, order)
         if entry.get("variant_unusable"):
@@ -393,6 +397,15 @@ class RCState:
         seen = (failure_signature(result), frozenset(order), planned.variant.global_imports)
         if known is not None and seen in known:
             entry["plan"]["conflict"], entry["same_conflict_as"] = known[seen]
+            return entry, cut, None
+        prior = owned_by_sub_run(
+            self, index, item, planned, spec, result, entry["plan"]["executed"]
+        )
+        if prior is not None:
+            entry["same_failure_as"], entry["duplicate_of"] = prior, prior["item"]
+            entry["plan"]["conflict"] = f"as {prior['run']} ({prior['item']})"
+            if cut is None:
+                cut = last_minimal_step(order, self.plan().modules_of([prior["step"]]))
             return entry, cut, None
         if result.outcome == "hung" and not planned.variant.is_plain:
             # Every further run of a hang under a load mode may wait the whole timeout: it is

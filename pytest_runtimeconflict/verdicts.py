@@ -94,6 +94,19 @@ class PlanOutcome:
         else:
             self.latent.append(format_failure(result, diagnosis).splitlines()[0])
 
+    def add_owned(self, entry: dict[str, Any]) -> None:
+        """Record a failure that an earlier item's planned run showed again the same way (a
+        sub-experiment of this run: :func:`planruns.owned_by_sub_run`); not diagnosed here,
+        that item reports it."""
+        from pytest_runtimeconflict.workloads import step_label
+
+        prior = entry["same_failure_as"]
+        what = (
+            f"{entry.get('outcome')} at {step_label(prior['step'])} as its earlier run "
+            f"{prior['run']} does, not diagnosed again"
+        )
+        self.duplicates.setdefault(what, f"{what} (reported by {prior['item']})")
+
     def verdict(self, settings: _BaselineSettings | None = None) -> ItemVerdict:
         """What the item does: fail on a new conflict, xfail when every failing conflict is
         known (``settings`` names the baseline), skip when all were reported earlier."""
@@ -119,17 +132,32 @@ class PlanOutcome:
         return verdict
 
 
-def repairs(steps: tuple[str, ...], cut: int, pair: Any) -> list[tuple[str, ...]]:
+def repairs(
+    steps: tuple[str, ...], cut: int, involved: Sequence[str] = ()
+) -> list[tuple[str, ...]]:
     """Sequences to run after ``steps`` stopped at ``cut``: without the failing step, and
-    without the failing step's partners in the minimal reproducer (so tuples that start with
-    the failing module still get their turn)."""
+    without the failing step's partners among the steps ``involved`` in the failure (so
+    tuples that start with the failing module still get their turn)."""
     without_failing = steps[:cut] + steps[cut + 1 :]
     repairs = [without_failing]
-    if pair is not None:
-        partners = {s for s in pair[1].minimal_steps if s != steps[cut]} & set(steps[:cut])
-        if partners:
-            repairs.append(tuple(s for s in steps if s not in partners))
+    others = {s for s in involved if s != steps[cut]} & set(steps[:cut])
+    if others:
+        repairs.append(tuple(s for s in steps if s not in others))
     return [r for r in repairs if r]
+
+
+def partners(entry: dict[str, Any], pair: Any, after_steps: bool) -> Sequence[str]:
+    """The steps a repair of ``entry``'s failure leaves out besides the failing one: the
+    modules of the earlier sub-run that showed the same failure (not minimised here: any of
+    them may be the partner), else the minimal reproducer's steps, but none once every import
+    had run (each tuple has met; dropping the partners would meet the same conflict again
+    with the next partner)."""
+    prior = entry.get("same_failure_as")
+    if prior:
+        return tuple(prior["modules"])
+    if pair is None or after_steps:
+        return ()
+    return tuple(pair[1].minimal_steps)
 
 
 def last_minimal_step(steps: Sequence[str], minimal: Sequence[str]) -> int | None:

@@ -5,7 +5,6 @@ test is about what a child does."""
 from __future__ import annotations
 
 import os
-import time
 from itertools import permutations
 from pathlib import Path
 
@@ -165,7 +164,8 @@ def test_user_variants_are_added_to_the_plan() -> None:
     assert plan.items[4].variant.apply(RunSpec(steps=("a",))).env == (("OMP_NUM_THREADS", "1"),)
 
 
-def test_planning_40_modules_takes_under_a_few_seconds() -> None:
+def test_planning_40_modules_targets_each_finding() -> None:
+    """(How long planning takes is benchmarks/bench_plan_variants.py's to measure.)"""
     modules = [f"pkg{i:02d}" for i in range(40)]
     libs = tuple(
         RuntimeLibrary(f"/x/{m}/libgomp.so", "openmp", "libgomp", (m,), m) for m in modules[:6]
@@ -175,9 +175,7 @@ def test_planning_40_modules_takes_under_a_few_seconds() -> None:
         for a, b in zip(libs, libs[1:])
     )  # fmt: skip
     ctx = context(modules, runtimes=libs, findings=found)
-    start = time.perf_counter()
     plan = planning.build_plan(ctx, 2, AUTO)
-    assert time.perf_counter() - start < 3.0
     assert len([i for i in plan.items if i.kind == "target"]) == 5
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 import zipfile
 from pathlib import Path
 
@@ -122,16 +121,13 @@ def _records(whl: zipfile.ZipFile) -> dict[str, tuple[str, str]]:
 
 def test_second_build_is_served_from_the_cache(zoo_wheels: ZooWheels) -> None:
     """build_zoo again: same wheel files, untouched (a rebuild would replace the directory,
-    giving new inodes), and fast (no compiler run)."""
+    giving new inodes)."""
     from zoo_support import zoo_cache_dir
 
     before = {w: (w.stat().st_mtime_ns, w.stat().st_ino) for ws in zoo_wheels.values() for w in ws}
-    start = time.monotonic()
     again = zoo.build_zoo(SCENARIOS_DIR, zoo_cache_dir(), names=sorted(zoo_wheels))
-    elapsed = time.monotonic() - start
     after = {w: (w.stat().st_mtime_ns, w.stat().st_ino) for ws in again.values() for w in ws}
     assert after == before
-    assert elapsed < 5.0
 
 
 def test_changed_source_rebuilds(tmp_path: Path) -> None:

@@ -82,17 +82,18 @@ def conflict_annotations(
     collected: Sequence[tuple[str, Mapping[str, Any]]], fail_on: str
 ) -> list[Annotation]:
     """One annotation per diagnosed conflict (grouped by verdict key, as in the summary)."""
-    groups: dict[str, list[tuple[str, Mapping[str, Any]]]] = {}
-    for nodeid, entry in collected:
-        verdict = entry.get("verdict")
-        if verdict and entry.get("outcome") in ("crashed", "failed", "hung"):
-            groups.setdefault(str(verdict.get("key")), []).append((nodeid, entry))
+    from pytest_runtimeconflict.aggregate import conflict_groups
+
+    groups = conflict_groups(collected)
     return [_conflict(members, fail_on) for _, members in sorted(groups.items())]
 
 
 def _conflict(members: list[tuple[str, Mapping[str, Any]]], fail_on: str) -> Annotation:
     # The first by node id (not by run order, which differs between one run and shards).
-    members = sorted(members, key=lambda m: (bool(m[1].get("duplicate_of")), m[0]))
+    # A diagnosed run first (runs an earlier item's sub-run owns carry no verdict).
+    members = sorted(
+        members, key=lambda m: ("verdict" not in m[1], bool(m[1].get("duplicate_of")), m[0])
+    )
     entry = members[0][1]
     verdict, outcome = entry["verdict"], str(entry["outcome"])
     known = any(e.get("baseline", {}).get("status") == "known" for _, e in members)

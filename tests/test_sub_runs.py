@@ -1,0 +1,159 @@
+"""A failure that an earlier item meets too is recognised before it is minimised: an earlier
+planned run, cut after the failing module and loaded as planned, that is a sub-experiment of
+the failed run (its modules were all imported, its load conditions were all there) and fails
+the same way at the same step owns it (``same_failure_as``): one child run, not a diagnosis.
+Unit tests of the candidates, then end to end in pytest subprocesses over small pure-Python
+environments whose modules crash depending on what was imported and how."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from venvs import make_env
+
+from pytest_runtimeconflict.model.plan import PlannedItem, PlannedRun, Variant
+from pytest_runtimeconflict.planruns import sub_runs
+
+pytest_plugins = ["pytester"]
+
+
+def _item(name: str, *runs: PlannedRun, probes: tuple[str, ...] = ()) -> PlannedItem:
+    return PlannedItem(name, "sequence", runs, probes=probes)
+
+
+def _glob(order: tuple[str, ...], *modules: str) -> PlannedRun:
+    return PlannedRun(order, Variant("global", "global", global_imports=modules))
+
+
+def test_a_sub_run_imports_only_modules_the_failed_run_imported() -> None:
+    plain = _item("p", PlannedRun(("a", "b", "c")))
+    other = _item("o", PlannedRun(("d", "b")))
+    found = sub_runs([plain, other], _item("x"), "b", ("a", "b"), Variant())
+    assert [(i.name, prefix) for i, _, prefix in found] == [("p", ("a", "b"))]
+    assert sub_runs([plain], _item("x"), "c", ("a", "b"), Variant()) == []  # c never ran
+
+
+def test_a_sub_run_loads_under_no_condition_the_failed_run_lacked() -> None:
+    glob = _item("g", _glob(("a", "b"), "a", "b"))
+    pre = _item("p", PlannedRun(("a", "b"), Variant("p", "preload", preload=("/l/libx.so",))))
+    env = _item("e", PlannedRun(("a", "b"), Variant("e", "env", env=(("X", "1"),))))
+    earlier = [glob, pre, env]
+    assert sub_runs(earlier, _item("x"), "b", ("a", "b"), Variant()) == []
+    # a global import of a module after the prefix is no condition of it
+    after = _item("g2", _glob(("a", "b", "c"), "c"))
+    assert [i.name for i, _, _ in sub_runs([after], _item("x"), "b", ("a", "b"), Variant())] == [
+        "g2"
+    ]
+    outer = Variant("all", "user", ("a", "b"), ("/l/libx.so",), (), (("X", "1"),))
+    assert [i.name for i, _, _ in sub_runs(earlier, _item("x"), "b", ("a", "b"), outer)] == [
+        "g",
+        "p",
+        "e",
+    ]
+
+
+def test_sub_runs_under_more_of_the_conditions_come_first_then_shorter_ones() -> None:
+    """One per item: the run loaded under more of the failed run's conditions (the failure
+    may need them), then the shorter prefix; then in plan order."""
+    target = _item("t", PlannedRun(("b",)), _glob(("a", "b"), "a"), PlannedRun(("a", "b")))
+    seq = _item("s", _glob(("c", "a", "b"), "c", "a", "b"))
+    short = _item("short", PlannedRun(("b",)))
+    failed = Variant("global", "global", global_imports=("a", "b", "c"))
+    found = sub_runs([target, seq, short], _item("x"), "b", ("c", "a", "b"), failed)
+    assert [(i.name, r.order, prefix) for i, r, prefix in found] == [
+        ("s", ("c", "a", "b"), ("c", "a", "b")),
+        ("t", ("a", "b"), ("a", "b")),
+        ("short", ("b",), ("b",)),
+    ]
+    # with other extra probes an earlier run is another experiment
+    probed = _item("x", probes=("fork",))
+    assert sub_runs([target, seq, short], probed, "b", ("c", "a", "b"), failed) == []
+
+
+# ------------------------------------------------------------------ end to end
+
+# rc_w.check() segfaults once rc_a was imported; rc_g.check() once rc_a was imported while
+# the dlopen flags held RTLD_GLOBAL (it records them at import time).
+MODULES = {
+    "rc_a": "import os, sys\nGLOBAL = bool(sys.getdlopenflags() & os.RTLD_GLOBAL)\n",
+    "rc_w": """
+        import os, signal, sys
+        def check():
+            if "rc_a" in sys.modules:
+                os.kill(os.getpid(), signal.SIGSEGV)
+    """,
+    "rc_g": """
+        import os, signal, sys
+        def check():
+            if getattr(sys.modules.get("rc_a"), "GLOBAL", False):
+                os.kill(os.getpid(), signal.SIGSEGV)
+    """,
+}
+
+
+def _run(pytester: pytest.Pytester, python: str, *args: str) -> tuple[Any, dict[str, Any]]:
+    report = pytester.path / "report.json"
+    result = pytester.runpytest_subprocess(
+        "--runtime-conflicts", f"--rc-python={python}", f"--rc-report={report}",
+        "-p", "no:cacheprovider", "--rc-timeout=60", "-rs", *args,
+    )  # fmt: skip
+    return result, json.loads(report.read_text())
+
+
+def _item_entries(data: dict[str, Any], name: str) -> list[dict[str, Any]]:
+    return [e for e in data["scenarios"] if e["plan"]["item"] == name]
+
+
+def test_a_later_item_meeting_an_earlier_items_failure_is_not_minimised_again(
+    pytester: pytest.Pytester, tmp_path: Path
+) -> None:
+    python = make_env(tmp_path, MODULES)
+    result, data = _run(
+        pytester, python, "--rc-modules=rc_a,rc_w", "--rc-variants=none",
+        "--rc-workload=rc_w=rc_w.check()",
+    )  # fmt: skip
+    result.assert_outcomes(failed=1, skipped=1)
+    first, second = _item_entries(data, "rc_a>rc_w"), _item_entries(data, "rc_w>rc_a")
+    assert first[0]["outcome"] == second[0]["outcome"] == "crashed"
+    assert first[0]["runs_used"] > 0 and "verdict" in first[0]
+    prior = second[0]["same_failure_as"]
+    assert prior["item"] == second[0]["duplicate_of"] == "runtime-conflicts::rc_a>rc_w"
+    assert prior["modules"] == ["rc_a", "rc_w"] and prior["run"] == "rc_a>rc_w"
+    assert "verdict" not in second[0] and "runs_used" not in second[0]
+    # its run, the sub-run of the earlier item, the repair without rc_w
+    assert second[0]["child_runs"] == 3 < first[0]["child_runs"]
+    assert [e["steps"][:1] for e in second[1:]] == [["rc_a"]]
+    # the summary lists the conflict once, seen in both items
+    result.stdout.fnmatch_lines(["1 distinct conflict(s) in *", "*seen in 2 item(s):"])
+    result.stdout.fnmatch_lines(
+        ["*crashed at workload rc_w:user as its earlier run rc_a>rc_w does, not diagnosed again"
+         " (reported by runtime-conflicts::rc_a>rc_w)*"]
+    )  # fmt: skip
+
+
+def test_a_failure_that_needs_this_items_load_mode_is_still_diagnosed_here(
+    pytester: pytest.Pytester, tmp_path: Path
+) -> None:
+    """rc_g's workload crashes only once rc_a was imported RTLD_GLOBAL: the plain items pass,
+    so their sub-runs do not fail and the first global item diagnoses the conflict itself; the
+    second global item's failure is the first's sub-run (both imports global there)."""
+    python = make_env(tmp_path, MODULES)
+    result, data = _run(
+        pytester, python, "--rc-modules=rc_a,rc_g", "--rc-workload=rc_g=rc_g.check()",
+    )  # fmt: skip
+    crashed = [e for e in data["scenarios"] if e["outcome"] == "crashed"]
+    assert len(crashed) >= 2, [e["plan"]["item"] for e in data["scenarios"]]
+    diagnosed = [e for e in crashed if "verdict" in e]
+    assert len(diagnosed) == 1, [(e["plan"]["item"], e.get("same_failure_as")) for e in crashed]
+    assert diagnosed[0]["global_imports"] and "same_failure_as" not in diagnosed[0]
+    assert diagnosed[0]["load_mode"]["global_imports"] == ["rc_a"]
+    owner = f"runtime-conflicts::{diagnosed[0]['plan']['item']}"
+    for entry in crashed:
+        if entry is not diagnosed[0]:
+            assert entry["duplicate_of"] == owner and entry.get("same_failure_as"), entry
+    plain = [e for e in data["scenarios"] if not e["global_imports"]]
+    assert plain and all(e["outcome"] == "passed" for e in plain)
+    result.assert_outcomes(failed=1, passed=2, skipped=len(crashed) - 1)
