@@ -98,11 +98,49 @@ def _largest_pair(hits: list[tuple[Binding, str]]) -> tuple[Binding, str]:
     return next(hit for hit in hits if (hit[0].referrer, hit[0].provider) == best)
 
 
+MIN_RENAMED = 10  # renamed routines that make a copy an ILP64 build of the other's interface
+SUSPECTS_SHOWN = 24
+
+
+def integer_width_split(
+    referrer: ObjectInfo | None, provider: ObjectInfo | None, served: Sequence[str]
+) -> tuple[tuple[str, str], int, list[str]] | None:
+    """When ``provider`` is a 64-bit-integer (ILP64) build of ``referrer``'s interface, the
+    served names it did not rename. The ILP64 naming appends ``64_`` to each interface
+    routine (``dgemm_`` -> ``dgemm_64_``, ``cblas_dgemm`` -> ``cblas_dgemm64_``), so that both
+    builds can share a process; a served name that keeps the plain Fortran form (a trailing
+    underscore) in such a build is a routine built for 64-bit integers under the name the
+    32-bit build uses. Returns (one renamed pair, how many were renamed, those names), or
+    None when fewer than ``MIN_RENAMED`` of the referrer's routines are renamed there."""
+    if referrer is None or provider is None:
+        return None
+    theirs = set(provider.facts.c_functions)
+    renamed = []
+    for name in referrer.facts.c_functions:
+        if name in theirs:
+            continue
+        twin = next((t for t in (name + "64_", name[:-1] + "64_") if t in theirs), None)
+        if twin is not None:
+            renamed.append((name, twin))
+    plain = sorted({n for n in served if n.endswith("_") and not n.endswith("64_")})
+    if len(renamed) < MIN_RENAMED or not plain:
+        return None
+    # the example: a Fortran-form routine when there is one (``dgemm_`` -> ``dgemm_64_``)
+    example = min(renamed, key=lambda pair: (not pair[0].endswith("_"), pair))
+    return example, len(renamed), plain
+
+
 def _pair_roles_and_cause(
-    hits: list[tuple[Binding, str]], binding: Binding, why: str, labels: Callable[[str], str]
+    evidence: Evidence,
+    hits: list[tuple[Binding, str]],
+    binding: Binding,
+    why: str,
+    labels: Callable[[str], str],
 ) -> tuple[dict[str, str], str]:
     """Roles and cause for a failure no frame pins on one symbol: how many of the referrer's
-    references the other copy served, with examples (no single name claimed as the cause)."""
+    references the other copy served, with examples (no single name claimed as the cause);
+    when the serving copy is an ILP64 build of the referrer's interface, the served routines
+    it did not rename (:func:`integer_width_split`) as the likely culprits."""
     names = [
         b.symbol
         for b, _own in hits
@@ -116,9 +154,30 @@ def _pair_roles_and_cause(
         "other copy",
         binding.provider: f"served {len(names)} names to the other distribution (e.g. {example})",
     }
+    referrer, provider = labels(binding.referrer), labels(binding.provider)
+    split = integer_width_split(
+        evidence.objects.get(binding.referrer), evidence.objects.get(binding.provider), names
+    )
+    width = ""
+    if split is not None:
+        (plain, twin), count, suspects = split
+        shown = ", ".join(suspects[:SUSPECTS_SHOWN])
+        more = (
+            f" and {len(suspects) - SUSPECTS_SHOWN} more" if len(suspects) > SUSPECTS_SHOWN else ""
+        )
+        width = (
+            f"; {provider} is a 64-bit-integer (ILP64) build of the same interface ({count} of "
+            f"its routines carry the ILP64 suffix, e.g. {twin} for {plain}), and {len(suspects)} "
+            f"of the names it served {'keeps' if len(suspects) == 1 else 'keep'} the plain form, routines built for 64-bit integers "
+            f"that {referrer} calls with 32-bit ones, the likely culprits: {shown}{more}"
+        )
+        roles[binding.referrer] += (
+            f"; calls {len(suspects)} unrenamed ILP64 routines: {shown}{more}"
+        )
+        roles[binding.provider] += f"; an ILP64 build ({twin} for {plain})"
     cause = (
-        f"{len(names)} references of {labels(binding.referrer)} to names it defines itself "
-        f"(e.g. {example}) were served by {labels(binding.provider)}: {why}; the run failed "
+        f"{len(names)} references of {referrer} to names it defines itself "
+        f"(e.g. {example}) were served by {provider}: {why}{width}; the run failed "
         "without a crash, so no frame names which of them went wrong"
     )
     return roles, cause
@@ -238,7 +297,7 @@ def verdict(evidence: Evidence, make: VerdictFn, labels: Callable[[str], str]) -
     ran = frame_function(evidence.result, binding.provider) if in_frames else None
     roles, cause = _roles_and_cause(binding, own, why, ran, labels)
     if not (in_frames or unique):
-        roles, cause = _pair_roles_and_cause(hits, binding, why, labels)
+        roles, cause = _pair_roles_and_cause(evidence, hits, binding, why, labels)
     paths = list(dict.fromkeys([binding.referrer, binding.provider, own]))
     rule = rule_for(binding)
     findings = [f for f in evidence.findings if f.rule == rule and binding.provider in f.libraries]
