@@ -26,7 +26,7 @@ def run_target_item(state: Any, index: int, item: PlannedItem) -> ItemVerdict:
     static finding of the item that no run reproduced is reported: it fails the item when it
     is an ``error`` and ``--rc-fail-on`` fails on errors, else it is a warning."""
     outcome = state.outcome()
-    known: dict[Any, tuple[str, str]] = {}
+    known = ItemFailures()
     for planned in item.runs:
         entry, _cut, pair = state.run_planned(
             index, item, planned, planned.order, known, experiments=False
@@ -338,3 +338,84 @@ def owned_by_sub_run(
                 "step": step,
             }
     return None
+
+
+@dataclasses.dataclass(frozen=True)
+class Diagnosed:
+    """A failure one item diagnosed: what a later run of the item is compared with."""
+
+    signature: tuple[str, ...]
+    place: str
+    modules: frozenset[str]
+    loads: tuple[Any, ...]
+    minimal: tuple[str, ...]
+    key: str
+    run_id: str
+
+
+@dataclasses.dataclass
+class ItemFailures:
+    """The failures an item diagnosed. A later run of the item that fails the same way (the
+    same failure signature) is that conflict again, not diagnosed twice, when it imported the
+    same modules under the same RTLD_GLOBAL imports (another order of them), or when it holds
+    an earlier run's minimal order (as a subsequence of its steps, loaded the same way) and
+    failed at the same place (the same step, or the same runtime probe after the steps): a
+    repair of a sequence meets a conflict that strikes after the imports again and again."""
+
+    found: list[Diagnosed] = dataclasses.field(default_factory=list)
+
+    def add(self, spec: RunSpec, result: RunResult, order: Sequence[str], diagnosis: Any) -> None:
+        self.found.append(
+            Diagnosed(
+                failure_signature_of(result), failure_place(spec, result), frozenset(order),
+                _loads(spec), tuple(diagnosis.minimal_steps), diagnosis.key, str(spec.id),
+            )
+        )  # fmt: skip
+
+    def match(self, spec: RunSpec, result: RunResult, order: Sequence[str]) -> Diagnosed | None:
+        signature, place, loads = (
+            failure_signature_of(result),
+            failure_place(spec, result),
+            _loads(spec),
+        )
+        for earlier in self.found:
+            if earlier.signature != signature:
+                continue
+            if earlier.modules == frozenset(order) and earlier.loads[0] == loads[0]:
+                return earlier
+            held = earlier.loads == loads and _subsequence(earlier.minimal, spec.steps)
+            if held and earlier.place == place:
+                return earlier
+        return None
+
+    def by_id(self, run_id: Any) -> Diagnosed | None:
+        return next((d for d in self.found if d.run_id == run_id), None)
+
+
+def failure_signature_of(result: RunResult) -> tuple[str, ...]:
+    from pytest_runtimeconflict.diagnosis.signature import failure_signature
+
+    return failure_signature(result)
+
+
+def failure_place(spec: RunSpec, result: RunResult) -> str:
+    """Where a run failed: its failing step, else the phase (and the runtime probe running)."""
+    from pytest_runtimeconflict.workloads import probe_label
+
+    if result.failed_step is not None and 0 <= result.failed_step < len(spec.steps):
+        return spec.steps[result.failed_step]
+    return f"{result.phase}: {probe_label(result.phase, result.exercised)}"
+
+
+def _loads(spec: RunSpec) -> tuple[Any, ...]:
+    return (
+        frozenset(spec.global_imports),
+        tuple(spec.preload),
+        tuple(spec.ld_preload),
+        tuple(spec.env),
+    )
+
+
+def _subsequence(part: Sequence[str], whole: Sequence[str]) -> bool:
+    rest = iter(whole)
+    return all(any(step == s for s in rest) for step in part)

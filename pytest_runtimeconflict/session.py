@@ -222,12 +222,12 @@ class RCState:
         return fails(outcome, self.settings.fail_on)
 
     def _diagnose(
-        self, spec: RunSpec, result: Any, *, experiments: bool = True, max_runs: int = 0
+        self, spec: RunSpec, result: Any, *, experiments: bool = True, max_runs: int | None = None
     ) -> Any:
         from pytest_runtimeconflict.diagnosis import diagnose
         from pytest_runtimeconflict.sandbox.runner import run_spec
 
-        budget = max_runs or self.settings.max_runs
+        budget = self.settings.max_runs if max_runs is None else max_runs
         return diagnose(spec, result, max_runs=budget, experiments=experiments, run=run_spec)
 
     @staticmethod
@@ -261,8 +261,10 @@ class RCState:
         """A covering sequence, repaired around each conflict that stops it, so that every
         tuple of it is exercised or blocked by a named conflict."""
         from pytest_runtimeconflict.plan import tuples_covered
+        from pytest_runtimeconflict.planruns import ItemFailures
 
         planned = item.runs[0]
+        failures = ItemFailures()
         strength = self.plan().strength
         wanted = tuples_covered(planned.order, strength)
         exercised: set[tuple[str, ...]] = set()
@@ -280,7 +282,9 @@ class RCState:
             if not forced and not (tuples_covered(order, strength) & wanted) - exercised:
                 continue
             budget -= 1
-            entry, cut, diagnosis = self.run_planned(index, item, planned, order, experiments=False)
+            entry, cut, diagnosis = self.run_planned(
+                index, item, planned, order, failures, experiments=False
+            )
             exercised |= tuples_covered(tuple(entry["plan"]["executed"]), strength)
             outcome.entries.append(entry)
             conflicts, stop = self._settle(outcome, item, entry, diagnosis, conflicts)
@@ -291,7 +295,9 @@ class RCState:
                 # Once every import ran, each tuple has met: the repair only looks for a
                 # further conflict among the rest (dropping the partners would meet the same
                 # conflict again with the next partner).
-                found = repairs(order, cut, partners(entry, diagnosis, after_steps))
+                same = failures.by_id(entry.get("same_conflict_as"))
+                involved = partners(entry, diagnosis, after_steps, same.minimal if same else ())
+                found = repairs(order, cut, involved)
                 work.extend((r, after_steps) for r in found)
         return outcome.verdict(self.settings)
 
@@ -377,16 +383,15 @@ class RCState:
         item: PlannedItem,
         planned: PlannedRun,
         order: tuple[str, ...],
-        known: dict[Any, tuple[str, str]] | None = None,
+        known: Any = None,
         experiments: bool = True,
     ) -> tuple[dict[str, Any], int | None, Any]:
         """One child run of ``order`` (imports, then workloads) loaded as the planned run's
-        variant; diagnosed when it did not pass, unless ``known`` (failure signature, modules
-        and RTLD_GLOBAL imports -> conflict key and run id, from the same item) already has
-        it. Returns the report entry, the index in ``order`` of the import that stopped it
-        (None when every import ran) and the (result, diagnosis) pair of a newly diagnosed
-        conflict."""
-        from pytest_runtimeconflict.diagnosis.signature import failure_signature
+        variant; diagnosed when it did not pass, unless ``known`` (the item's
+        :class:`planruns.ItemFailures`) already has it or an earlier item owns it
+        (:func:`planruns.owned_by_sub_run`). Returns the report entry, the index in ``order``
+        of the import that stopped it (None when every import ran) and the (result,
+        diagnosis) pair of a newly diagnosed conflict."""
         from pytest_runtimeconflict.planruns import owned_by_sub_run
 
         spec, result, entry, cut = self._run_once(index, item, planned, order)
@@ -394,33 +399,41 @@ class RCState:
             return entry, None, None
         if result.outcome in ("passed", "latent"):
             return entry, cut, None
-        seen = (failure_signature(result), frozenset(order), planned.variant.global_imports)
-        if known is not None and seen in known:
-            entry["plan"]["conflict"], entry["same_conflict_as"] = known[seen]
+        same = known.match(spec, result, order) if known is not None else None
+        if same is not None:
+            entry["plan"]["conflict"], entry["same_conflict_as"] = same.key, same.run_id
+            if cut is None:
+                cut = self._struck_after_imports(order, same.minimal)
             return entry, cut, None
         prior = owned_by_sub_run(
             self, index, item, planned, spec, result, entry["plan"]["executed"]
         )
         if prior is not None:
-            entry["same_failure_as"], entry["duplicate_of"] = prior, prior["item"]
-            entry["plan"]["conflict"] = f"as {prior['run']} ({prior['item']})"
-            if cut is None:
-                cut = last_minimal_step(order, self.plan().modules_of([prior["step"]]))
-            return entry, cut, None
+            return entry, self._owned_earlier(entry, prior, order, cut), None
         if result.outcome == "hung" and not planned.variant.is_plain:
             # Every further run of a hang under a load mode may wait the whole timeout: it is
             # reported as it happened, not minimised, and the item stops (_settle).
-            diagnosis = self._diagnose(spec, result, experiments=False, max_runs=1)
+            diagnosis = self._diagnose(spec, result, experiments=False, max_runs=0)
             self.fill(entry, result, diagnosis)
             entry["plan"]["conflict"] = diagnosis.key
             return entry, None, (result, diagnosis)
         diagnosis = self._diagnose(spec, result, experiments=experiments)
         diagnosis = self._record(entry, result, diagnosis, planned)
         if known is not None:
-            known[seen] = (diagnosis.key, spec.id)
+            known.add(spec, result, order, diagnosis)
         if cut is None:
             cut = self._struck_after_imports(order, diagnosis.minimal_steps)
         return entry, cut, (result, diagnosis)
+
+    def _owned_earlier(
+        self, entry: dict[str, Any], prior: dict[str, Any], order: tuple[str, ...], cut: Any
+    ) -> int | None:
+        """Mark a failure an earlier item's sub-run showed; where to cut the sequence."""
+        entry["same_failure_as"], entry["duplicate_of"] = prior, prior["item"]
+        entry["plan"]["conflict"] = f"as {prior['run']} ({prior['item']})"
+        if cut is None:
+            cut = last_minimal_step(order, self.plan().modules_of([prior["step"]]))
+        return cut
 
     def _struck_after_imports(self, order: tuple[str, ...], minimal: Sequence[str]) -> int | None:
         """Where to cut a sequence whose conflict struck once every import had run (workloads,

@@ -146,18 +146,21 @@ def repairs(
     return [r for r in repairs if r]
 
 
-def partners(entry: dict[str, Any], pair: Any, after_steps: bool) -> Sequence[str]:
+def partners(
+    entry: dict[str, Any], pair: Any, after_steps: bool, known_minimal: Sequence[str] = ()
+) -> Sequence[str]:
     """The steps a repair of ``entry``'s failure leaves out besides the failing one: the
     modules of the earlier sub-run that showed the same failure (not minimised here: any of
-    them may be the partner), else the minimal reproducer's steps, but none once every import
-    had run (each tuple has met; dropping the partners would meet the same conflict again
-    with the next partner)."""
+    them may be the partner), else the minimal reproducer's steps (this run's, or
+    ``known_minimal``: that of the item's earlier run with the same conflict), but none once
+    every import had run (each tuple has met; dropping the partners would meet the same
+    conflict again with the next partner)."""
     prior = entry.get("same_failure_as")
     if prior:
         return tuple(prior["modules"])
-    if pair is None or after_steps:
+    if after_steps:
         return ()
-    return tuple(pair[1].minimal_steps)
+    return tuple(pair[1].minimal_steps) if pair is not None else tuple(known_minimal)
 
 
 def last_minimal_step(steps: Sequence[str], minimal: Sequence[str]) -> int | None:

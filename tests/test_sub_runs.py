@@ -157,3 +157,78 @@ def test_a_failure_that_needs_this_items_load_mode_is_still_diagnosed_here(
     plain = [e for e in data["scenarios"] if not e["global_imports"]]
     assert plain and all(e["outcome"] == "passed" for e in plain)
     result.assert_outcomes(failed=1, passed=2, skipped=len(crashed) - 1)
+
+
+# ------------------------------------------------------------------ within one item
+
+# rc_b fails to import once rc_a is in; rc_w's workload crashes once rc_c is in.
+TWO_CONFLICTS = {
+    "rc_a": "X = 1\n",
+    "rc_b": "import sys\nif 'rc_a' in sys.modules:\n    raise RuntimeError('rc_b after rc_a')\n",
+    "rc_c": "Y = 1\n",
+    "rc_w": """
+        import os, signal, sys
+        def check():
+            if "rc_c" in sys.modules:
+                os.kill(os.getpid(), signal.SIGSEGV)
+    """,
+}  # fmt: skip
+
+
+def test_a_repair_meeting_the_items_earlier_conflict_again_is_not_diagnosed_twice(
+    pytester: pytest.Pytester, tmp_path: Path
+) -> None:
+    """rc_b's import failure cuts the first sequence; of its two repairs (without rc_b, without
+    rc_a) both meet rc_w's workload crash after the imports. The first is diagnosed; the
+    second holds that minimal order and crashes at the same step: the same conflict, no
+    diagnosis."""
+    python = make_env(tmp_path, TWO_CONFLICTS)
+    result, data = _run(
+        pytester, python, "--rc-modules=rc_a,rc_b,rc_c,rc_w", "--rc-variants=none",
+        "--rc-workload=rc_w=rc_w.check()",
+    )  # fmt: skip
+    first = _item_entries(data, "rc_a>rc_b>rc_c>rc_w")
+    runs = [(e["steps"][: len(e["plan"]["order"])], e["outcome"]) for e in first]
+    assert runs[:3] == [
+        (["rc_a", "rc_b", "rc_c", "rc_w"], "failed"),
+        (["rc_a", "rc_c", "rc_w"], "crashed"),
+        (["rc_b", "rc_c", "rc_w"], "crashed"),
+    ], runs
+    assert first[1]["runs_used"] > 0 and "same_conflict_as" not in first[1]
+    assert first[2]["same_conflict_as"] == first[1]["id"] and "runs_used" not in first[2]
+    assert first[2]["plan"]["conflict"] == first[1]["verdict"]["key"]
+    result.stdout.fnmatch_lines(["2 distinct conflict(s) in *"])
+
+
+def test_item_failures_match_another_order_or_a_held_minimal_order() -> None:
+    from pytest_runtimeconflict.model import RunResult, RunSpec
+    from pytest_runtimeconflict.planruns import ItemFailures
+
+    def crashed(steps: tuple[str, ...], failed: int | None, **loads: Any) -> Any:
+        spec = RunSpec(steps=steps, **loads)
+        phase = "step" if failed is not None else "exercise"
+        result = RunResult(spec, "crashed", signal="SIGSEGV", failed_step=failed, phase=phase)
+        return spec, result
+
+    diagnosis = type("D", (), {"minimal_steps": ("c", "w:check"), "key": "k1"})()
+    failures = ItemFailures()
+    spec, result = crashed(("a", "c", "w", "w:check"), 3)
+    failures.add(dataclasses_replace(spec, id="run-1"), result, ("a", "c", "w"), diagnosis)
+    # another order of the same modules
+    assert failures.match(*crashed(("w", "c", "a", "w:check"), 0), ("w", "c", "a")) is not None
+    # holds the minimal order, fails at the same step
+    held = crashed(("b", "c", "w", "w:check"), 3)
+    assert failures.match(*held, ("b", "c", "w")).run_id == "run-1"  # type: ignore[union-attr]
+    # ... not at another step, not without the minimal order, not under another load mode
+    assert failures.match(*crashed(("b", "c", "w", "w:check"), 1), ("b", "c", "w")) is None
+    assert failures.match(*crashed(("b", "w", "w:check"), 2), ("b", "w")) is None
+    moded = crashed(("b", "c", "w", "w:check"), 3, global_imports=("b",))
+    assert failures.match(*moded, ("b", "c", "w")) is None
+    by_id = failures.by_id("run-1")
+    assert by_id is not None and by_id.minimal == ("c", "w:check")
+
+
+def dataclasses_replace(spec: Any, **changes: Any) -> Any:
+    import dataclasses
+
+    return dataclasses.replace(spec, **changes)

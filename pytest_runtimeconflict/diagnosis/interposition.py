@@ -160,27 +160,37 @@ def _pair_roles_and_cause(
     )
     width = ""
     if split is not None:
-        (plain, twin), count, suspects = split
-        shown = ", ".join(suspects[:SUSPECTS_SHOWN])
-        more = (
-            f" and {len(suspects) - SUSPECTS_SHOWN} more" if len(suspects) > SUSPECTS_SHOWN else ""
-        )
-        width = (
-            f"; {provider} is a 64-bit-integer (ILP64) build of the same interface ({count} of "
-            f"its routines carry the ILP64 suffix, e.g. {twin} for {plain}), and {len(suspects)} "
-            f"of the names it served {'keeps' if len(suspects) == 1 else 'keep'} the plain form, routines built for 64-bit integers "
-            f"that {referrer} calls with 32-bit ones, the likely culprits: {shown}{more}"
-        )
-        roles[binding.referrer] += (
-            f"; calls {len(suspects)} unrenamed ILP64 routines: {shown}{more}"
-        )
-        roles[binding.provider] += f"; an ILP64 build ({twin} for {plain})"
+        width, extra = _width_texts(split, referrer, provider)
+        roles[binding.referrer] += extra[0]
+        roles[binding.provider] += extra[1]
     cause = (
         f"{len(names)} references of {referrer} to names it defines itself "
         f"(e.g. {example}) were served by {provider}: {why}{width}; the run failed "
         "without a crash, so no frame names which of them went wrong"
     )
     return roles, cause
+
+
+def _width_texts(
+    split: tuple[tuple[str, str], int, list[str]], referrer: str, provider: str
+) -> tuple[str, tuple[str, str]]:
+    """The cause's clause on an ILP64 serving copy, and what it adds to the two roles."""
+    (plain, twin), count, suspects = split
+    shown = ", ".join(suspects[:SUSPECTS_SHOWN])
+    if len(suspects) > SUSPECTS_SHOWN:
+        shown += f" and {len(suspects) - SUSPECTS_SHOWN} more"
+    keep = "keeps" if len(suspects) == 1 else "keep"
+    clause = (
+        f"; {provider} is a 64-bit-integer (ILP64) build of the same interface ({count} of "
+        f"its routines carry the ILP64 suffix, e.g. {twin} for {plain}), and {len(suspects)} "
+        f"of the names it served {keep} the plain form, routines built for 64-bit integers "
+        f"that {referrer} calls with 32-bit ones, the likely culprits: {shown}"
+    )
+    roles = (
+        f"; calls {len(suspects)} unrenamed ILP64 routines: {shown}",
+        f"; an ILP64 build ({twin} for {plain})",
+    )
+    return clause, roles
 
 
 def _matching_frame(evidence: Evidence, hits: list[tuple[Binding, str]]) -> tuple[Binding, str]:
