@@ -4,6 +4,7 @@ trace go without it (``RunSpec.backtrace``), the minimal order's run has it."""
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -66,3 +67,17 @@ def test_real_diagnosis_has_a_backtrace_only_on_the_runs_it_reads() -> None:
     assert [s.steps for s in with_gdb] == [(CRASH,)]  # nothing else ran gdb
     assert len(made) > len(with_gdb)
     assert d.minimal_result.spec.backtrace
+
+
+@pytest.mark.skipif(shutil.which("gdb") is None, reason="gdb is not installed")
+def test_an_interpreter_behind_a_wrapper_script_still_gets_its_backtrace(tmp_path: Path) -> None:
+    """``--rc-python`` may be a script that execs the interpreter (pyenv shims, a counting
+    wrapper): gdb reads the core with the executable the process ran, not with the script."""
+    import sys
+
+    wrapper = tmp_path / "python"
+    wrapper.write_text(f'#!/bin/sh\nexec {sys.executable} "$@"\n')
+    wrapper.chmod(0o755)
+    result = run_spec(RunSpec(steps=(CRASH,), python=str(wrapper), exercise=False))
+    assert result.outcome == "crashed", result.message
+    assert result.gdb_backtrace and "#0 " in result.gdb_backtrace, result.gdb_backtrace

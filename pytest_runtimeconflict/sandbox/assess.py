@@ -237,7 +237,10 @@ def _postmortem(
     deleted afterwards).
     Objects mapped by the crashing step itself (its progress line never got written) are
     added to ``mapped`` and to the failing step's libraries."""
-    pid = next((e.get("pid") for e in raw.events if e.get("event") == "start"), None)
+    start = next((e for e in raw.events if e.get("event") == "start"), {})
+    pid = start.get("pid")
+    # gdb needs the executable the process ran, not a wrapper script that exec'd it
+    executable = start.get("exe") or raw.python
     loader = postmortem.read_loader_log(raw.run_dir, LOADER_LOG_PREFIX, pid)
     core_path = postmortem.find_core(raw.run_dir, pid)
     out: dict[str, Any] = {}
@@ -251,7 +254,7 @@ def _postmortem(
             out["crash_library"] = threads[0]["library"] if threads else None
             crash_mapped = [p for p in core.files() if postmortem.is_elf(p)]
             if backtrace:
-                out["gdb_backtrace"] = postmortem.gdb_backtrace(raw.python, core_path)
+                out["gdb_backtrace"] = postmortem.gdb_backtrace(executable, core_path)
         except Exception as exc:  # a truncated core must not hide the rest of the report
             log.warning("cannot read core %s: %s", core_path, exc)
         finally:

@@ -447,6 +447,14 @@ def _setup(spec: dict) -> IO[str]:
     return fault_file
 
 
+def _own_executable() -> str:
+    """The file this process runs (``--rc-python`` may be a wrapper script that execs it)."""
+    try:
+        return os.path.realpath("/proc/self/exe")
+    except OSError:
+        return sys.executable
+
+
 def main(argv: list) -> int:
     """Run the spec named by ``argv[1]``; exit 0 when every step (and exercising) returned."""
     with open(argv[1], encoding="utf-8") as fh:
@@ -459,6 +467,7 @@ def main(argv: list) -> int:
         pid=os.getpid(),
         python=sys.version.split()[0],
         executable=sys.executable,
+        exe=_own_executable(),
         new=tracker.new(),
     )
     if not preload(spec.get("preload", []), spec.get("preload_mode", "global"), progress, tracker):
