@@ -303,7 +303,7 @@ def owned_by_sub_run(
     after the module whose import or workload failed and loaded as planned, is a
     sub-experiment of it (:func:`sub_runs`) that fails the same way at the same step. That
     item then meets the failure itself and reports it, so this run is not minimised again.
-    At most ``SUB_RUN_TRIES`` child runs, shortest prefixes first. Returns the report's
+    At most ``SUB_RUN_TRIES`` child runs, in :func:`sub_runs`' order. Returns the report's
     ``same_failure_as`` record (owner node id, the earlier run, its modules, the step) or
     None. Hangs are left to the diagnosis (each re-run could wait the whole timeout)."""
     from pytest_runtimeconflict.diagnosis.signature import failure_signature
