@@ -105,29 +105,68 @@ def _dedupe(items: Iterable[str]) -> list[str]:
     return list(seen)
 
 
+# ``/path/x.so: undefined symbol: NAME, version V``: the object needs NAME at version V
+_UNDEFINED_VERSIONED = re.compile(
+    r"(?P<by>/\S+?): undefined symbol: (?P<symbol>[^,\s]+), version (?P<version>[\w.@]+)"
+)
+
+
 def _version_shadow(evidence: Evidence) -> Verdict | None:
     """``version `X' not found``: the SONAME's first-loaded copy lacks a version a later
-    object needs (the loader keys objects by SONAME)."""
+    object needs (the loader keys objects by SONAME); or ``undefined symbol: NAME, version
+    X``: that copy defines the version but not the symbol."""
     match = _VERSION_NOT_FOUND.search(evidence.text)
     if match is None:
-        return None
+        return _symbol_shadow(evidence)
     version, old, needer = match.group("version"), match.group("lib"), match.group("by")
-    old_path = _resolve_mapped(evidence, old)
+    return _shadow_verdict(evidence, _resolve_mapped(evidence, old), needer, version, version)
+
+
+def _symbol_shadow(evidence: Evidence) -> Verdict | None:
+    """``undefined symbol: NAME, version X`` where the needer takes version X from a SONAME
+    whose loaded copy comes from another distribution: that copy, loaded first, serves the
+    SONAME and lacks NAME (an older build of the library)."""
+    match = _UNDEFINED_VERSIONED.search(evidence.text)
+    if match is None:
+        return None
+    needer, symbol, version = match.group("by"), match.group("symbol"), match.group("version")
+    info = _info(needer, evidence)
+    if info is None:
+        return None
+    sonames = [lib for lib, versions in info.facts.version_needs if version in versions]
+    loaded = [_resolve_mapped(evidence, s) for s in sonames]
+    old = next((p for p in loaded if os.path.isabs(p) and _info(p, evidence) is not None), None)
+    if old is None:
+        return None
+    owner = _info(old, evidence)
+    if owner is None or owner.distribution in (None, info.distribution):
+        return None
+    return _shadow_verdict(evidence, old, needer, version, f"{symbol} (version {version})")
+
+
+def _shadow_verdict(
+    evidence: Evidence, old_path: str, needer: str | None, version: str, needs: str
+) -> Verdict:
+    """The soname-version-shadow verdict: ``old_path`` serves the SONAME, ``needer`` needs
+    ``needs`` (a version, or a symbol at a version) it lacks."""
+    old = old_path
     soname = _soname_of(evidence, old_path) or os.path.basename(old)
     newest = newest_candidate(soname, version, evidence)
+    if newest is not None and os.path.realpath(newest) == os.path.realpath(old_path):
+        newest = None  # the loaded copy itself defines the version (it lacks the symbol)
     paths = [p for p in (old_path, needer and needer.strip(), newest) if p]
     findings = [f for f in evidence.findings if f.rule == "soname-version-shadow"]
     score = 3 + (1 if findings else 0)
-    roles = {old_path: f"older {soname} loaded first (lacks {version})"}
+    roles = {old_path: f"older {soname} loaded first (lacks {needs})"}
     if needer:
-        roles[needer.strip()] = f"needs {version}"
+        roles[needer.strip()] = f"needs {needs}"
     if newest:
         roles[newest] = f"newer {soname} defining {version} (not used)"
     texts = {
         "old": _label(old_path, evidence),
         "soname": soname,
         "needer": _label(needer.strip(), evidence) if needer else "a later object",
-        "version": version,
+        "version": needs,
     }
     return _verdict(
         evidence,
