@@ -188,3 +188,18 @@ def test_the_crossing_frame_names_the_symbol_not_the_innermost_kernel() -> None:
     assert kernel == "dgemm_oncopy_SKYLAKEX"
     no_match = [hits[1]]
     assert _matching_frame(SimpleNamespace(result=result), no_match)[0].symbol == "gotoblas"  # type: ignore[arg-type]
+
+
+def test_without_a_frame_the_pair_whose_referrer_the_failing_step_mapped_is_the_suspect() -> None:
+    """numpy's OpenBLAS in the global scope (imported with opencv, RTLD_GLOBAL) serves 3,805
+    names of opencv's copy and 881 of scipy's; scipy's LAPACK call fails. The pair to blame is
+    the one whose referrer the failing step mapped, not the one that mixed the most."""
+    from pytest_runtimeconflict.diagnosis.interposition import _largest_pair
+    from pytest_runtimeconflict.model.run import Binding
+
+    numpy_, opencv, scipy_ = "/n/libopenblas64_.so", "/o/libopenblasp.so", "/s/libopenblas.so"
+    hits = [(Binding(opencv, numpy_, f"o{i}", "normal"), opencv) for i in range(5)]
+    hits += [(Binding(scipy_, numpy_, f"s{i}", "normal"), scipy_) for i in range(2)]
+    assert _largest_pair(hits)[0].referrer == opencv  # no failing step: the largest pair
+    assert _largest_pair(hits, ["/s/other.so", scipy_])[0].referrer == scipy_
+    assert _largest_pair(hits, ["/x/unrelated.so"])[0].referrer == opencv

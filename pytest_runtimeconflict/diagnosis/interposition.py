@@ -87,11 +87,17 @@ def _roles_and_cause(
     return roles, cause
 
 
-def _largest_pair(hits: list[tuple[Binding, str]]) -> tuple[Binding, str]:
+def _largest_pair(
+    hits: list[tuple[Binding, str]], failing: Sequence[str] = ()
+) -> tuple[Binding, str]:
     """A hit of the (referrer, provider) pair with the most interposed references: with no
-    crashing frame to point at, the pair that mixed the most is the suspect."""
+    crashing frame to point at, the pair that mixed the most is the suspect; among the pairs
+    whose referrer the failing step mapped (``failing``: the code that failed), when there
+    are any (another copy the global scope also serves may mix more without failing)."""
+    mapped = {os.path.realpath(p) for p in failing}
+    near = [hit for hit in hits if os.path.realpath(hit[0].referrer) in mapped]
     counts: dict[tuple[str, str], int] = {}
-    for binding, _own in hits:
+    for binding, _own in near or hits:
         key = (binding.referrer, binding.provider)
         counts[key] = counts.get(key, 0) + 1
     best = max(counts, key=lambda k: (counts[k], k))
@@ -289,7 +295,11 @@ def verdict(evidence: Evidence, make: VerdictFn, labels: Callable[[str], str]) -
     if not hits or _mechanism_named(evidence):
         return None
     in_frames = hits[0][0].provider in crashing_libraries(evidence)
-    binding, own = _matching_frame(evidence, hits) if in_frames else _largest_pair(hits)
+    binding, own = (
+        _matching_frame(evidence, hits)
+        if in_frames
+        else _largest_pair(hits, evidence.failing_libraries)
+    )
     provider = evidence.objects.get(binding.provider)
     unique = binding.kind == "unique" or (
         provider is not None and binding.symbol in provider.facts.unique_symbols
