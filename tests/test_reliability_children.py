@@ -195,12 +195,15 @@ def test_daemonized_grandchild_is_killed(tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------- floods and OOM
 
+# The driver's peak RSS is VmHWM (its own address space since exec). ru_maxrss is not: Linux
+# carries it across exec from the forked parent, a pytest worker that may hold 200 MB.
 FLOOD_DRIVER = """
-import json, resource, sys
+import json, re, sys
 from pytest_runtimeconflict.model import RunSpec
 from pytest_runtimeconflict.sandbox.runner import run_spec
 r = run_spec(RunSpec(steps=(sys.argv[1],), timeout=120))
-print(json.dumps({"outcome": r.outcome, "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+hwm = int(re.search(r"VmHWM:\\s+(\\d+) kB", open("/proc/self/status").read()).group(1))
+print(json.dumps({"outcome": r.outcome, "maxrss_kb": hwm,
                   "stdout_tail": len(r.stdout_tail), "stderr_tail": len(r.stderr_tail),
                   "tail_end": r.stdout_tail[-20:] + r.stderr_tail[-20:]}))
 """
@@ -216,7 +219,7 @@ GIB = 1 << 30
     ids=["2GiB-stdout", "2GiB-stderr"],
 )
 def test_flood_of_output_keeps_parent_memory_bounded(step: str) -> None:
-    """2 GiB written by the child; the parent (a fresh interpreter, so ru_maxrss is its own)
+    """2 GiB written by the child; the parent (a fresh interpreter; its peak RSS, VmHWM)
     must keep only the capped tail."""
     proc = subprocess.run(
         [sys.executable, "-c", FLOOD_DRIVER, step], capture_output=True, text=True, timeout=180
