@@ -54,3 +54,8 @@ def test_an_experiment_that_cannot_start_does_not_end_the_diagnosis(unloadable: 
     assert all(e["effect"].startswith("could-not-start:") for e in started)
     assert "libzz_absent.so" in started[0]["effect"]
     assert not any(e["avoided"] for e in started)
+    # the failure text says why it could not start, not only that
+    from pytest_runtimeconflict.report.text import format_failure
+
+    lines = [ln for ln in format_failure(result, diagnosis).splitlines() if "could-not-start" in ln]
+    assert lines and all("libzz_absent.so" in ln for ln in lines), lines

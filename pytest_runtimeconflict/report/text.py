@@ -262,6 +262,9 @@ def _experiment_line(experiment: AvoidedBy) -> str:
     if experiment.avoided and experiment.unsafe:
         mark = "AVOIDS (unsafe)"
     outcome = experiment.outcome + (f" {experiment.signal}" if experiment.signal else "")
+    if experiment.outcome == "could-not-start" and experiment.effect:
+        # why, in the loader's words (a preloaded library's dependency not found)
+        outcome = experiment.effect
     return f"{mark:<16} {experiment.kind:<10} {experiment.change} -> {outcome}"
 
 
