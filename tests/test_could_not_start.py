@@ -59,3 +59,32 @@ def test_an_experiment_that_cannot_start_does_not_end_the_diagnosis(unloadable: 
 
     lines = [ln for ln in format_failure(result, diagnosis).splitlines() if "could-not-start" in ln]
     assert lines and all("libzz_absent.so" in ln for ln in lines), lines
+
+
+def test_a_preload_whose_dependency_lies_beside_it_gets_that_directory(
+    tmp_path: Path, unloadable: Path
+) -> None:
+    """auditwheel vendors a wheel's libraries side by side without RUNPATHs of their own (only
+    the extension's RUNPATH leads there): preloaded alone, such a library cannot load. The
+    preload experiments put its directory on LD_LIBRARY_PATH, so they can run (and be a
+    workaround the user can apply); a dependency found nowhere stays could-not-start."""
+    from pytest_runtimeconflict.diagnosis.experiments import _preloads
+
+    (tmp_path / "dep.c").write_text("int zz_dep(void) { return 1; }\n")
+    (tmp_path / "lib.c").write_text("int zz_dep(void);\nint zz_top(void) { return zz_dep(); }\n")
+    cc = ["gcc", "-shared", "-fPIC"]
+    subprocess.run([*cc, "-o", tmp_path / "libzz_dep.so", "-Wl,-soname,libzz_dep.so", tmp_path / "dep.c"], check=True)  # fmt: skip
+    subprocess.run([*cc, "-o", tmp_path / "libzz_top.so", tmp_path / "lib.c", tmp_path / "libzz_dep.so"], check=True)  # fmt: skip
+    top = str(tmp_path / "libzz_top.so")
+    spec = RunSpec(steps=("json",), python=sys.executable, exercise=False)
+    alone = run_spec(dataclasses.replace(spec, ld_preload=(top,)))
+    assert alone.outcome == "could-not-start" and "libzz_dep.so" in alone.message
+    preload, ld_preload = _preloads(spec, [top])
+    assert dict(ld_preload.spec.env)["LD_LIBRARY_PATH"] == str(tmp_path)
+    assert ld_preload.change == f"start Python with LD_LIBRARY_PATH={tmp_path} LD_PRELOAD={top}"
+    assert preload.change.endswith(f"(with LD_LIBRARY_PATH={tmp_path})")
+    assert run_spec(ld_preload.spec).outcome == "passed"
+    assert run_spec(preload.spec).outcome == "passed"
+    # nothing beside it to find: unchanged
+    absent = _preloads(spec, [str(unloadable)])
+    assert all("LD_LIBRARY_PATH" not in dict(e.spec.env) for e in absent)

@@ -44,7 +44,7 @@ def plan_experiments(spec: RunSpec, evidence: Evidence, verdict: Verdict) -> lis
     planned = _reverse_order(spec, evidence, verdict)
     if rule is not None and "preload-newest-soname" in rule.experiments and verdict.soname:
         newest = newest_candidate(verdict.soname, verdict.version, evidence)
-        planned += _preloads(spec, [newest or verdict.soname])
+        planned += _preloads(spec, [newest or verdict.soname], evidence)
     if rule is not None and "drop-global" in rule.experiments:
         planned += _drop_global(spec)
     for family in verdict.families:
@@ -100,10 +100,10 @@ def _family_experiments(
     planned = _settings(spec, evidence, verdict, family)
     named = [r.preload_name for r in records if r.preload_name]
     if named:
-        planned += _preloads(spec, [newest_candidate(named[0], None, evidence) or named[0]])
+        libraries = [newest_candidate(named[0], None, evidence) or named[0]]
     else:
-        planned += _preloads(spec, _candidates(verdict, evidence, family))
-    return planned
+        libraries = _candidates(verdict, evidence, family)
+    return planned + _preloads(spec, libraries, evidence)
 
 
 def _settings(spec: RunSpec, evidence: Evidence, verdict: Verdict, family: str) -> list[Experiment]:
@@ -121,24 +121,57 @@ def _settings(spec: RunSpec, evidence: Evidence, verdict: Verdict, family: str) 
     return planned
 
 
-def _preloads(spec: RunSpec, libraries: Iterable[str]) -> list[Experiment]:
+def _preloads(
+    spec: RunSpec, libraries: Iterable[str], evidence: Evidence | None = None
+) -> list[Experiment]:
     out = []
     for lib in libraries:
+        here = _beside(lib, evidence)
+        base, note, prefix = spec, "", ""
+        if here is not None:
+            paths = [here, *[p for p in dict(spec.env).get("LD_LIBRARY_PATH", "").split(":") if p]]
+            env = dict(spec.env, LD_LIBRARY_PATH=":".join(paths))
+            base = dataclasses.replace(spec, env=tuple(sorted(env.items())))
+            note, prefix = f" (with LD_LIBRARY_PATH={here})", f"LD_LIBRARY_PATH={here} "
         out.append(
             Experiment(
-                f"preload {lib} with ctypes.CDLL(..., RTLD_GLOBAL) before the imports",
+                f"preload {lib} with ctypes.CDLL(..., RTLD_GLOBAL) before the imports{note}",
                 "preload",
-                dataclasses.replace(spec, preload=(lib, *spec.preload), preload_mode="global"),
+                dataclasses.replace(base, preload=(lib, *spec.preload), preload_mode="global"),
             )
         )
         out.append(
             Experiment(
-                f"start Python with LD_PRELOAD={lib}",
+                f"start Python with {prefix}LD_PRELOAD={lib}",
                 "ld_preload",
-                dataclasses.replace(spec, ld_preload=(lib, *spec.ld_preload)),
+                dataclasses.replace(base, ld_preload=(lib, *spec.ld_preload)),
             )
         )
     return out
+
+
+def _beside(lib: str, evidence: Evidence | None) -> str | None:
+    """The directory of ``lib`` when it needs a library that lies beside it and that neither
+    its own RUNPATH/RPATH nor the system's loader cache finds: auditwheel vendors a wheel's
+    libraries side by side and only the extension's RUNPATH leads there, so loaded on its own
+    (preloaded) the library would not load without that directory on ``LD_LIBRARY_PATH``."""
+    from pytest_runtimeconflict.diagnosis.candidates import system_libraries
+    from pytest_runtimeconflict.diagnosis.evidence import describe
+
+    if not os.path.isabs(lib) or not os.path.isfile(lib):
+        return None
+    real = os.path.realpath(lib)
+    info = evidence.objects.get(real) if evidence is not None else None
+    info = info or next(iter(describe([real])), None)
+    if info is None or any("ORIGIN" in p for p in (*info.facts.runpath, *info.facts.rpath)):
+        return None
+    here = os.path.dirname(real)
+    lost = [
+        name
+        for name in info.facts.needed
+        if os.path.exists(os.path.join(here, name)) and not system_libraries(name)
+    ]
+    return here if lost else None
 
 
 def _env(spec: RunSpec, name: str, value: str, *, unsafe: bool = False) -> Experiment:
