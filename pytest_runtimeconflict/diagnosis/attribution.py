@@ -232,9 +232,11 @@ def _verdict(
     texts: dict[str, str] | None = None,
     extra: dict[str, str | None] | None = None,
     cause_override: str | None = None,
+    key_paths: Sequence[str] = (),
 ) -> Verdict:
     """The complete verdict for ``rule_id`` over ``paths`` (roles and cause from the registry;
-    ``roles`` and ``texts`` override the generic role names and fill the cause template)."""
+    ``roles`` and ``texts`` override the generic role names and fill the cause template;
+    ``key_paths``, when given, are the libraries that identify the conflict, else all)."""
     rule = rule_of(rule_id)
     libraries = [_library(p, evidence, rule_id) for p in paths]
     libraries.sort(key=lambda lib: evidence.order_of(lib.path))
@@ -253,7 +255,7 @@ def _verdict(
         score=score,
         cause=cause_override or _cause(rule_id, libraries, evidence, texts or {}),
         author_advice=author.format_map(_Blank(texts)) if texts else author,
-        key=conflict_key(rule_id, [lib.path for lib in libraries], evidence),
+        key=conflict_key(rule_id, list(key_paths) or [lib.path for lib in libraries], evidence),
         families=tuple(sorted(families)),
         **(extra or {}),
     )

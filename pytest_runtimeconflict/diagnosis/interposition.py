@@ -321,9 +321,12 @@ def verdict(evidence: Evidence, make: VerdictFn, labels: Callable[[str], str]) -
     paths = list(dict.fromkeys([binding.referrer, binding.provider, own]))
     rule = rule_for(binding)
     findings = [f for f in evidence.findings if f.rule == rule and binding.provider in f.libraries]
+    # The conflict is between the two copies (the serving one and the one that should have
+    # served), whichever object of the second copy's distribution the evidence names as the
+    # referrer: with or without a crash frame, and in either load order, one key.
     return make(
         evidence, rule, paths, findings, 3 + (1 if in_frames else 0), roles=roles,
-        texts={"symbols": symbol}, cause_override=cause,
+        texts={"symbols": symbol}, cause_override=cause, key_paths=[binding.provider, own],
     )  # fmt: skip
 
 
