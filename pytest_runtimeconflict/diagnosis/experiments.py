@@ -16,8 +16,8 @@ import os
 from collections.abc import Iterable, Sequence
 
 from pytest_runtimeconflict import families as family_registry
-from pytest_runtimeconflict.diagnosis.candidates import dedupe, newest_candidate
-from pytest_runtimeconflict.diagnosis.evidence import backtrace_library
+from pytest_runtimeconflict.diagnosis.candidates import dedupe, newest_candidate, system_libraries
+from pytest_runtimeconflict.diagnosis.evidence import backtrace_library, describe
 from pytest_runtimeconflict.diagnosis.minimise import CapReached, Runner, reversed_imports
 from pytest_runtimeconflict.model import (
     AvoidedBy,
@@ -129,7 +129,9 @@ def _preloads(
         here = _beside(lib, evidence)
         base, note, prefix = spec, "", ""
         if here is not None:
-            paths = [here, *[p for p in dict(spec.env).get("LD_LIBRARY_PATH", "").split(":") if p]]
+            # ahead of the path the child would inherit (the run's own setting, else ours)
+            inherited = dict(spec.env).get("LD_LIBRARY_PATH", os.environ.get("LD_LIBRARY_PATH", ""))
+            paths = [here, *[p for p in inherited.split(":") if p]]
             env = dict(spec.env, LD_LIBRARY_PATH=":".join(paths))
             base = dataclasses.replace(spec, env=tuple(sorted(env.items())))
             note, prefix = f" (with LD_LIBRARY_PATH={here})", f"LD_LIBRARY_PATH={here} "
@@ -155,9 +157,6 @@ def _beside(lib: str, evidence: Evidence | None) -> str | None:
     its own RUNPATH/RPATH nor the system's loader cache finds: auditwheel vendors a wheel's
     libraries side by side and only the extension's RUNPATH leads there, so loaded on its own
     (preloaded) the library would not load without that directory on ``LD_LIBRARY_PATH``."""
-    from pytest_runtimeconflict.diagnosis.candidates import system_libraries
-    from pytest_runtimeconflict.diagnosis.evidence import describe
-
     if not os.path.isabs(lib) or not os.path.isfile(lib):
         return None
     real = os.path.realpath(lib)
