@@ -151,10 +151,8 @@ def reduce_load_mode(
     RTLD_GLOBAL import, preload, LD_PRELOAD entry and environment setting of the minimal run
     is dropped in turn when the run fails the same way without it (one child run each).
     Returns the report's ``load_mode`` and the minimal run's spec in that mode."""
-    from pytest_runtimeconflict.diagnosis.signature import failure_signature
-
     spec = diagnosis.minimal_result.spec
-    reference = failure_signature(diagnosis.minimal_result)
+    reference = _signature(diagnosis.minimal_result)
     spec = dataclasses.replace(
         spec, global_imports=tuple(g for g in spec.global_imports if g in spec.steps)
     )
@@ -164,7 +162,7 @@ def reduce_load_mode(
             rest: Any = tuple(v for v in getattr(spec, field_name) if v != value)
             candidate = dataclasses.replace(spec, **{field_name: rest})
             runs += 1
-            if failure_signature(run(dataclasses.replace(candidate, backtrace=False))) == reference:
+            if _signature(run(dataclasses.replace(candidate, backtrace=False))) == reference:
                 spec = candidate
     imports = [s for s in spec.steps if is_import_step(s) and " " not in s.strip()]
     mode = {
@@ -257,7 +255,7 @@ def sub_runs(
             if module in run.order
         ]
         eligible = [
-            ((-_conditions(run.variant, set(prefix)), len(prefix), position), run, prefix)
+            ((-len(_conditions(run.variant, set(prefix))), len(prefix), position), run, prefix)
             for run, prefix in prefixes
             if set(prefix) <= have and _loaded_within(run.variant, variant, set(prefix))
         ]
@@ -267,24 +265,23 @@ def sub_runs(
     return [triple for _, triple in sorted(found, key=lambda f: f[0])]
 
 
-def _conditions(variant: Any, modules: set[str]) -> int:
-    """How many load conditions ``variant`` puts on ``modules``' run."""
+def _conditions(variant: Any, modules: set[str] | None = None) -> set[tuple[str, Any]]:
+    """The load conditions ``variant`` puts on a run: its RTLD_GLOBAL imports (among
+    ``modules`` when given), preloads, LD_PRELOAD entries and environment settings."""
+    imported = (
+        set(variant.global_imports) if modules is None else set(variant.global_imports) & modules
+    )
     return (
-        len(set(variant.global_imports) & modules)
-        + len(variant.preload)
-        + len(variant.ld_preload)
-        + len(variant.env)
+        {("global", g) for g in imported}
+        | {("preload", p) for p in variant.preload}
+        | {("ld_preload", p) for p in variant.ld_preload}
+        | {("env", kv) for kv in variant.env}
     )
 
 
 def _loaded_within(inner: Any, outer: Any, modules: set[str]) -> bool:
     """Whether every load condition of ``inner`` (for ``modules``) is one of ``outer``'s."""
-    return (
-        set(inner.global_imports) & modules <= set(outer.global_imports)
-        and set(inner.preload) <= set(outer.preload)
-        and set(inner.ld_preload) <= set(outer.ld_preload)
-        and set(inner.env) <= set(outer.env)
-    )
+    return _conditions(inner, modules) <= _conditions(outer)
 
 
 SUB_RUN_TRIES = 2  # earlier planned runs re-run before a failure is diagnosed
@@ -306,7 +303,6 @@ def owned_by_sub_run(
     At most ``SUB_RUN_TRIES`` child runs, in :func:`sub_runs`' order. Returns the report's
     ``same_failure_as`` record (owner node id, the earlier run, its modules, the step) or
     None. Hangs are left to the diagnosis (each re-run could wait the whole timeout)."""
-    from pytest_runtimeconflict.diagnosis.signature import failure_signature
     from pytest_runtimeconflict.sandbox.runner import run_spec
 
     if result.outcome == "hung" or result.failed_step is None or index == 0:
@@ -317,7 +313,7 @@ def owned_by_sub_run(
     if not module:
         return None
     earlier = [i for i in plan.items[:index] if f"{PLAN_NODE}::{i.name}" not in state.not_run]
-    reference = failure_signature(result)
+    reference = _signature(result)
     for owner, run, prefix in sub_runs(earlier, item, module[0], executed, planned.variant)[
         :SUB_RUN_TRIES
     ]:
@@ -330,7 +326,7 @@ def owned_by_sub_run(
         again = run_spec(sub)
         if again.failed_step is None or sub.steps[again.failed_step] != step:
             continue
-        if failure_signature(again) == reference:
+        if _signature(again) == reference:
             return {
                 "item": f"{PLAN_NODE}::{owner.name}",
                 "run": PlannedRun(prefix, run.variant).describe(),
@@ -367,21 +363,22 @@ class ItemFailures:
     def add(self, spec: RunSpec, result: RunResult, order: Sequence[str], diagnosis: Any) -> None:
         self.found.append(
             Diagnosed(
-                failure_signature_of(result), failure_place(spec, result), frozenset(order),
+                _signature(result), failure_place(spec, result), frozenset(order),
                 _loads(spec), tuple(diagnosis.minimal_steps), diagnosis.key, str(spec.id),
             )
         )  # fmt: skip
 
     def match(self, spec: RunSpec, result: RunResult, order: Sequence[str]) -> Diagnosed | None:
         signature, place, loads = (
-            failure_signature_of(result),
+            _signature(result),
             failure_place(spec, result),
             _loads(spec),
         )
         for earlier in self.found:
             if earlier.signature != signature:
                 continue
-            if earlier.modules == frozenset(order) and earlier.loads[0] == loads[0]:
+            same_globals = earlier.loads[0] == loads[0]  # _loads: global imports first
+            if earlier.modules == frozenset(order) and same_globals:
                 return earlier
             held = earlier.loads == loads and _subsequence(earlier.minimal, spec.steps)
             if held and earlier.place == place:
@@ -392,7 +389,9 @@ class ItemFailures:
         return next((d for d in self.found if d.run_id == run_id), None)
 
 
-def failure_signature_of(result: RunResult) -> tuple[str, ...]:
+def _signature(result: RunResult) -> tuple[str, ...]:
+    """What "fails the same way" compares (imported on first use: the diagnosis package
+    brings the sandbox with it)."""
     from pytest_runtimeconflict.diagnosis.signature import failure_signature
 
     return failure_signature(result)

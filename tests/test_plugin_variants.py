@@ -34,7 +34,8 @@ WORKLOAD_CRASH = {
 }
 
 
-def _run(pytester: pytest.Pytester, python: str, *args: str) -> tuple[Any, dict[str, Any]]:
+def run_plan(pytester: pytest.Pytester, python: str, *args: str) -> tuple[Any, dict[str, Any]]:
+    """``pytest --runtime-conflicts`` over ``python`` in a subprocess: its result and report."""
     report = pytester.path / f"report-{len(list(pytester.path.glob('report-*')))}.json"
     result = pytester.runpytest_subprocess(
         "--runtime-conflicts", f"--rc-python={python}", f"--rc-report={report}",
@@ -47,7 +48,7 @@ def test_variants_none_runs_plain_specs_under_the_old_node_ids(
     pytester: pytest.Pytester, tmp_path: Path
 ) -> None:
     python = make_env(tmp_path, WORKLOAD_CRASH)
-    result, data = _run(pytester, python, "--rc-modules=rc_a,rc_c,rc_w", "--rc-variants=none")
+    result, data = run_plan(pytester, python, "--rc-modules=rc_a,rc_c,rc_w", "--rc-variants=none")
     result.assert_outcomes(passed=2)
     runs = sorted(
         (e["nodeid"], e["steps"], e["global_imports"], e["preload"], e["ld_preload"], e["env"],
@@ -64,9 +65,9 @@ def test_a_workload_shows_what_imports_alone_do_not(
     pytester: pytest.Pytester, tmp_path: Path
 ) -> None:
     python = make_env(tmp_path, WORKLOAD_CRASH)
-    plain, _ = _run(pytester, python, "--rc-modules=rc_a,rc_w", "--rc-variants=none")
+    plain, _ = run_plan(pytester, python, "--rc-modules=rc_a,rc_w", "--rc-variants=none")
     plain.assert_outcomes(passed=2)
-    result, data = _run(
+    result, data = run_plan(
         pytester, python, "--rc-modules=rc_a,rc_w", "--rc-variants=none",
         "--rc-workload=rc_w=rc_w.check()",
     )  # fmt: skip
@@ -82,7 +83,7 @@ def test_a_deselected_item_owns_no_conflict(pytester: pytest.Pytester, tmp_path:
     """Both orders crash in the workload and the second is skipped as the first's conflict;
     with the first deselected (-k, -m, --deselect) the second reports it itself."""
     python = make_env(tmp_path, WORKLOAD_CRASH)
-    result, data = _run(
+    result, data = run_plan(
         pytester, python, "--rc-modules=rc_a,rc_w", "--rc-variants=none",
         "--rc-workload=rc_w=rc_w.check()", "--deselect=runtime-conflicts::rc_a>rc_w",
     )  # fmt: skip
@@ -98,7 +99,7 @@ def test_a_conflict_shown_by_a_workload_alone_is_owned_and_repaired_by_its_modul
     conflict is the first's (owned, skipped: the ownership re-run reaches the workload), and
     the repair of the first leaves out rc_w, whose workload crashed, not rc_a."""
     python = make_env(tmp_path, WORKLOAD_CRASH)
-    result, data = _run(
+    result, data = run_plan(
         pytester, python, "--rc-modules=rc_a,rc_c,rc_w", "--rc-variants=none",
         "--rc-workload=rc_w=import rc_w; rc_w.check()",
     )  # fmt: skip
@@ -127,7 +128,7 @@ def test_a_workload_conflict_is_repaired_at_the_workload_module_not_a_partner(
     again through rc_c and diagnose it twice; the repair leaves out rc_a, whose workload
     showed it, and the rest of the sequence passes."""
     python = make_env(tmp_path, SHARED_CULPRIT)
-    result, data = _run(
+    result, data = run_plan(
         pytester, python, "--rc-modules=rc_a,rc_b,rc_c", "--rc-variants=none",
         "--rc-workload=rc_a=rc_a.check()",
     )  # fmt: skip
@@ -144,7 +145,7 @@ def test_pyproject_workloads_and_variants_in_ini(pytester: pytest.Pytester, tmp_
         "[tool.pytest-runtimeconflict.workloads]\n"
         'rc_w = "rc_w.check()"\n'
     )
-    result, data = _run(pytester, python, "--rc-modules=rc_a,rc_w")
+    result, data = run_plan(pytester, python, "--rc-modules=rc_a,rc_w")
     result.assert_outcomes(failed=1, skipped=2)
     # Each item's run, and the repair without the module that brought the conflict in.
     assert sorted({e["plan"]["item"] for e in data["scenarios"]}) == [
@@ -188,7 +189,7 @@ def test_a_hang_under_a_load_mode_is_reported_once_not_minimised(
     hang is reported as it happened and its item stops."""
     sleepy = "import os, time\nif os.environ.get('RC_HANG'):\n    time.sleep(600)\n"
     python = make_env(tmp_path, {"rc_h": sleepy, "rc_p": "X = 1\n", "rc_q": "Y = 2\n"})
-    result, data = _run(
+    result, data = run_plan(
         pytester, python, "--rc-modules=rc_h,rc_p,rc_q", "--rc-variants=none,env:RC_HANG=1",
         "--rc-timeout=3",
     )  # fmt: skip
@@ -208,7 +209,7 @@ def test_a_load_mode_that_breaks_every_import_stops_after_a_few_conflicts(
     crashing = "import os, signal\nif os.environ.get('RC_CRASH'):\n    os.kill(os.getpid(), signal.SIGSEGV)\n"  # fmt: skip
     modules = {f"rc_m{i}": crashing for i in range(8)}
     python = make_env(tmp_path, modules)
-    result, data = _run(
+    result, data = run_plan(
         pytester, python, f"--rc-modules={','.join(sorted(modules))}",
         "--rc-variants=none,env:RC_CRASH=1", "--rc-max-runs=4",
     )  # fmt: skip
@@ -237,7 +238,7 @@ def test_a_preload_variant_that_cannot_load_is_a_note_not_a_failure(
     (tmp_path / "libzz_absent.so").unlink()
     lib = tmp_path / "libzz_user.so"
     python = make_env(tmp_path / "env", {"rc_a": "VALUE = 1\n", "rc_c": "import json\n"})
-    result, data = _run(
+    result, data = run_plan(
         pytester, python, "--rc-modules=rc_a,rc_c", f"--rc-variants=none,ld_preload:{lib},preload:{lib}"
     )  # fmt: skip
     outcomes = result.parseoutcomes()

@@ -7,11 +7,11 @@ environments whose modules crash depending on what was imported and how."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import pytest
+from test_plugin_variants import run_plan
 from venvs import make_env
 
 from pytest_runtimeconflict.model.plan import PlannedItem, PlannedRun, Variant
@@ -94,15 +94,6 @@ MODULES = {
 }
 
 
-def _run(pytester: pytest.Pytester, python: str, *args: str) -> tuple[Any, dict[str, Any]]:
-    report = pytester.path / "report.json"
-    result = pytester.runpytest_subprocess(
-        "--runtime-conflicts", f"--rc-python={python}", f"--rc-report={report}",
-        "-p", "no:cacheprovider", "--rc-timeout=60", "-rs", *args,
-    )  # fmt: skip
-    return result, json.loads(report.read_text())
-
-
 def _item_entries(data: dict[str, Any], name: str) -> list[dict[str, Any]]:
     return [e for e in data["scenarios"] if e["plan"]["item"] == name]
 
@@ -111,8 +102,8 @@ def test_a_later_item_meeting_an_earlier_items_failure_is_not_minimised_again(
     pytester: pytest.Pytester, tmp_path: Path
 ) -> None:
     python = make_env(tmp_path, MODULES)
-    result, data = _run(
-        pytester, python, "--rc-modules=rc_a,rc_w", "--rc-variants=none",
+    result, data = run_plan(
+        pytester, python, "-rs", "--rc-modules=rc_a,rc_w", "--rc-variants=none",
         "--rc-workload=rc_w=rc_w.check()",
     )  # fmt: skip
     result.assert_outcomes(failed=1, skipped=1)
@@ -141,8 +132,8 @@ def test_a_failure_that_needs_this_items_load_mode_is_still_diagnosed_here(
     so their sub-runs do not fail and the first global item diagnoses the conflict itself; the
     second global item's failure is the first's sub-run (both imports global there)."""
     python = make_env(tmp_path, MODULES)
-    result, data = _run(
-        pytester, python, "--rc-modules=rc_a,rc_g", "--rc-workload=rc_g=rc_g.check()",
+    result, data = run_plan(
+        pytester, python, "-rs", "--rc-modules=rc_a,rc_g", "--rc-workload=rc_g=rc_g.check()",
     )  # fmt: skip
     crashed = [e for e in data["scenarios"] if e["outcome"] == "crashed"]
     assert len(crashed) >= 2, [e["plan"]["item"] for e in data["scenarios"]]
@@ -183,8 +174,8 @@ def test_a_repair_meeting_the_items_earlier_conflict_again_is_not_diagnosed_twic
     second holds that minimal order and crashes at the same step: the same conflict, no
     diagnosis."""
     python = make_env(tmp_path, TWO_CONFLICTS)
-    result, data = _run(
-        pytester, python, "--rc-modules=rc_a,rc_b,rc_c,rc_w", "--rc-variants=none",
+    result, data = run_plan(
+        pytester, python, "-rs", "--rc-modules=rc_a,rc_b,rc_c,rc_w", "--rc-variants=none",
         "--rc-workload=rc_w=rc_w.check()",
     )  # fmt: skip
     first = _item_entries(data, "rc_a>rc_b>rc_c>rc_w")

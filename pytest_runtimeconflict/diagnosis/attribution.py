@@ -135,11 +135,9 @@ def _symbol_shadow(evidence: Evidence) -> Verdict | None:
         return None
     sonames = [lib for lib, versions in info.facts.version_needs if version in versions]
     loaded = [_resolve_mapped(evidence, s) for s in sonames]
-    old = next((p for p in loaded if os.path.isabs(p) and _info(p, evidence) is not None), None)
-    if old is None:
-        return None
-    owner = _info(old, evidence)
-    if owner is None or owner.distribution in (None, info.distribution):
+    found = [(p, _info(p, evidence)) for p in loaded if os.path.isabs(p)]
+    old, owner = next(((p, o) for p, o in found if o is not None), (None, None))
+    if old is None or owner is None or owner.distribution in (None, info.distribution):
         return None
     return _shadow_verdict(evidence, old, needer, version, f"{symbol} (version {version})")
 
@@ -149,8 +147,7 @@ def _shadow_verdict(
 ) -> Verdict:
     """The soname-version-shadow verdict: ``old_path`` serves the SONAME, ``needer`` needs
     ``needs`` (a version, or a symbol at a version) it lacks."""
-    old = old_path
-    soname = _soname_of(evidence, old_path) or os.path.basename(old)
+    soname = _soname_of(evidence, old_path) or os.path.basename(old_path)
     newest = newest_candidate(soname, version, evidence)
     if newest is not None and os.path.realpath(newest) == os.path.realpath(old_path):
         newest = None  # the loaded copy itself defines the version (it lacks the symbol)
