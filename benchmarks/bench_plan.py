@@ -15,7 +15,8 @@ import random
 import time
 from itertools import combinations, permutations
 
-from pytest_runtimeconflict import plan, plan_search
+from pytest_runtimeconflict.planning import sequence_search as plan_search
+from pytest_runtimeconflict.planning import sequences as plan
 
 SIZES = (5, 10, 20, 40)
 STRENGTHS = (2, 3)

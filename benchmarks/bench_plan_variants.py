@@ -39,10 +39,12 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
-from pytest_runtimeconflict import plan as plan_module  # noqa: E402
-from pytest_runtimeconflict import plan_search, planning, variants  # noqa: E402
 from pytest_runtimeconflict.model import Finding  # noqa: E402
 from pytest_runtimeconflict.model.plan import PlanContext, RuntimeLibrary  # noqa: E402
+from pytest_runtimeconflict.planning import from_scan as planning  # noqa: E402
+from pytest_runtimeconflict.planning import sequence_search as plan_search  # noqa: E402
+from pytest_runtimeconflict.planning import sequences as plan_module  # noqa: E402
+from pytest_runtimeconflict.planning import variants  # noqa: E402
 
 SETTINGS = ("none", "auto")
 KINDS = ("sequence", "target", "fork")

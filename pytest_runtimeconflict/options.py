@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from pytest_runtimeconflict.errors import UsageError
-from pytest_runtimeconflict.shard import Shard, parse_shard
-from pytest_runtimeconflict.variants import parse_variants
+from pytest_runtimeconflict.planning.shards import Shard, parse_shard
+from pytest_runtimeconflict.planning.variants import parse_variants
+from pytest_runtimeconflict.planning.workloads import parse_user_workloads
 from pytest_runtimeconflict.vocabulary import ANNOTATION_CHOICES, DEFAULT_TIMEOUT, FAIL_ON_CHOICES
-from pytest_runtimeconflict.workloads import parse_user_workloads
 
 
 @dataclass(frozen=True)

@@ -20,12 +20,12 @@ from typing import Any
 
 import pytest
 
-from pytest_runtimeconflict import session
+from pytest_runtimeconflict.engine import session
+from pytest_runtimeconflict.engine.verdicts import ItemVerdict
 from pytest_runtimeconflict.errors import RuntimeConflictError
-from pytest_runtimeconflict.locking import replace_atomically
+from pytest_runtimeconflict.files.locking import replace_atomically
 from pytest_runtimeconflict.model.plan import Plan
 from pytest_runtimeconflict.options import OPTIONS, OptionDef, Settings, read_settings
-from pytest_runtimeconflict.verdicts import ItemVerdict
 from pytest_runtimeconflict.vocabulary import PLAN_NODE
 
 STATE = pytest.StashKey["session.RCState"]()
@@ -125,7 +125,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 def _baseline(config: pytest.Config, settings: Settings) -> Any:
     """The --rc-baseline file, read once per process (a usage error when it is bad)."""
-    from pytest_runtimeconflict.baseline import load_baseline
+    from pytest_runtimeconflict.report.baseline import load_baseline
 
     if not settings.baseline:
         return None
@@ -201,7 +201,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 def _select_shard(config: pytest.Config, state: session.RCState, items: list[pytest.Item]) -> None:
     """Keep this job's share of the plan items (--rc-shard); record the plan's identity."""
-    from pytest_runtimeconflict import shard
+    from pytest_runtimeconflict.planning import shards as shard
 
     ours = {i.nodeid: i.expected_cost() for i in items if isinstance(i, _RCItem)}
     plan = state.plan()
@@ -311,7 +311,7 @@ class ScenarioItem(_RCItem):
         self.apply(self.state.run_scenario_item(self.scenario, self.run))
 
     def expected_cost(self) -> int:
-        from pytest_runtimeconflict.shard import scenario_cost
+        from pytest_runtimeconflict.planning.shards import scenario_cost
 
         spec, expect = self.run.spec, self.run.expect
         return scenario_cost(
@@ -354,7 +354,7 @@ class PlanItem(_RCItem):
         self.apply(self.state.run_plan_item(self.index, self.planned))
 
     def expected_cost(self) -> int:
-        from pytest_runtimeconflict.shard import planned_cost, target_cost
+        from pytest_runtimeconflict.planning.shards import planned_cost, target_cost
 
         lengths = [len(run.order) for run in self.planned.runs]
         if self.planned.kind == "sequence":
@@ -370,7 +370,7 @@ def pytest_report_collectionfinish(config: pytest.Config) -> list[str]:
     state = _state(config)
     if state is None or state._plan is None:
         return []
-    from pytest_runtimeconflict.planning import describe_plan
+    from pytest_runtimeconflict.planning.from_scan import describe_plan
 
     return describe_plan(state._plan)
 
@@ -403,8 +403,8 @@ class Reporter:
     def _record_outcome(self, report: pytest.TestReport) -> None:
         """pytest's outcome of each plan and scenario item, for the report (``merge`` judges
         by it)."""
+        from pytest_runtimeconflict.planning.shards import is_plan_node
         from pytest_runtimeconflict.report.ci import item_outcome
-        from pytest_runtimeconflict.shard import is_plan_node
 
         if is_plan_node(report.nodeid):
             previous = self.state.item_outcomes.get(report.nodeid)
@@ -416,7 +416,7 @@ class Reporter:
     @pytest.hookimpl(optionalhook=True)
     def pytest_testnodedown(self, node: Any, error: Any) -> None:
         """xdist: the plan's identity and shard, as the workers collected them."""
-        from pytest_runtimeconflict.shard import ShardScope
+        from pytest_runtimeconflict.planning.shards import ShardScope
 
         scope = getattr(node, "workeroutput", {}).get(SCOPE_KEY)
         if scope and self.state.scope is None:

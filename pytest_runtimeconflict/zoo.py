@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pytest_runtimeconflict.errors import BuildError
-from pytest_runtimeconflict.locking import file_lock
+from pytest_runtimeconflict.files.locking import file_lock
 from pytest_runtimeconflict.scenario import Scenario, load_scenarios
 from pytest_runtimeconflict.vocabulary import env_setting
 

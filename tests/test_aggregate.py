@@ -6,7 +6,7 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from pytest_runtimeconflict import aggregate
+from pytest_runtimeconflict.report import aggregate
 
 
 def _entry(index: int | None, run: int, key: str = "k1") -> dict[str, Any]:

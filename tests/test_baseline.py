@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from test_rules import SYSTEM_LIBGOMP, renamed_copy, vendoring_wheel
 
-from pytest_runtimeconflict.baseline import Conflict, load_baseline, stable_file_name
 from pytest_runtimeconflict.errors import UsageError
+from pytest_runtimeconflict.report.baseline import Conflict, load_baseline, stable_file_name
 
 pytest_plugins = ["pytester"]
 HERE = Path(__file__).parent

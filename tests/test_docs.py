@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_runtimeconflict import docgen
+from pytest_runtimeconflict.docgen import options_page as docgen
 from pytest_runtimeconflict.options import OPTIONS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -122,7 +122,7 @@ def test_every_rule_section_is_a_rule_the_code_emits() -> None:
 
 
 def test_rules_reference_is_generated_from_the_registry() -> None:
-    from pytest_runtimeconflict import docgen_rules
+    from pytest_runtimeconflict.docgen import rules_page as docgen_rules
 
     committed = (DOCS / "rules.md").read_text(encoding="utf-8")
     assert committed == docgen_rules.render(committed), (
@@ -134,7 +134,7 @@ def test_rules_reference_is_generated_from_the_registry() -> None:
 
 
 def test_rules_reference_follows_a_new_rule() -> None:
-    from pytest_runtimeconflict import docgen_rules
+    from pytest_runtimeconflict.docgen import rules_page as docgen_rules
     from pytest_runtimeconflict.static.rules import RULES, Rule
 
     extra = Rule(id="zz-new", family="x", severity="info", summary="s", scope="run")

@@ -11,8 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pytest_runtimeconflict import plan, plan_search
 from pytest_runtimeconflict.errors import UsageError
+from pytest_runtimeconflict.planning import sequence_search as plan_search
+from pytest_runtimeconflict.planning import sequences as plan
 
 module_sets = st.lists(
     st.text(alphabet="abcdefghij_", min_size=1, max_size=6), min_size=1, max_size=9

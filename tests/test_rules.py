@@ -19,7 +19,7 @@ from pathlib import Path
 import cbuild
 import pytest
 
-from pytest_runtimeconflict.locking import file_lock
+from pytest_runtimeconflict.files.locking import file_lock
 from pytest_runtimeconflict.model import Finding
 from pytest_runtimeconflict.static import rules
 from pytest_runtimeconflict.static.elffacts import read_elf_facts

@@ -13,13 +13,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from venvs import make_env
 
-from pytest_runtimeconflict import planning, targets, variants, workloads
-from pytest_runtimeconflict.coverage import coverage_from_entries
+from pytest_runtimeconflict.engine.items import compatible_run, masked_pairs
 from pytest_runtimeconflict.errors import UsageError
 from pytest_runtimeconflict.model import Finding, RunSpec
 from pytest_runtimeconflict.model.plan import PlanContext, PlannedRun, RuntimeLibrary, Variant
-from pytest_runtimeconflict.plan import plan_sequences
-from pytest_runtimeconflict.planruns import compatible_run, masked_pairs
+from pytest_runtimeconflict.planning import from_scan as planning
+from pytest_runtimeconflict.planning import targets, variants, workloads
+from pytest_runtimeconflict.planning.coverage import coverage_from_entries
+from pytest_runtimeconflict.planning.sequences import plan_sequences
 from pytest_runtimeconflict.sandbox.runner import run_spec
 
 AUTO = variants.parse_variants("--rc-variants", "auto", "test")
@@ -273,8 +274,8 @@ def test_a_conflict_under_a_preload_is_first_checked_against_earlier_runs_under_
     """A preload of numpy's copy and numpy imported RTLD_GLOBAL give one conflict: for a
     conflict that needs a load mode, an earlier item's runs under any load mode come before
     plain runs (one plain run per item, as for plain conflicts)."""
+    from pytest_runtimeconflict.engine.items import owner_candidates
     from pytest_runtimeconflict.model.plan import PlannedItem
-    from pytest_runtimeconflict.planruns import owner_candidates
 
     plain_ab, plain_ba = PlannedRun(("a", "b")), PlannedRun(("b", "a"))
     glob = PlannedRun(("a", "b"), Variant("global(a)", "target", global_imports=("a",)))
@@ -496,9 +497,9 @@ def test_demo_closing_note_classifies_each_zoo_class() -> None:
 
 
 def test_a_target_that_reproduces_nothing_reports_its_findings() -> None:
+    from pytest_runtimeconflict.engine.items import judge_findings
+    from pytest_runtimeconflict.engine.verdicts import PlanOutcome
     from pytest_runtimeconflict.model.plan import PlannedItem
-    from pytest_runtimeconflict.planruns import judge_findings
-    from pytest_runtimeconflict.verdicts import PlanOutcome
 
     error = finding(
         "soname-version-shadow", ("/o/libstdc++.so.6", "/n/_new.so"), ("o", "n"), "error"
@@ -532,10 +533,10 @@ def test_a_baselined_finding_no_run_reproduces_is_known(tmp_path: Path) -> None:
     it does not, and the entry's mark carries the finding's key either way."""
     from types import SimpleNamespace
 
-    from pytest_runtimeconflict.baseline import Baseline, finding_conflict
+    from pytest_runtimeconflict.engine.items import judge_findings
+    from pytest_runtimeconflict.engine.verdicts import PlanOutcome
     from pytest_runtimeconflict.model.plan import PlannedItem
-    from pytest_runtimeconflict.planruns import judge_findings
-    from pytest_runtimeconflict.verdicts import PlanOutcome
+    from pytest_runtimeconflict.report.baseline import Baseline, finding_conflict
 
     error = finding(
         "soname-version-shadow", ("/o/libstdc++.so.6", "/n/_new.so"), ("o", "n"), "error"
@@ -584,7 +585,7 @@ def test_extensions_of_one_file_name_in_two_packages_do_not_mask(tmp_path: Path)
     a library both need by SONAME from different files still masks the later module."""
     from types import SimpleNamespace
 
-    from pytest_runtimeconflict.planning import context_from_scan
+    from pytest_runtimeconflict.planning.from_scan import context_from_scan
 
     site = tmp_path / "lib" / "python3.11" / "site-packages"
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_runtimeconflict.errors import UsageError
-from pytest_runtimeconflict.progress import progress_line
+from pytest_runtimeconflict.sandbox.progress import progress_line
 
 
 def bundled_scenarios() -> Path:

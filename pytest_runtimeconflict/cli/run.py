@@ -18,9 +18,9 @@ from typing import Any
 from pytest_runtimeconflict.errors import UsageError
 from pytest_runtimeconflict.model import Diagnosis, RunResult, RunSpec
 from pytest_runtimeconflict.options import parse_seconds
-from pytest_runtimeconflict.progress import ChildRuns, progress_line
 from pytest_runtimeconflict.report.jsonreport import report_json, write_report
 from pytest_runtimeconflict.report.text import format_result
+from pytest_runtimeconflict.sandbox.progress import ChildRuns, progress_line
 from pytest_runtimeconflict.sandbox.runner import run_spec
 from pytest_runtimeconflict.vocabulary import DEFAULT_TIMEOUT, FAIL_ON_CHOICES, fails
 

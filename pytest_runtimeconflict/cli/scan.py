@@ -7,7 +7,9 @@ import argparse
 import json
 import sys
 
-from pytest_runtimeconflict.baseline import (
+from pytest_runtimeconflict.errors import UsageError
+from pytest_runtimeconflict.model import SEVERITIES, Finding
+from pytest_runtimeconflict.report.baseline import (
     Baseline,
     BaselineStatus,
     finding_conflict,
@@ -15,8 +17,6 @@ from pytest_runtimeconflict.baseline import (
     status_of,
     write_baseline,
 )
-from pytest_runtimeconflict.errors import UsageError
-from pytest_runtimeconflict.model import SEVERITIES, Finding
 from pytest_runtimeconflict.report.scan import exit_code, render_text
 from pytest_runtimeconflict.static.scan import ScanResult, scan_environment
 

@@ -82,7 +82,7 @@ def conflict_annotations(
     collected: Sequence[tuple[str, Mapping[str, Any]]], fail_on: str
 ) -> list[Annotation]:
     """One annotation per diagnosed conflict (grouped by verdict key, as in the summary)."""
-    from pytest_runtimeconflict.aggregate import conflict_groups
+    from pytest_runtimeconflict.report.aggregate import conflict_groups
 
     groups = conflict_groups(collected)
     return [_conflict(members, fail_on) for _, members in sorted(groups.items())]

@@ -19,8 +19,8 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
-from pytest_runtimeconflict.baseline import BaselineStatus
-from pytest_runtimeconflict.shard import ShardScope
+from pytest_runtimeconflict.planning.shards import ShardScope
+from pytest_runtimeconflict.report.baseline import BaselineStatus
 
 
 def report_keys(

@@ -14,9 +14,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pytest_runtimeconflict import aggregate
-from pytest_runtimeconflict.baseline import BaselineStatus, status_of
 from pytest_runtimeconflict.errors import UsageError
+from pytest_runtimeconflict.report import aggregate
+from pytest_runtimeconflict.report.baseline import BaselineStatus, status_of
 from pytest_runtimeconflict.vocabulary import REPORT_SCHEMA
 
 Collected = list[tuple[str, dict[str, Any]]]

@@ -15,8 +15,8 @@ from typing import Any
 
 from pytest_runtimeconflict.diagnosis.evidence import backtrace_library, crashing_thread_frames
 from pytest_runtimeconflict.model import AvoidedBy, Diagnosis, LibraryRole, RunResult, RunSpec
+from pytest_runtimeconflict.planning.workloads import probe_label, step_label
 from pytest_runtimeconflict.vocabulary import is_import_step
-from pytest_runtimeconflict.workloads import probe_label, step_label
 
 TAIL_LINES = 8
 BACKTRACE_LINES = 12

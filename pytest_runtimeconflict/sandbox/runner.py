@@ -45,8 +45,8 @@ import psutil
 from pytest_runtimeconflict import families
 from pytest_runtimeconflict.errors import InterpreterError, UsageError
 from pytest_runtimeconflict.model import RunResult, RunSpec
-from pytest_runtimeconflict.progress import wait_child
 from pytest_runtimeconflict.sandbox.assess import LOADER_LOG_PREFIX, ChildRun, assess
+from pytest_runtimeconflict.sandbox.progress import wait_child
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_runtimeconflict.errors import InterpreterError, UsageError
-from pytest_runtimeconflict.locking import replace_atomically
+from pytest_runtimeconflict.files.locking import replace_atomically
 from pytest_runtimeconflict.static.paths import real_path
 from pytest_runtimeconflict.static.records import parse_record
 

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_runtimeconflict.families import identity_symbol_names
-from pytest_runtimeconflict.locking import file_lock, replace_atomically
+from pytest_runtimeconflict.files.locking import file_lock, replace_atomically
 from pytest_runtimeconflict.model import ElfFacts
 from pytest_runtimeconflict.static.elffacts import FACTS_VERSION, LIBSTDCXX_MARKERS
 from pytest_runtimeconflict.vocabulary import env_setting

@@ -22,7 +22,7 @@ import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from pytest_runtimeconflict.locking import replace_atomically
+from pytest_runtimeconflict.files.locking import replace_atomically
 from pytest_runtimeconflict.model import ObjectInfo
 from pytest_runtimeconflict.static.factcache import cache_key
 

@@ -10,7 +10,7 @@ from itertools import combinations
 from typing import Any
 
 from pytest_runtimeconflict.model.plan import Coverage, VariantCoverage
-from pytest_runtimeconflict.plan import coverage_of, tuples_covered
+from pytest_runtimeconflict.planning.sequences import coverage_of, tuples_covered
 
 Pair = tuple[str, str]
 

@@ -5,7 +5,7 @@ the registry's facts are generated into it: the summary table between ``<!-- reg
 -->`` markers, and after each ``## <id>`` heading a ``**Registry.**`` block with the rule's
 family, default severity, where the detector looks, the failure markers that identify it in a
 live run, and the counter-experiments it asks for. ``python -m
-pytest_runtimeconflict.docgen_rules docs/rules.md`` rewrites those parts; the tests check the
+pytest_runtimeconflict.docgen.rules_page docs/rules.md`` rewrites those parts; the tests check the
 page is current, that every registered rule has a section and every section is a rule.
 """
 
@@ -18,7 +18,7 @@ from pathlib import Path
 
 from pytest_runtimeconflict.static.rules import RULES, Rule
 
-GENERATOR = "python -m pytest_runtimeconflict.docgen_rules docs/rules.md"
+GENERATOR = "python -m pytest_runtimeconflict.docgen.rules_page docs/rules.md"
 _TABLE = re.compile(r"<!-- registry:table -->.*?<!-- /registry:table -->", re.DOTALL)
 _BLOCK = re.compile(
     r"\n\n<!-- registry:(?P<id>(?!table)[\w+-]+) -->.*?<!-- /registry:(?P=id) -->", re.DOTALL

@@ -6,11 +6,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from pytest_runtimeconflict import verdicts
-from pytest_runtimeconflict.coverage import coverage_from_entries
+from pytest_runtimeconflict.engine import verdicts
 from pytest_runtimeconflict.model.plan import Coverage
+from pytest_runtimeconflict.planning.coverage import coverage_from_entries
+from pytest_runtimeconflict.planning.workloads import is_workload, probe_label, step_label
 from pytest_runtimeconflict.vocabulary import REPORT_SCHEMA
-from pytest_runtimeconflict.workloads import is_workload, probe_label, step_label
 
 Collected = Sequence[tuple[str, dict[str, Any]]]
 SEEN_IN_SHOWN = 3

@@ -6,9 +6,9 @@ validation; rendering the docs page from it too means the page cannot drift from
 
 Usage::
 
-    python -m pytest_runtimeconflict.docgen docs/options.md          # (re)write the page
-    python -m pytest_runtimeconflict.docgen --check docs/options.md  # exit 1 if it is stale
-    python -m pytest_runtimeconflict.docgen                          # print it
+    python -m pytest_runtimeconflict.docgen.options_page docs/options.md          # (re)write the page
+    python -m pytest_runtimeconflict.docgen.options_page --check docs/options.md  # exit 1 if it is stale
+    python -m pytest_runtimeconflict.docgen.options_page                          # print it
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pytest_runtimeconflict.options import FAIL_ON_CHOICES, OPTIONS, OptionDef
 
 log = logging.getLogger(__name__)
 
-GENERATOR = "python -m pytest_runtimeconflict.docgen docs/options.md"
+GENERATOR = "python -m pytest_runtimeconflict.docgen.options_page docs/options.md"
 
 _INTRO = """\
 # Options and ini reference
@@ -109,7 +109,7 @@ def render_options_markdown(options: Sequence[OptionDef] = OPTIONS) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Write (or with ``--check`` verify) the options page; print it when no path is given."""
-    parser = argparse.ArgumentParser(prog="python -m pytest_runtimeconflict.docgen")
+    parser = argparse.ArgumentParser(prog="python -m pytest_runtimeconflict.docgen.options_page")
     parser.add_argument("path", nargs="?", help="file to write, e.g. docs/options.md")
     parser.add_argument("--check", action="store_true", help="exit 1 if the file is stale")
     args = parser.parse_args(argv)

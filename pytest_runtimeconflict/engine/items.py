@@ -11,12 +11,12 @@ import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from pytest_runtimeconflict.engine.verdicts import ItemVerdict, PlanOutcome
 from pytest_runtimeconflict.model import Diagnosis, RunResult, RunSpec
 from pytest_runtimeconflict.model.plan import Plan, PlanContext, PlannedItem, PlannedRun, order_text
-from pytest_runtimeconflict.targets import not_reproduced_text, reproduces
-from pytest_runtimeconflict.verdicts import ItemVerdict, PlanOutcome
+from pytest_runtimeconflict.planning.targets import not_reproduced_text, reproduces
+from pytest_runtimeconflict.planning.workloads import skipped_notes
 from pytest_runtimeconflict.vocabulary import PLAN_NODE, is_import_step
-from pytest_runtimeconflict.workloads import skipped_notes
 
 
 def run_target_item(state: Any, index: int, item: PlannedItem) -> ItemVerdict:
@@ -399,7 +399,7 @@ def _signature(result: RunResult) -> tuple[str, ...]:
 
 def failure_place(spec: RunSpec, result: RunResult) -> str:
     """Where a run failed: its failing step, else the phase (and the runtime probe running)."""
-    from pytest_runtimeconflict.workloads import probe_label
+    from pytest_runtimeconflict.planning.workloads import probe_label
 
     if result.failed_step is not None and 0 <= result.failed_step < len(spec.steps):
         return spec.steps[result.failed_step]

@@ -98,7 +98,7 @@ class PlanOutcome:
         """Record a failure that an earlier item's planned run showed again the same way (a
         sub-experiment of this run: :func:`planruns.owned_by_sub_run`); not diagnosed here,
         that item reports it."""
-        from pytest_runtimeconflict.workloads import step_label
+        from pytest_runtimeconflict.planning.workloads import step_label
 
         prior = entry["same_failure_as"]
         what = (

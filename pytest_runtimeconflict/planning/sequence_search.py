@@ -1,4 +1,4 @@
-"""The search behind :func:`pytest_runtimeconflict.plan.plan_sequences`: sequence covering
+"""The search behind :func:`pytest_runtimeconflict.planning.sequences.plan_sequences`: sequence covering
 arrays in index space (modules are 0..n-1), built by greedy construction, hill climbing and
 annealing under move budgets (see the plan module's docstring for the constructions)."""
 

@@ -28,7 +28,7 @@ from pytest_runtimeconflict.model.plan import (
     PlannedRun,
     RuntimeLibrary,
 )
-from pytest_runtimeconflict.variants import (
+from pytest_runtimeconflict.planning.variants import (
     PlanInput,
     Request,
     built_in,
@@ -264,9 +264,9 @@ def build_plan(
 ) -> Plan:
     """The session's plan over ``context.modules`` (no fork probe items without runtime
     exercising: the probe runs in the exercise phase)."""
-    from pytest_runtimeconflict.plan import plan_sequences
-    from pytest_runtimeconflict.targets import fork_items, target_items
-    from pytest_runtimeconflict.workloads import unplanned, workload_steps
+    from pytest_runtimeconflict.planning.sequences import plan_sequences
+    from pytest_runtimeconflict.planning.targets import fork_items, target_items
+    from pytest_runtimeconflict.planning.workloads import unplanned, workload_steps
 
     modules = context.modules
     t = min(strength, len(modules)) if modules else 0

@@ -18,15 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pytest_runtimeconflict import aggregate
-from pytest_runtimeconflict.baseline import Baseline, BaselineStatus
-from pytest_runtimeconflict.errors import InterpreterError, UsageError
-from pytest_runtimeconflict.locking import file_lock
-from pytest_runtimeconflict.model import RunSpec
-from pytest_runtimeconflict.model.plan import Plan, PlanContext, PlannedItem, PlannedRun
-from pytest_runtimeconflict.options import Settings
-from pytest_runtimeconflict.shard import ShardScope
-from pytest_runtimeconflict.verdicts import (
+from pytest_runtimeconflict.engine.verdicts import (
     ItemVerdict,
     PlanOutcome,
     cut_step,
@@ -36,6 +28,14 @@ from pytest_runtimeconflict.verdicts import (
     partners,
     repairs,
 )
+from pytest_runtimeconflict.errors import InterpreterError, UsageError
+from pytest_runtimeconflict.files.locking import file_lock
+from pytest_runtimeconflict.model import RunSpec
+from pytest_runtimeconflict.model.plan import Plan, PlanContext, PlannedItem, PlannedRun
+from pytest_runtimeconflict.options import Settings
+from pytest_runtimeconflict.planning.shards import ShardScope
+from pytest_runtimeconflict.report import aggregate
+from pytest_runtimeconflict.report.baseline import Baseline, BaselineStatus
 from pytest_runtimeconflict.vocabulary import PLAN_NODE, fails, is_import_step
 
 log = logging.getLogger(__name__)
@@ -90,8 +90,8 @@ class RCState:
     def plan(self) -> Plan:
         """The session's plan; computed once, identically on every xdist worker."""
         if self._plan is None:
-            from pytest_runtimeconflict.planning import build_plan
-            from pytest_runtimeconflict.workloads import pyproject_workloads
+            from pytest_runtimeconflict.planning.from_scan import build_plan
+            from pytest_runtimeconflict.planning.workloads import pyproject_workloads
 
             workloads = (*self.settings.workloads, *pyproject_workloads(self.rootdir))
             self._plan = build_plan(
@@ -129,7 +129,7 @@ class RCState:
     def _scanned_context(self, modules: tuple[str, ...] | None) -> PlanContext:
         """Scanned once per session: the first xdist worker writes the planner's context under
         a lock, the others read it."""
-        from pytest_runtimeconflict.planning import context_from_scan, default_modules
+        from pytest_runtimeconflict.planning.from_scan import context_from_scan, default_modules
         from pytest_runtimeconflict.static.scan import scan_environment
 
         path = self.cache_dir / f"plan-context-{self.run_id}.json"
@@ -179,7 +179,7 @@ class RCState:
     def baseline_status(self) -> BaselineStatus | None:
         """Known, new and fixed conflicts against --rc-baseline (None without it); fixed ones
         only when the run covers the whole plan (not one shard)."""
-        from pytest_runtimeconflict.baseline import status_of
+        from pytest_runtimeconflict.report.baseline import status_of
 
         if self.baseline is None:
             return None
@@ -189,7 +189,7 @@ class RCState:
 
     def write_baseline(self) -> str | None:
         """With --rc-update-baseline: the run's conflicts become the baseline file."""
-        from pytest_runtimeconflict.baseline import conflicts_from_marks, write_baseline
+        from pytest_runtimeconflict.report.baseline import conflicts_from_marks, write_baseline
 
         if self.baseline is None or not self.settings.update_baseline:
             return None
@@ -248,7 +248,7 @@ class RCState:
 
         before = children_started()
         if item.kind != "sequence":
-            from pytest_runtimeconflict.planruns import run_target_item
+            from pytest_runtimeconflict.engine.items import run_target_item
 
             verdict = run_target_item(self, index, item)
         else:
@@ -260,8 +260,8 @@ class RCState:
     def _run_sequence_item(self, index: int, item: PlannedItem) -> ItemVerdict:
         """A covering sequence, repaired around each conflict that stops it, so that every
         tuple of it is exercised or blocked by a named conflict."""
-        from pytest_runtimeconflict.plan import tuples_covered
-        from pytest_runtimeconflict.planruns import ItemFailures
+        from pytest_runtimeconflict.engine.items import ItemFailures
+        from pytest_runtimeconflict.planning.sequences import tuples_covered
 
         planned = item.runs[0]
         failures = ItemFailures()
@@ -305,7 +305,7 @@ class RCState:
         self, index: int, item: PlannedItem, planned: PlannedRun, order: tuple[str, ...]
     ) -> tuple[RunSpec, Any, dict[str, Any], int | None]:
         """The child run itself: its spec, result, annotated entry and cut import."""
-        from pytest_runtimeconflict.planruns import annotate, unusable
+        from pytest_runtimeconflict.engine.items import annotate, unusable
         from pytest_runtimeconflict.sandbox.runner import run_spec
 
         base = self.spec(self.plan().steps_for(order), probes=item.probes)
@@ -355,7 +355,7 @@ class RCState:
         """The diagnosis in the entry; under a variant, the minimal load mode too, which the
         returned diagnosis's minimal run then carries (its headline names only what the
         failure needs, not every preload of the variant)."""
-        from pytest_runtimeconflict.planruns import reduce_load_mode
+        from pytest_runtimeconflict.engine.items import reduce_load_mode
         from pytest_runtimeconflict.sandbox.runner import run_spec
 
         if not planned.variant.is_plain:
@@ -392,7 +392,7 @@ class RCState:
         (:func:`planruns.owned_by_sub_run`). Returns the report entry, the index in ``order``
         of the import that stopped it (None when every import ran) and the (result,
         diagnosis) pair of a newly diagnosed conflict."""
-        from pytest_runtimeconflict.planruns import owned_by_sub_run
+        from pytest_runtimeconflict.engine.items import owned_by_sub_run
 
         spec, result, entry, cut = self._run_once(index, item, planned, order)
         if entry.get("variant_unusable"):
@@ -454,7 +454,7 @@ class RCState:
         most ``OWNER_TRIES`` of them are re-run here, each only up to the last of those modules,
         and compared with the conflict.
         """
-        from pytest_runtimeconflict.planruns import owner_candidates
+        from pytest_runtimeconflict.engine.items import owner_candidates
         from pytest_runtimeconflict.sandbox.runner import run_spec
 
         plan, index = self.plan(), entry["plan"]["index"]

@@ -36,7 +36,7 @@ from typing import Callable
 
 from pytest_runtimeconflict.errors import UsageError
 from pytest_runtimeconflict.model.plan import BlockedTuple, Coverage
-from pytest_runtimeconflict.plan_search import plan_indices
+from pytest_runtimeconflict.planning.sequence_search import plan_indices
 
 log = logging.getLogger(__name__)
 

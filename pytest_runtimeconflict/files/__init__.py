@@ -1,0 +1,1 @@
+"""Files the tool writes: locks and atomic replacement."""
