@@ -312,7 +312,7 @@ def read_settings(get: Callable[[OptionDef], tuple[Any, bool]]) -> Settings:
 
 
 def _ci_settings(value: Callable[[str], tuple[Any, str, str]]) -> dict[str, Any]:
-    """Sharding, baseline and annotations (issue 15), checked against each other."""
+    """Sharding, baseline and annotations, checked against each other."""
     shard = parse_shard(*value("--rc-shard"))
     baseline = str(value("--rc-baseline")[1]).strip()
     update = _bool(*value("--rc-update-baseline"))

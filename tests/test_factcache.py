@@ -1,4 +1,4 @@
-"""The facts cache and the discovery cache (issue 7): a warm run reads nothing again, a
+"""The facts cache and the discovery cache: a warm run reads nothing again, a
 changed file is read again (never stale), concurrent writers lose nothing."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The fast ELF reader and the streamed wheel reader give exactly the facts of the pyelftools
-reference reader (issue 7): over every ELF object of a real venv, the objects the test suite
+reference reader: over every ELF object of a real venv, the objects the test suite
 compiles, objects built to take each branch (DT_HASH only, DT_GNU_HASH only, stripped, hidden
 static libstdc++, static TLS, version scripts) and wheel members inflated only partly."""
 
@@ -236,7 +236,7 @@ def test_damaged_streamed_member_is_an_elf_read_error(tmp_path: Path) -> None:
     not TORCH_WHEEL.exists(), reason="the torch 2.13 CPU wheel is not on this machine"
 )
 def test_torch_wheel_members_match_the_reference_reader(tmp_path: Path) -> None:
-    """The real case of issue 7: libtorch_cpu.so (434 MB) streamed from the wheel."""
+    """The real case: libtorch_cpu.so (434 MB) streamed from the wheel."""
     reader = FactsReader()
     reader.cache.root = None  # read, do not use the user's cache
     try:

@@ -1,4 +1,4 @@
-"""Fuzz ``read_elf_facts`` with mutated real ELF objects (issue 8).
+"""Fuzz ``read_elf_facts`` with mutated real ELF objects.
 
 Each example takes a real compiled shared object, overwrites bytes inside one of its
 structures (ELF header, program headers, section headers, .dynamic, .dynsym/.dynstr, symbol

@@ -1,4 +1,4 @@
-"""Hostile children never take the parent down or leave anything behind (issue 8).
+"""Hostile children never take the parent down or leave anything behind.
 
 Real child interpreters through ``sandbox.run_scenario``, the ``run`` CLI and the plugin. Every
 child gets a unique marker in its environment (inherited by anything it starts, daemons

@@ -1,4 +1,4 @@
-"""Bad configuration gives one readable line, never a traceback (issue 8).
+"""Bad configuration gives one readable line, never a traceback.
 
 Real pytest sessions (``pytester.runpytest_subprocess``) with invalid options, ini values,
 scenario files, interpreters and modules; and a simulated non-Linux platform.

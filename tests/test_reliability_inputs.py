@@ -1,4 +1,4 @@
-"""Corrupt inputs never take ``python -m pytest_runtimeconflict scan`` down (issue 8).
+"""Corrupt inputs never take ``python -m pytest_runtimeconflict scan`` down.
 
 Every case runs the real CLI in a subprocess on real files next to a good compiled object:
 no traceback, the bad file skipped with a warning naming it, the good object still scanned,

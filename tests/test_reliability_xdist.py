@@ -1,4 +1,4 @@
-"""pytest-xdist: same collection everywhere, the plan run once, the JSON report complete (issue 8).
+"""pytest-xdist: same collection everywhere, the plan run once, the JSON report complete.
 
 Real sessions serial, ``-n 2`` and ``-n 3`` over the same modules; the JSON report of each is
 compared entry by entry (node id and the steps of every child run). xdist itself fails a

@@ -39,7 +39,7 @@ def test_zoo_run(zoo_venv: ZooVenv, scenario_name: str, run_id: str,
     spec = dataclasses.replace(run.spec, python=zoo_venv.python, id=f"{scenario_name}::{run_id}")
     result = run_spec(spec)
     if run.expect.outcome == "latent" and result.phase == "exercise":
-        # Exercising (on by default, issue 4) drives a latent duplicate to the crash it would
+        # Exercising (on by default) drives a latent duplicate to the crash it would
         # cause in use (two libiomp5: OMP Error #15). Without it the manifest's "latent" holds.
         assert result.outcome == "crashed" and result.failed_step is None, _explain(result)
         assert scenario.rule in [f.rule for f in result.findings], _explain(result)

@@ -40,14 +40,17 @@ def imports_of(name: str) -> set[str]:
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            # ``from pkg import sub`` runs pkg/__init__ too: an edge to the package as well.
+            found.add(node.module)
             for alias in node.names:
                 candidate = f"{node.module}.{alias.name}"
-                found.add(candidate if candidate in MODULES else node.module)
+                if candidate in MODULES:
+                    found.add(candidate)
     return found
 
 
 def internal_graph() -> dict[str, set[str]]:
-    return {name: {m for m in imports_of(name) if m in MODULES} for name in MODULES}
+    return {name: {m for m in imports_of(name) if m in MODULES and m != name} for name in MODULES}
 
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:

@@ -9,9 +9,9 @@ import os
 import re
 from collections.abc import Iterable, Sequence
 
-from pytest_runtimeconflict.diagnosis import interposition
 from pytest_runtimeconflict.diagnosis.candidates import newest_candidate
 from pytest_runtimeconflict.diagnosis.evidence import _LIBC_NAMES, describe
+from pytest_runtimeconflict.diagnosis.interposition import verdict as interposition_verdict
 from pytest_runtimeconflict.diagnosis.signature import _VERSION_NOT_FOUND, exception_type_of
 from pytest_runtimeconflict.model import Evidence, Finding, LibraryRole, ObjectInfo, Verdict
 from pytest_runtimeconflict.static.rules import rule_of
@@ -34,7 +34,7 @@ def attribute(evidence: Evidence) -> Verdict:
     forked = _fork_after_openmp(evidence)
     if forked is not None:
         return forked
-    bound = interposition.verdict(evidence, _verdict, lambda p: _label(p, evidence))
+    bound = interposition_verdict(evidence, _verdict, lambda p: _label(p, evidence))
     if bound is not None:
         return bound
     ranked = sorted(evidence.findings, key=lambda f: _finding_rank(f, evidence))

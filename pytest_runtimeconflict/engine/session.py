@@ -70,7 +70,7 @@ class RCState:
     run_id: str
     collected: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     _plan: Plan | None = None
-    # CI (issue 15): this job's share of the plan, pytest's outcome of each plan or scenario
+    # CI: this job's share of the plan, pytest's outcome of each plan or scenario
     # item (what ``merge`` judges by), the --rc-baseline file.
     scope: ShardScope | None = None
     item_outcomes: dict[str, str] = field(default_factory=dict)

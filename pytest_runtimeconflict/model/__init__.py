@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     )
 
 # Imported on first use (PEP 562): a static scan needs only the facts records, and the run
-# and diagnosis records cost every `scan` start their import (issue 15, fast start).
+# and diagnosis records cost every `scan` start their import (a fast start matters for CI).
 _LAZY = {
     **dict.fromkeys(
         ("CONFIDENCES", "KINDS", "AvoidedBy", "Diagnosis", "Evidence", "Experiment")

@@ -1,4 +1,4 @@
-"""The report keys and summary lines of a CI run (issue 15): the plan's identity and this
+"""The report keys and summary lines of a CI run: the plan's identity and this
 job's shard, pytest's outcome of each plan and scenario item, and the baseline's verdict.
 
 Keys added to ``pytest-runtimeconflict/report/1`` (none renamed):

@@ -3,8 +3,8 @@
 The child (``child.py``, standard library only) runs in a private temporary directory that is
 also its cwd, so a core dump (``core_pattern`` ``core``) lands there and never in the user's
 directory. It reports progress as JSON lines; on a crash this module adds the post-mortem
-(faulthandler text, ``LD_DEBUG=files`` log, core notes, gdb) and the simple attribution of
-issue 4 (findings of the mapped set, crashing / initialising runtime). The run directory is
+(faulthandler text, ``LD_DEBUG=files`` log, core notes, gdb) and a first attribution
+(findings of the mapped set, crashing / initialising runtime). The run directory is
 removed afterwards unless ``keep_run_dir`` is true.
 
 Child environment (``child_environment``): ``os.environ`` minus

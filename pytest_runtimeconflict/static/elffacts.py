@@ -255,7 +255,7 @@ def read_elf_facts(path: str, *, display_path: str | None = None) -> ElfFacts:
     """
     shown = display_path or path
     try:
-        # O_NONBLOCK: opening a FIFO named like a library must not block (issue 8)
+        # O_NONBLOCK: opening a FIFO named like a library must not block
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
         raise ElfReadError(f"{shown}: cannot read ({exc.strerror or exc}); skipped") from exc
