@@ -5,6 +5,7 @@ small enough to read at once."""
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 from pathlib import Path
 
@@ -17,6 +18,11 @@ PACKAGE = ROOT / "pytest_runtimeconflict"
 PYTEST_FACE = {"pytest_runtimeconflict.plugin"}
 MAX_MODULE_LINES = 600
 MAX_FUNCTION_LINES = 50
+MAX_CLASS_LINES = 300
+# Modules outside a stage folder: the package face, __main__, errors, vocabulary, the families
+# registry, the pytest face (plugin, options) and the zoo's build kit (scenario build scripts
+# import it as ``pytest_runtimeconflict.zoo``).
+MAX_LOOSE_MODULES = 8
 # Argument tables: long by nature, one entry per option.
 ARGUMENT_TABLES = {("pytest_runtimeconflict.cli.run", "add_arguments")}
 
@@ -114,6 +120,33 @@ def test_functions_are_short() -> None:
                 if length > MAX_FUNCTION_LINES and (name, node.name) not in ARGUMENT_TABLES:
                     long.append(f"{name}.{node.name}: {length} lines")
     assert not long, long
+
+
+def test_classes_are_small_enough_to_read() -> None:
+    big = []
+    for name, path in MODULES.items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ClassDef):
+                length = (node.end_lineno or node.lineno) - node.lineno + 1
+                if length > MAX_CLASS_LINES:
+                    big.append(f"{name}.{node.name}: {length} lines")
+    assert not big, big
+
+
+def test_few_modules_outside_the_stage_folders() -> None:
+    loose = sorted(p.name for p in PACKAGE.glob("*.py"))
+    assert len(loose) <= MAX_LOOSE_MODULES, loose
+
+
+def test_no_comment_cites_an_issue_number() -> None:
+    pattern = re.compile(r"\bissue #?\d+", re.IGNORECASE)
+    cited = [
+        f"{name}:{number}"
+        for name, path in MODULES.items()
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if pattern.search(line)
+    ]
+    assert not cited, cited
 
 
 @pytest.mark.slow

@@ -14,7 +14,7 @@ import pytest
 from test_plugin_variants import run_plan
 from venvs import make_env
 
-from pytest_runtimeconflict.engine.items import sub_runs
+from pytest_runtimeconflict.engine.owners import sub_runs
 from pytest_runtimeconflict.model.plan import PlannedItem, PlannedRun, Variant
 
 pytest_plugins = ["pytester"]
@@ -192,7 +192,7 @@ def test_a_repair_meeting_the_items_earlier_conflict_again_is_not_diagnosed_twic
 
 
 def test_item_failures_match_another_order_or_a_held_minimal_order() -> None:
-    from pytest_runtimeconflict.engine.items import ItemFailures
+    from pytest_runtimeconflict.engine.repeats import ItemFailures
     from pytest_runtimeconflict.model import RunResult, RunSpec
 
     def crashed(steps: tuple[str, ...], failed: int | None, **loads: Any) -> Any:

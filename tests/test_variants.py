@@ -13,7 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from venvs import make_env
 
-from pytest_runtimeconflict.engine.items import compatible_run, masked_pairs
+from pytest_runtimeconflict.engine.entries import masked_pairs
+from pytest_runtimeconflict.engine.owners import compatible_run
 from pytest_runtimeconflict.errors import UsageError
 from pytest_runtimeconflict.model import Finding, RunSpec
 from pytest_runtimeconflict.model.plan import PlanContext, PlannedRun, RuntimeLibrary, Variant
@@ -274,7 +275,7 @@ def test_a_conflict_under_a_preload_is_first_checked_against_earlier_runs_under_
     """A preload of numpy's copy and numpy imported RTLD_GLOBAL give one conflict: for a
     conflict that needs a load mode, an earlier item's runs under any load mode come before
     plain runs (one plain run per item, as for plain conflicts)."""
-    from pytest_runtimeconflict.engine.items import owner_candidates
+    from pytest_runtimeconflict.engine.owners import owner_candidates
     from pytest_runtimeconflict.model.plan import PlannedItem
 
     plain_ab, plain_ba = PlannedRun(("a", "b")), PlannedRun(("b", "a"))
@@ -497,7 +498,7 @@ def test_demo_closing_note_classifies_each_zoo_class() -> None:
 
 
 def test_a_target_that_reproduces_nothing_reports_its_findings() -> None:
-    from pytest_runtimeconflict.engine.items import judge_findings
+    from pytest_runtimeconflict.engine.target_items import judge_findings
     from pytest_runtimeconflict.engine.verdicts import PlanOutcome
     from pytest_runtimeconflict.model.plan import PlannedItem
 
@@ -533,7 +534,7 @@ def test_a_baselined_finding_no_run_reproduces_is_known(tmp_path: Path) -> None:
     it does not, and the entry's mark carries the finding's key either way."""
     from types import SimpleNamespace
 
-    from pytest_runtimeconflict.engine.items import judge_findings
+    from pytest_runtimeconflict.engine.target_items import judge_findings
     from pytest_runtimeconflict.engine.verdicts import PlanOutcome
     from pytest_runtimeconflict.model.plan import PlannedItem
     from pytest_runtimeconflict.report.baseline import Baseline, finding_conflict

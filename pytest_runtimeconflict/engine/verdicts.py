@@ -96,7 +96,7 @@ class PlanOutcome:
 
     def add_owned(self, entry: dict[str, Any]) -> None:
         """Record a failure that an earlier item's planned run showed again the same way (a
-        sub-experiment of this run: :func:`planruns.owned_by_sub_run`); not diagnosed here,
+        sub-experiment of this run: :func:`~.owners.owned_by_sub_run`); not diagnosed here,
         that item reports it."""
         from pytest_runtimeconflict.planning.workloads import step_label
 

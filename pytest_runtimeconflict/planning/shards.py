@@ -5,7 +5,7 @@ same split, so the N shards together run each item exactly once. The split balan
 *expected cost* of the items (greedy longest-first onto the least loaded shard), ordered by
 node id and cost only, never by collection order or timing, so it is identical on every job.
 Duplicates across shards are settled as across xdist workers: a plan item re-runs the prefix of
-the earlier sequence that would own its conflict (``RCState.earlier_owner``), whatever shard
+the earlier sequence that would own its conflict (``engine.owners.earlier_owner``), whatever shard
 that sequence is in.
 
 The plan's *identity* (a hash of the modules, the strength and every item's node id) is

@@ -1,0 +1,85 @@
+"""What the session hands an item run: a small interface, never the session itself.
+
+An item run (a covering sequence, a target or fork item, a scenario run) gets an
+:class:`ItemHost`: the plan, how to build a spec and run it in a child, how to diagnose a
+failure, and how the session judges outcomes (``--rc-fail-on``, the baseline). It returns an
+:class:`~.verdicts.ItemVerdict` whose entries the session then records; it never calls back
+into the session's state.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pytest_runtimeconflict.engine.verdicts import PlanOutcome
+from pytest_runtimeconflict.model import Diagnosis, Finding, RunResult, RunSpec
+from pytest_runtimeconflict.model.plan import Plan, PlannedItem
+from pytest_runtimeconflict.options import Settings
+from pytest_runtimeconflict.vocabulary import PLAN_NODE, fails
+
+
+def node_id(name: str) -> str:
+    """The node id of a plan item (``runtime-conflicts::a>b>c``, ``...::seq-01[17 modules]``)."""
+    return f"{PLAN_NODE}::{name}"
+
+
+@dataclass(frozen=True)
+class ItemHost:
+    """The interface an item run receives.
+
+    ``run`` runs one spec in a child interpreter (the sandbox's ``run_spec``); ``is_known``
+    and ``is_known_finding`` say whether a conflict's entry (or a static finding no run
+    reproduced) is in the baseline, and mark the entry; ``not_run`` names plan items
+    deselected in this job (never owners of a conflict).
+    """
+
+    plan: Plan
+    settings: Settings
+    run: Callable[[RunSpec], RunResult]
+    is_known: Callable[[dict[str, Any]], bool]
+    is_known_finding: Callable[[dict[str, Any], Finding], bool]
+    not_run: frozenset[str] = frozenset()
+
+    def outcome(self) -> PlanOutcome:
+        """An empty outcome of one plan item, judging latent runs and known conflicts."""
+        return PlanOutcome(
+            fail_latent=self.fails("latent"),
+            is_known=self.is_known,
+            is_known_finding=self.is_known_finding,
+        )
+
+    def spec(self, steps: Sequence[str], **changes: Any) -> RunSpec:
+        """A RunSpec for ``steps`` with the session's interpreter, timeout and exercising."""
+        base = RunSpec(
+            steps=tuple(steps),
+            python=self.settings.python,
+            timeout=self.settings.timeout,
+            exercise=self.settings.exercise,
+        )
+        return dataclasses.replace(base, **changes)
+
+    def fails(self, outcome: str) -> bool:
+        """Whether ``outcome`` fails an item under ``--rc-fail-on``."""
+        return fails(outcome, self.settings.fail_on)
+
+    def diagnose(
+        self,
+        spec: RunSpec,
+        result: RunResult,
+        *,
+        experiments: bool = True,
+        max_runs: int | None = None,
+    ) -> Diagnosis:
+        """Minimise, attribute and (with ``experiments``) counter-experiment a failing run,
+        within ``--rc-max-runs`` child runs unless ``max_runs`` says otherwise."""
+        from pytest_runtimeconflict.diagnosis import diagnose
+
+        budget = self.settings.max_runs if max_runs is None else max_runs
+        return diagnose(spec, result, max_runs=budget, experiments=experiments, run=self.run)
+
+    def earlier_items(self, index: int) -> list[PlannedItem]:
+        """The plan items before ``index`` that run in this job (owner candidates)."""
+        return [i for i in self.plan.items[:index] if node_id(i.name) not in self.not_run]
