@@ -16,7 +16,7 @@ import sys
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -26,7 +26,11 @@ from pytest_runtimeconflict.errors import RuntimeConflictError
 from pytest_runtimeconflict.files.locking import replace_atomically
 from pytest_runtimeconflict.model.plan import Plan
 from pytest_runtimeconflict.options import OPTIONS, OptionDef, Settings, read_settings
-from pytest_runtimeconflict.vocabulary import PLAN_NODE
+from pytest_runtimeconflict.vocabulary import PLAN_NODE, JsonObject
+
+if TYPE_CHECKING:
+    from pytest_runtimeconflict.model import Diagnosis, RunResult
+    from pytest_runtimeconflict.report.baseline import Baseline
 
 STATE = pytest.StashKey["session.RCState"]()
 WARNED = pytest.StashKey[set[str]]()
@@ -123,7 +127,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         config.pluginmanager.unregister(reporter)
 
 
-def _baseline(config: pytest.Config, settings: Settings) -> Any:
+def _baseline(config: pytest.Config, settings: Settings) -> Baseline | None:
     """The --rc-baseline file, read once per process (a usage error when it is bad)."""
     from pytest_runtimeconflict.report.baseline import load_baseline
 
@@ -262,12 +266,12 @@ class _RCItem(pytest.Item):
         """Expected child time of the item (what --rc-shard balances)."""
         raise NotImplementedError
 
-    def record(self, entry: dict[str, Any]) -> None:
+    def record(self, entry: JsonObject) -> None:
         self.user_properties.append((PROPERTY, json.dumps(entry, default=str)))
 
     def apply(self, verdict: ItemVerdict) -> None:
         """Record the runs, then warn, xfail, fail or skip as the verdict says."""
-        for entry in verdict.entries:
+        for entry in verdict.entries_json():
             self.record(entry)
         for message in verdict.warnings:
             self.warn_once(message)
@@ -475,7 +479,7 @@ class RuntimeSandbox:
     timeout: float
     exercise: bool = True
 
-    def run(self, steps: list[str] | tuple[str, ...], **kwargs: Any) -> Any:
+    def run(self, steps: list[str] | tuple[str, ...], **kwargs: Any) -> RunResult:
         """Run ``steps`` (dotted name = import, else a statement); returns the RunResult."""
         from pytest_runtimeconflict.model import RunSpec
         from pytest_runtimeconflict.sandbox.runner import run_spec
@@ -490,7 +494,7 @@ class RuntimeSandbox:
         kwargs.setdefault("exercise", self.exercise)
         return run_spec(RunSpec(steps=tuple(steps), **kwargs))
 
-    def diagnose(self, result: Any, **kwargs: Any) -> Any:
+    def diagnose(self, result: RunResult, **kwargs: Any) -> Diagnosis:
         """Minimise a failing result and run the counter-experiments (a Diagnosis)."""
         from pytest_runtimeconflict.diagnosis import diagnose
 

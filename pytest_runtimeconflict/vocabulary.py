@@ -8,6 +8,11 @@ import os
 import re
 import signal
 import warnings
+from typing import Any
+
+# A JSON object as read or written: a file, a child's event line, a report entry once it left
+# the engine. Records inside the engine are typed (``model/``); this is their boundary.
+JsonObject = dict[str, Any]
 
 OUTCOMES = ("passed", "crashed", "failed", "hung", "latent")
 REPORT_SCHEMA = "pytest-runtimeconflict/report/1"

@@ -1,4 +1,4 @@
-"""Issue 15's CI checks on the real scenario zoo (real wheels in a real venv): shards 1/3, 2/3
+"""The CI checks on the real scenario zoo (real wheels in a real venv): shards 1/3, 2/3
 and 3/3 merged equal one unsharded run; a baseline holding the zoo's known conflicts passes and
 fails again, naming it, when one entry is removed."""
 
@@ -8,12 +8,16 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
+from report_keys import entry_shapes
 from zoo_support import SCENARIOS_DIR, ZooVenv
 
 pytest_plugins = ["pytester"]
+
+SHAPES = Path(__file__).parent / "data" / "report_entry_shapes.json"
 
 # The zoo plan: import orders over the modules of three scenarios (an OpenMP duplicate, an old
 # libstdc++ shadowing a new one, the shared-runtime control) plus two scenario files.
@@ -75,6 +79,22 @@ def test_zoo_shards_merged_equal_one_unsharded_run(
     (line,) = [ln for ln in whole.stdout.lines if "distinct conflict(s)" in ln]
     assert line in proc.stdout.splitlines()
     assert whole_report["coverage"]["tuples_exercised"] == whole_report["coverage"]["tuples_total"]
+    _assert_entry_keys_kept(whole_report)
+
+
+def _assert_entry_keys_kept(report: dict[str, Any]) -> None:
+    """Every kind of report entry this run shares with the committed snapshot (this plan's
+    report when the engine's entries became typed records) keeps every key of the snapshot,
+    nested records included: the report's keys are a contract. Regenerate the snapshot only
+    for a deliberate change of the report (tests/report_keys.py)."""
+    snapshot = json.loads(SHAPES.read_text())
+    shapes = entry_shapes(report)
+    shared = set(snapshot) & set(shapes)
+    assert len(shared) >= len(snapshot) // 2, (sorted(snapshot), sorted(shapes))
+    for kind in sorted(shared):
+        for part, keys in snapshot[kind].items():
+            missing = set(keys) - set(shapes[kind].get(part, ()))
+            assert not missing, f"{kind} lost {part or 'top-level'} keys {sorted(missing)}"
 
 
 @pytest.mark.slow

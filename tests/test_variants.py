@@ -16,7 +16,8 @@ from venvs import make_env
 from pytest_runtimeconflict.engine.entries import masked_pairs
 from pytest_runtimeconflict.engine.owners import compatible_run
 from pytest_runtimeconflict.errors import UsageError
-from pytest_runtimeconflict.model import Finding, RunSpec
+from pytest_runtimeconflict.model import Finding, RunResult, RunSpec
+from pytest_runtimeconflict.model.entry import LoadMode, RunEntry
 from pytest_runtimeconflict.model.plan import PlanContext, PlannedRun, RuntimeLibrary, Variant
 from pytest_runtimeconflict.planning import from_scan as planning
 from pytest_runtimeconflict.planning import targets, variants, workloads
@@ -261,12 +262,13 @@ def test_a_module_whose_soname_an_earlier_module_served_is_masked() -> None:
 def test_an_earlier_run_can_own_a_conflict_only_in_the_same_load_mode() -> None:
     plain = PlannedRun(("a", "b", "c"))
     glob = PlannedRun(("a", "b"), Variant("global(a)", "target", global_imports=("a",)))
-    assert compatible_run(plain, ["a", "c"], {})
-    assert compatible_run(plain, ["c", "a"], {})  # the re-run of the prefix decides
-    assert not compatible_run(plain, ["a", "d"], {})
-    assert not compatible_run(plain, ["a", "b"], {"global_imports": ["a"]})
-    assert compatible_run(glob, ["a", "b"], {"global_imports": ["a"]})
-    assert not compatible_run(glob, ["a", "b"], {})
+    global_a = LoadMode(("a",), (), (), (), "global(a)>b", 1)
+    assert compatible_run(plain, ["a", "c"], None)
+    assert compatible_run(plain, ["c", "a"], None)  # the re-run of the prefix decides
+    assert not compatible_run(plain, ["a", "d"], None)
+    assert not compatible_run(plain, ["a", "b"], global_a)
+    assert compatible_run(glob, ["a", "b"], global_a)
+    assert not compatible_run(glob, ["a", "b"], None)
 
 
 def test_a_conflict_under_a_preload_is_first_checked_against_earlier_runs_under_a_load_mode() -> (
@@ -283,13 +285,13 @@ def test_a_conflict_under_a_preload_is_first_checked_against_earlier_runs_under_
     target = PlannedItem("t", "target", (plain_ab, plain_ba, glob))
     sequence = PlannedItem("s", "sequence", (PlannedRun(("b", "c", "a")),))
     later = PlannedItem("p", "sequence", (PlannedRun(("a", "b"), Variant("p", "auto")),))
-    preload = {"preload": ["/a/libx.so"]}
+    preload = LoadMode((), ("/a/libx.so",), (), (), "a>b", 1)
     found = owner_candidates([target, sequence], later, ["b"], preload)
     assert [(i.name, r) for i, r in found] == [
         ("t", glob), ("t", plain_ab), ("s", sequence.runs[0])
     ]  # fmt: skip
     # a plain conflict: one run per item, as before
-    assert [(i.name, r) for i, r in owner_candidates([target, sequence], later, ["b"], {})] == [
+    assert [(i.name, r) for i, r in owner_candidates([target, sequence], later, ["b"], None)] == [
         ("t", plain_ab), ("s", sequence.runs[0])
     ]  # fmt: skip
 
@@ -497,6 +499,12 @@ def test_demo_closing_note_classifies_each_zoo_class() -> None:
     assert lines[-1] == "  1 latent, 1 not found, 1 related, 1 reproduced, 1 static"
 
 
+def entry_of(run_id: str, outcome: str, findings: tuple[Finding, ...] = ()) -> RunEntry:
+    """A report entry of a run that ended with ``outcome`` (no child needed)."""
+    spec = RunSpec(steps=tuple(run_id.split(">")), id=run_id)
+    return RunEntry(RunResult(spec, outcome, findings=findings))
+
+
 def test_a_target_that_reproduces_nothing_reports_its_findings() -> None:
     from pytest_runtimeconflict.engine.target_items import judge_findings
     from pytest_runtimeconflict.engine.verdicts import PlanOutcome
@@ -509,13 +517,13 @@ def test_a_target_that_reproduces_nothing_reports_its_findings() -> None:
         "blas-duplicate", ("/a/libopenblas.so", "/b/libopenblas.so"), ("a", "b"), "warning"
     )
     item = PlannedItem("t", "target", (PlannedRun(("o", "n")),), findings=(error, warn))
-    latent = {"id": "a>b", "outcome": "latent", "findings": [{"rule": "blas-duplicate"}]}
+    latent = entry_of("a>b", "latent", findings=(warn,))
     for fail_errors in (True, False):
         outcome = PlanOutcome()
-        outcome.entries = [{"id": "o>n", "outcome": "passed", "findings": []}, dict(latent)]
+        outcome.entries = [entry_of("o>n", "passed"), latent]
         judge_findings(item, outcome, fail_errors)
         verdict = outcome.verdict()
-        judged = outcome.entries[-1]["target"]["findings"]
+        judged = verdict.entries[-1].to_json()["target"]["findings"]
         assert [(f["rule"], f["reproduced"], f["reproduced_as"]) for f in judged] == [
             ("soname-version-shadow", False, None),
             ("blas-duplicate", True, "latent"),
@@ -549,10 +557,10 @@ def test_a_baselined_finding_no_run_reproduces_is_known(tmp_path: Path) -> None:
         path = settings.baseline
         baseline = Baseline(path, (finding_conflict(error, {}),) if recorded else ())
         outcome = PlanOutcome(is_known_finding=baseline.mark_finding)
-        outcome.entries = [{"id": "o>n", "outcome": "passed", "findings": []}]
+        outcome.entries = [entry_of("o>n", "passed")]
         judge_findings(item, outcome, fail_errors=True)
         verdict = outcome.verdict(settings)
-        mark = outcome.entries[-1]["baseline"]
+        mark = verdict.entries[-1].to_json()["baseline"]
         assert [c["key"] for c in mark["conflicts"]] == [key]
         if recorded:
             assert verdict.failure is None and verdict.xfail is not None

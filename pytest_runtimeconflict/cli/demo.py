@@ -16,6 +16,7 @@ from typing import Any
 
 from pytest_runtimeconflict.errors import UsageError
 from pytest_runtimeconflict.sandbox.progress import progress_line
+from pytest_runtimeconflict.vocabulary import JsonObject
 
 
 def bundled_scenarios() -> Path:
@@ -201,7 +202,7 @@ def _say_classes(scenarios: Any, report: Path, skipped: dict[str, str]) -> None:
             _say(line)
 
 
-def _print_table(report: dict[str, Any]) -> None:
+def _print_table(report: JsonObject) -> None:
     rows = []
     for entry in report.get("scenarios", []):
         scen = entry.get("scenario") or {}

@@ -16,6 +16,8 @@ import os
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from pytest_runtimeconflict.vocabulary import JsonObject
+
 CONFLICT = ("crashed", "failed", "hung")
 
 
@@ -24,12 +26,12 @@ def _matches(patterns: Sequence[str], paths: Iterable[str]) -> bool:
     return bool(patterns) and all(any(fnmatch.fnmatch(n, pat) for n in names) for pat in patterns)
 
 
-def classify(scenario: Any, entries: Sequence[dict[str, Any]]) -> tuple[str, str]:
+def classify(scenario: Any, entries: Sequence[JsonObject]) -> tuple[str, str]:
     """(status, detail) of one zoo class in the planned run's report entries."""
     patterns, rule = scenario.libraries, scenario.rule
     own = {s for run in scenario.runs for s in run.spec.steps}  # the scenario's own modules
 
-    def own_only(e: dict[str, Any]) -> bool:
+    def own_only(e: JsonObject) -> bool:
         return set(e.get("minimal_steps") or e["steps"]) <= own
 
     conflicts = [
@@ -59,7 +61,7 @@ def classify(scenario: Any, entries: Sequence[dict[str, Any]]) -> tuple[str, str
     return "not found", "no run or static finding of the planned run matches it"
 
 
-def _conflict_detail(e: dict[str, Any]) -> str:
+def _conflict_detail(e: JsonObject) -> str:
     verdict = (e.get("verdict") or {}).get("rule") or "unattributed"
     how = " ".join(x for x in (e["outcome"], e.get("signal") or "") if x)
     order = (e.get("load_mode") or {}).get("order") or " > ".join(
@@ -70,7 +72,7 @@ def _conflict_detail(e: dict[str, Any]) -> str:
     return f"{how} ({verdict}), minimal order {order}{mode}, in {e['nodeid']}"
 
 
-def class_lines(scenarios: Sequence[Any], report: dict[str, Any]) -> list[str]:
+def class_lines(scenarios: Sequence[Any], report: JsonObject) -> list[str]:
     """The closing note: one line per zoo class, then the counts."""
     entries = report.get("scenarios", [])
     rows = [(s.name, *classify(s, entries)) for s in scenarios if s.rule]

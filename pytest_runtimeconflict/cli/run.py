@@ -13,7 +13,6 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
 
 from pytest_runtimeconflict.errors import UsageError
 from pytest_runtimeconflict.model import Diagnosis, RunResult, RunSpec
@@ -22,7 +21,7 @@ from pytest_runtimeconflict.report.jsonreport import report_json, write_report
 from pytest_runtimeconflict.report.text import format_result
 from pytest_runtimeconflict.sandbox.progress import ChildRuns, progress_line
 from pytest_runtimeconflict.sandbox.runner import run_spec
-from pytest_runtimeconflict.vocabulary import DEFAULT_TIMEOUT, FAIL_ON_CHOICES, fails
+from pytest_runtimeconflict.vocabulary import DEFAULT_TIMEOUT, FAIL_ON_CHOICES, JsonObject, fails
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -184,7 +183,7 @@ def _run_and_diagnose(
         return result, diagnose(spec, result, max_runs=args.max_runs, run=runs)
 
 
-def _write_repro(path: str, entry: dict[str, Any]) -> None:
+def _write_repro(path: str, entry: JsonObject) -> None:
     from pytest_runtimeconflict.report.repro import shell_command, write_reproducer
 
     if entry.get("outcome") == "passed":

@@ -1,6 +1,7 @@
-"""What every planned run's report entry carries: its plan record (item, variant, executed
-imports, masked pairs), the workloads it skipped, whether its load mode was usable, and the
-minimal load mode of a conflict found under a variant. No pytest import."""
+"""A planned run's report entry (:class:`~..model.entry.RunEntry`) as the run leaves it: its
+plan record (item, variant, executed imports, masked pairs), the workloads it skipped; whether
+its load mode was usable, and the minimal load mode of a conflict found under a variant. No
+pytest import."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 
 from pytest_runtimeconflict.engine.repeats import signature_of
 from pytest_runtimeconflict.model import Diagnosis, RunResult, RunSpec
+from pytest_runtimeconflict.model.entry import LoadMode, PlanRecord, RunEntry
 from pytest_runtimeconflict.model.plan import (
     Plan,
     PlanContext,
@@ -23,32 +25,31 @@ from pytest_runtimeconflict.planning.workloads import skipped_notes
 from pytest_runtimeconflict.vocabulary import is_import_step
 
 
-def annotate(
-    entry: dict[str, Any],
+def planned_entry(
+    result: RunResult,
     plan: Plan,
     index: int,
     item: PlannedItem,
     planned: PlannedRun,
     order: tuple[str, ...],
     executed: tuple[str, ...],
-) -> None:
-    """The ``plan`` record of a planned run's report entry, and the workloads it skipped."""
-    entry["plan"] = {
-        "index": index,
-        "item": item.name,
-        "kind": item.kind,
-        "sequence": list(planned.order),
-        "order": list(order),
-        "modules": list(plan.modules),
-        "strength": plan.strength,
-        "executed": list(executed),
-        "cut": len(executed) < len(order),
-        "variant": planned.variant.to_json(),
-        "masked": [[a, b, name] for (a, b), name in masked_pairs(executed, plan.context)],
-    }
-    skipped = skipped_notes(entry.get("stdout_tail", ""))
-    if skipped:
-        entry["workloads_skipped"] = skipped
+) -> RunEntry:
+    """A planned run's report entry: the run, its plan record, the workloads it skipped."""
+    masked = tuple((a, b, name) for (a, b), name in masked_pairs(executed, plan.context))
+    record = PlanRecord(
+        index=index,
+        item=item.name,
+        kind=item.kind,
+        sequence=tuple(planned.order),
+        order=tuple(order),
+        modules=tuple(plan.modules),
+        strength=plan.strength,
+        executed=tuple(executed),
+        variant=planned.variant,
+        masked=masked,
+    )
+    skipped = tuple(skipped_notes(result.stdout_tail or ""))
+    return RunEntry(result, plan=record, workloads_skipped=skipped)
 
 
 def masked_pairs(
@@ -99,7 +100,7 @@ def unusable(result: RunResult) -> str | None:
 
 def reduce_load_mode(
     diagnosis: Diagnosis, run: Callable[[RunSpec], RunResult]
-) -> tuple[dict[str, Any], RunSpec]:
+) -> tuple[LoadMode, RunSpec]:
     """The smallest load mode under which the minimal order still fails the same way: each
     RTLD_GLOBAL import, preload, LD_PRELOAD entry and environment setting of the minimal run
     is dropped in turn when the run fails the same way without it (one child run each).
@@ -118,15 +119,7 @@ def reduce_load_mode(
             if signature_of(run(dataclasses.replace(candidate, backtrace=False))) == reference:
                 spec = candidate
     imports = [s for s in spec.steps if is_import_step(s) and " " not in s.strip()]
-    mode = {
-        "global_imports": list(spec.global_imports),
-        "preload": list(spec.preload),
-        "ld_preload": list(spec.ld_preload),
-        "env": dict(spec.env),
-        "order": order_text(tuple(imports), _as_variant(spec)),
-        "runs": runs,
-    }
-    return mode, spec
+    return LoadMode.of(spec, order_text(tuple(imports), _as_variant(spec)), runs), spec
 
 
 def _as_variant(spec: RunSpec) -> Variant:

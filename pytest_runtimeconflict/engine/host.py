@@ -14,8 +14,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pytest_runtimeconflict.engine.verdicts import PlanOutcome
-from pytest_runtimeconflict.model import Diagnosis, Finding, RunResult, RunSpec
+from pytest_runtimeconflict.engine.verdicts import FindingJudge, KnownJudge, PlanOutcome
+from pytest_runtimeconflict.model import Diagnosis, RunResult, RunSpec
 from pytest_runtimeconflict.model.plan import Plan, PlannedItem
 from pytest_runtimeconflict.options import Settings
 from pytest_runtimeconflict.vocabulary import PLAN_NODE, fails
@@ -39,8 +39,8 @@ class ItemHost:
     plan: Plan
     settings: Settings
     run: Callable[[RunSpec], RunResult]
-    is_known: Callable[[dict[str, Any]], bool]
-    is_known_finding: Callable[[dict[str, Any], Finding], bool]
+    is_known: KnownJudge
+    is_known_finding: FindingJudge
     not_run: frozenset[str] = frozenset()
 
     def outcome(self) -> PlanOutcome:

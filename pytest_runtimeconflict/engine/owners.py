@@ -16,6 +16,7 @@ from typing import Any
 from pytest_runtimeconflict.engine.host import ItemHost, node_id
 from pytest_runtimeconflict.engine.repeats import signature_of
 from pytest_runtimeconflict.model import Diagnosis, RunResult, RunSpec
+from pytest_runtimeconflict.model.entry import LoadMode, RunEntry, SameFailure
 from pytest_runtimeconflict.model.plan import PlannedItem, PlannedRun, Variant
 
 # An earlier run's prefix of at most this many imports is minimised to compare conflict keys;
@@ -33,7 +34,7 @@ def owned_by_sub_run(
     spec: RunSpec,
     result: RunResult,
     executed: Sequence[str],
-) -> dict[str, Any] | None:
+) -> SameFailure | None:
     """Before a failed planned run is diagnosed: whether an earlier item's planned run, cut
     after the module whose import or workload failed and loaded as planned, is a
     sub-experiment of it (:func:`sub_runs`) that fails the same way at the same step. That
@@ -63,16 +64,13 @@ def owned_by_sub_run(
         if again.failed_step is None or sub.steps[again.failed_step] != step:
             continue
         if signature_of(again) == reference:
-            return {
-                "item": node_id(owner.name),
-                "run": PlannedRun(prefix, run.variant).describe(),
-                "modules": list(prefix),
-                "step": step,
-            }
+            return SameFailure(
+                node_id(owner.name), PlannedRun(prefix, run.variant).describe(), prefix, step
+            )
     return None
 
 
-def earlier_owner(host: ItemHost, entry: dict[str, Any], diagnosis: Diagnosis) -> str | None:
+def earlier_owner(host: ItemHost, entry: RunEntry, diagnosis: Diagnosis) -> str | None:
     """The node id of an earlier item that reproduces the same conflict, or None.
 
     Deterministic without talking to other workers: the earlier planned runs that import
@@ -81,13 +79,14 @@ def earlier_owner(host: ItemHost, entry: dict[str, Any], diagnosis: Diagnosis) -
     most ``OWNER_TRIES`` of them are re-run here, each only up to the last of those modules,
     and compared with the conflict.
     """
-    plan, index = host.plan, entry["plan"]["index"]
+    assert entry.plan is not None
+    plan, index = host.plan, entry.plan.index
     # the modules of the minimal order, a workload's module included (so the re-run
     # reaches the workload that showed the conflict)
     wanted = list(plan.modules_of(diagnosis.minimal_steps))
     if not wanted:
         return None
-    mode = entry.get("load_mode") or {}
+    mode = entry.load_mode
     candidates = owner_candidates(host.earlier_items(index), plan.items[index], wanted, mode)
     for earlier, planned in candidates[:OWNER_TRIES]:
         end = max(planned.order.index(m) for m in wanted) + 1
@@ -115,7 +114,7 @@ def same_failure(result: RunResult, diagnosis: Diagnosis) -> bool:
     return all(os.path.realpath(lib.path) in mapped for lib in diagnosis.libraries)
 
 
-def compatible_run(planned: PlannedRun, wanted: Sequence[str], mode: dict[str, Any]) -> bool:
+def compatible_run(planned: PlannedRun, wanted: Sequence[str], mode: LoadMode | None) -> bool:
     """Whether ``planned`` imports every module of ``wanted`` (in any order: a conflict's key
     does not depend on the order, and the re-run decides), loaded as the conflict's minimal
     load mode ``mode`` (plain when empty)."""
@@ -123,24 +122,33 @@ def compatible_run(planned: PlannedRun, wanted: Sequence[str], mode: dict[str, A
         return False
     variant = planned.variant
     wanted_set = set(wanted)
-    if set(variant.global_imports) & wanted_set != set(mode.get("global_imports", ())):
+    if mode is None:
+        return not (set(variant.global_imports) & wanted_set) and not (
+            variant.preload or variant.ld_preload or variant.env
+        )
+    if set(variant.global_imports) & wanted_set != set(mode.global_imports):
         return False
     return (
-        set(variant.preload) == set(mode.get("preload", ()))
-        and set(variant.ld_preload) == set(mode.get("ld_preload", ()))
-        and dict(variant.env) == dict(mode.get("env", {}))
+        set(variant.preload) == set(mode.preload)
+        and set(variant.ld_preload) == set(mode.ld_preload)
+        and dict(variant.env) == dict(mode.env)
     )
 
 
 def owner_candidates(
-    earlier: Sequence[PlannedItem], item: PlannedItem, wanted: Sequence[str], mode: dict[str, Any]
+    earlier: Sequence[PlannedItem],
+    item: PlannedItem,
+    wanted: Sequence[str],
+    mode: LoadMode | None,
 ) -> list[tuple[PlannedItem, PlannedRun]]:
     """Earlier planned runs that import every module of ``wanted`` with the same extra probes
     as ``item``: those loaded as the conflict's minimal ``mode`` first, then, when that mode is
     not plain, every run under another load mode (a preload of numpy's OpenBLAS and numpy
     imported RTLD_GLOBAL give one conflict), then the others; each group in plan order, one
     run per item except the second (one importing ``wanted`` in that order if any)."""
-    needs_mode = any(mode.get(k) for k in ("global_imports", "preload", "ld_preload", "env"))
+    needs_mode = mode is not None and any(
+        (mode.global_imports, mode.preload, mode.ld_preload, mode.env)
+    )
     matching, moded, others = [], [], []
     for candidate in earlier:
         if candidate.probes != item.probes:

@@ -7,28 +7,24 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import Any
 
 from pytest_runtimeconflict.engine import owners
-from pytest_runtimeconflict.engine.entries import annotate, reduce_load_mode, unusable
+from pytest_runtimeconflict.engine.entries import planned_entry, reduce_load_mode, unusable
 from pytest_runtimeconflict.engine.host import ItemHost
 from pytest_runtimeconflict.engine.repeats import ItemFailures
-from pytest_runtimeconflict.engine.verdicts import cut_step, last_minimal_step
+from pytest_runtimeconflict.engine.verdicts import Pair, cut_step, last_minimal_step
 from pytest_runtimeconflict.model import Diagnosis, RunResult, RunSpec
+from pytest_runtimeconflict.model.entry import RunEntry, SameFailure
 from pytest_runtimeconflict.model.plan import PlannedItem, PlannedRun
 from pytest_runtimeconflict.vocabulary import is_import_step
 
-# (result, diagnosis) of a newly diagnosed conflict
-Pair = tuple[RunResult, Diagnosis]
 
-
-def fill(entry: dict[str, Any], result: RunResult, diagnosis: Diagnosis) -> None:
-    """A diagnosis into its report entry, with the failure's first three lines
-    (``headline``: what CI annotations and merged reports show)."""
+def with_diagnosis(entry: RunEntry, result: RunResult, diagnosis: Diagnosis) -> RunEntry:
+    """The entry with its diagnosis and the failure's first three lines (``headline``: what
+    CI annotations and merged reports show)."""
     from pytest_runtimeconflict.report.text import headline
 
-    entry.update(diagnosis.to_json())
-    entry["headline"] = headline(result, diagnosis)
+    return entry.replace(diagnosis=diagnosis, headline=headline(result, diagnosis))
 
 
 class PlannedRunner:
@@ -37,7 +33,7 @@ class PlannedRunner:
     def __init__(self, host: ItemHost) -> None:
         self.host = host
 
-    def earlier_owner(self, entry: dict[str, Any], diagnosis: Diagnosis) -> str | None:
+    def earlier_owner(self, entry: RunEntry, diagnosis: Diagnosis) -> str | None:
         """The node id of an earlier item that reproduces the same conflict, or None."""
         return owners.earlier_owner(self.host, entry, diagnosis)
 
@@ -49,7 +45,7 @@ class PlannedRunner:
         order: tuple[str, ...],
         known: ItemFailures | None = None,
         experiments: bool = True,
-    ) -> tuple[dict[str, Any], int | None, Pair | None]:
+    ) -> tuple[RunEntry, int | None, Pair | None]:
         """One child run of ``order`` (imports, then workloads) loaded as the planned run's
         variant; diagnosed when it did not pass, unless ``known`` (the item's
         :class:`~.repeats.ItemFailures`) already has it or an earlier item owns it
@@ -57,30 +53,30 @@ class PlannedRunner:
         of the import that stopped it (None when every import ran) and the (result,
         diagnosis) pair of a newly diagnosed conflict."""
         spec, result, entry, cut = self._run_once(index, item, planned, order)
-        if entry.get("variant_unusable"):
+        if entry.variant_unusable:
             return entry, None, None
         if result.outcome in ("passed", "latent"):
             return entry, cut, None
         same = known.match(spec, result, order) if known is not None else None
         if same is not None:
-            entry["plan"]["conflict"], entry["same_conflict_as"] = same.key, same.run_id
+            entry = entry.with_plan(conflict=same.key).replace(same_conflict_as=same.run_id)
             if cut is None:
                 cut = self._struck_after_imports(order, same.minimal)
             return entry, cut, None
+        assert entry.plan is not None
         prior = owners.owned_by_sub_run(
-            self.host, index, item, planned, spec, result, entry["plan"]["executed"]
+            self.host, index, item, planned, spec, result, entry.plan.executed
         )
         if prior is not None:
-            return entry, self._owned_earlier(entry, prior, order, cut), None
+            return self._owned_earlier(entry, prior, order, cut)
         if result.outcome == "hung" and not planned.variant.is_plain:
             # Every further run of a hang under a load mode may wait the whole timeout: it is
             # reported as it happened, not minimised, and the item stops (_settle).
             diagnosis = self.host.diagnose(spec, result, experiments=False, max_runs=0)
-            fill(entry, result, diagnosis)
-            entry["plan"]["conflict"] = diagnosis.key
+            entry = with_diagnosis(entry, result, diagnosis).with_plan(conflict=diagnosis.key)
             return entry, None, (result, diagnosis)
         diagnosis = self.host.diagnose(spec, result, experiments=experiments)
-        diagnosis = self._record(entry, result, diagnosis, planned)
+        entry, diagnosis = self._record(entry, result, diagnosis, planned)
         if known is not None:
             known.add(spec, result, order, diagnosis)
         if cut is None:
@@ -89,58 +85,57 @@ class PlannedRunner:
 
     def _run_once(
         self, index: int, item: PlannedItem, planned: PlannedRun, order: tuple[str, ...]
-    ) -> tuple[RunSpec, RunResult, dict[str, Any], int | None]:
-        """The child run itself: its spec, result, annotated entry and cut import."""
+    ) -> tuple[RunSpec, RunResult, RunEntry, int | None]:
+        """The child run itself: its spec, result, entry and cut import."""
         plan = self.host.plan
         base = self.host.spec(plan.steps_for(order), probes=item.probes)
         run_id = PlannedRun(order, planned.variant).describe()
         spec = planned.variant.apply(dataclasses.replace(base, id=run_id))
         result = self.host.run(spec)
-        entry = result.to_json()
         cut = cut_step(result)
         if cut is not None and cut >= len(order):
             cut = None  # a workload failed: every import ran
         problem = unusable(result)
         executed = () if problem else order if cut is None else order[: cut + 1]
-        annotate(entry, plan, index, item, planned, order, executed)
+        entry = planned_entry(result, plan, index, item, planned, order, executed)
         if problem:
-            entry["variant_unusable"] = f"{item.name}: {problem}"
+            entry = entry.replace(variant_unusable=f"{item.name}: {problem}")
         return spec, result, entry, cut
 
     def _record(
-        self, entry: dict[str, Any], result: RunResult, diagnosis: Diagnosis, planned: PlannedRun
-    ) -> Diagnosis:
+        self, entry: RunEntry, result: RunResult, diagnosis: Diagnosis, planned: PlannedRun
+    ) -> tuple[RunEntry, Diagnosis]:
         """The diagnosis in the entry; under a variant, the minimal load mode too, which the
         returned diagnosis's minimal run then carries (its headline names only what the
         failure needs, not every preload of the variant)."""
         if not planned.variant.is_plain:
-            entry["load_mode"], spec = reduce_load_mode(diagnosis, self.host.run)
+            load_mode, spec = reduce_load_mode(diagnosis, self.host.run)
+            entry = entry.replace(load_mode=load_mode)
             minimal = dataclasses.replace(diagnosis.minimal_result, spec=spec)
             diagnosis = dataclasses.replace(diagnosis, minimal_result=minimal)
-        fill(entry, result, diagnosis)
-        entry["plan"]["conflict"] = diagnosis.key
-        return diagnosis
+        entry = with_diagnosis(entry, result, diagnosis).with_plan(conflict=diagnosis.key)
+        return entry, diagnosis
 
-    def complete(self, entry: dict[str, Any], pair: Pair) -> Pair:
+    def complete(self, entry: RunEntry, pair: Pair) -> tuple[RunEntry, Pair]:
         """The counter-experiments of a conflict first found in a covering sequence (deferred
         until no earlier item owns it), run on its minimal order."""
         result, diagnosis = pair
         minimal = diagnosis.minimal_result
         full = self.host.diagnose(minimal.spec, minimal)
         completed = dataclasses.replace(full, minimal_steps=diagnosis.minimal_steps)
-        fill(entry, result, completed)
-        entry["runs_used"] = diagnosis.runs_used + full.runs_used
-        return result, completed
+        entry = with_diagnosis(entry, result, completed)
+        entry = entry.replace(runs_used=diagnosis.runs_used + full.runs_used)
+        return entry, (result, completed)
 
     def _owned_earlier(
-        self, entry: dict[str, Any], prior: dict[str, Any], order: tuple[str, ...], cut: int | None
-    ) -> int | None:
+        self, entry: RunEntry, prior: SameFailure, order: tuple[str, ...], cut: int | None
+    ) -> tuple[RunEntry, int | None, None]:
         """Mark a failure an earlier item's sub-run showed; where to cut the sequence."""
-        entry["same_failure_as"], entry["duplicate_of"] = prior, prior["item"]
-        entry["plan"]["conflict"] = f"as {prior['run']} ({prior['item']})"
+        entry = entry.replace(same_failure_as=prior, duplicate_of=prior.item)
+        entry = entry.with_plan(conflict=f"as {prior.run} ({prior.item})")
         if cut is None:
-            cut = last_minimal_step(order, self.host.plan.modules_of([prior["step"]]))
-        return cut
+            cut = last_minimal_step(order, self.host.plan.modules_of([prior.step]))
+        return entry, cut, None
 
     def _struck_after_imports(self, order: tuple[str, ...], minimal: Sequence[str]) -> int | None:
         """Where to cut a sequence whose conflict struck once every import had run (workloads,

@@ -3,16 +3,19 @@ it, so that every tuple of it is exercised or blocked by a named conflict. No py
 
 from __future__ import annotations
 
-from typing import Any
-
 from pytest_runtimeconflict.engine.planned_runs import PlannedRunner
 from pytest_runtimeconflict.engine.repeats import ItemFailures
-from pytest_runtimeconflict.engine.verdicts import ItemVerdict, PlanOutcome, partners, repairs
-from pytest_runtimeconflict.model import Diagnosis
+from pytest_runtimeconflict.engine.verdicts import (
+    ItemVerdict,
+    Pair,
+    PlanOutcome,
+    partners,
+    repairs,
+)
+from pytest_runtimeconflict.model.entry import RunEntry
 from pytest_runtimeconflict.model.plan import PlannedItem
 from pytest_runtimeconflict.planning.sequences import tuples_covered
 
-# conflicts diagnosed in one covering item under a variant
 MAX_VARIANT_CONFLICTS = 6  # conflicts diagnosed in one covering item under a variant
 HANG_NOTE = (
     "hung under this load mode: reported as it happened, not minimised (each further run could "
@@ -47,21 +50,23 @@ def run_sequence_item(runner: PlannedRunner, index: int, item: PlannedItem) -> I
         if not forced and not (tuples_covered(order, strength) & wanted) - exercised:
             continue
         budget -= 1
-        entry, cut, diagnosis = runner.run_planned(
+        entry, cut, pair = runner.run_planned(
             index, item, planned, order, failures, experiments=False
         )
-        exercised |= tuples_covered(tuple(entry["plan"]["executed"]), strength)
-        outcome.entries.append(entry)
-        conflicts, stop = _settle(runner, outcome, item, entry, diagnosis, conflicts)
+        assert entry.plan is not None
+        executed = entry.plan.executed
+        exercised |= tuples_covered(executed, strength)
+        conflicts, stop = _settle(runner, outcome, item, entry, pair, conflicts)
+        entry = outcome.entries[-1]  # with the marks recording it added
         if stop:
             break
         if cut is not None:
-            after_steps = len(entry["plan"]["executed"]) == len(order)
+            after_steps = len(executed) == len(order)
             # Once every import ran, each tuple has met: the repair only looks for a
             # further conflict among the rest (dropping the partners would meet the same
             # conflict again with the next partner).
-            same = failures.by_id(entry.get("same_conflict_as"))
-            involved = partners(entry, diagnosis, after_steps, same.minimal if same else ())
+            same = failures.by_id(entry.same_conflict_as)
+            involved = partners(entry, pair, after_steps, same.minimal if same else ())
             found = repairs(order, cut, involved)
             work.extend((r, after_steps) for r in found)
     return outcome.verdict(host.settings)
@@ -71,24 +76,27 @@ def _settle(
     runner: PlannedRunner,
     outcome: PlanOutcome,
     item: PlannedItem,
-    entry: dict[str, Any],
-    diagnosis: tuple[Any, Diagnosis] | None,
+    entry: RunEntry,
+    pair: Pair | None,
     conflicts: int,
 ) -> tuple[int, bool]:
     """Record one run of a covering item; (conflicts left, whether the item stops): at an
     unusable load mode, at a hang under a variant, or at the variant's conflict cap."""
-    if entry.get("variant_unusable"):
-        outcome.notes.append(entry["variant_unusable"])
+    if entry.variant_unusable:
+        outcome.entries.append(entry)
+        outcome.notes.append(entry.variant_unusable)
         return conflicts, True
-    if diagnosis is None:
-        if entry.get("same_failure_as"):
+    if pair is None:
+        if entry.same_failure_as is not None:
             outcome.add_owned(entry)
+        else:
+            outcome.entries.append(entry)
         return conflicts, False
-    if entry["outcome"] == "hung" and conflicts:
-        outcome.add(entry, diagnosis, lambda *_: None, runner.host.fails)
+    if entry.outcome == "hung" and conflicts:
+        outcome.add(entry, pair, lambda *_: None, runner.host.fails)
         outcome.notes.append(f"{item.name}: {HANG_NOTE}")
         return conflicts, True
-    outcome.add(entry, diagnosis, runner.earlier_owner, runner.host.fails, runner.complete)
+    outcome.add(entry, pair, runner.earlier_owner, runner.host.fails, runner.complete)
     if conflicts == 1:
         outcome.notes.append(f"{item.name}: {CAP_NOTE}")
     return conflicts - 1, conflicts == 1

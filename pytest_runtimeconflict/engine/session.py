@@ -10,26 +10,27 @@ report and terminal summary over every collected run are :mod:`~..report.aggrega
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from pytest_runtimeconflict.engine.host import ItemHost, node_id
 from pytest_runtimeconflict.engine.verdicts import ItemVerdict, PlanOutcome
 from pytest_runtimeconflict.errors import InterpreterError, UsageError
 from pytest_runtimeconflict.files.locking import file_lock
 from pytest_runtimeconflict.model import Finding
+from pytest_runtimeconflict.model.entry import RunEntry
 from pytest_runtimeconflict.model.plan import Plan, PlanContext, PlannedItem
 from pytest_runtimeconflict.options import Settings
 from pytest_runtimeconflict.planning.shards import ShardScope
 from pytest_runtimeconflict.report import aggregate
 from pytest_runtimeconflict.report.baseline import Baseline, BaselineStatus
 from pytest_runtimeconflict.scenario.manifest import Scenario, ScenarioRun
-from pytest_runtimeconflict.vocabulary import fails
+from pytest_runtimeconflict.vocabulary import JsonObject, fails
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ class RCState:
     rootdir: Path
     cache_dir: Path
     run_id: str
-    collected: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    collected: list[tuple[str, JsonObject]] = field(default_factory=list)
     _plan: Plan | None = None
     # CI: this job's share of the plan, pytest's outcome of each plan or scenario
     # item (what ``merge`` judges by), the --rc-baseline file.
@@ -56,7 +57,7 @@ class RCState:
     # owner of a conflict, or a conflict they would report would be reported by no item.
     not_run: frozenset[str] = frozenset()
 
-    def record(self, nodeid: str, entry: dict[str, Any]) -> None:
+    def record(self, nodeid: str, entry: JsonObject) -> None:
         """Collect a run's report entry, in plan order (then scenario items by node id),
         whatever order xdist workers report in; an item's own entries keep their order."""
         aggregate.insert_in_order(self.collected, nodeid, entry)
@@ -123,7 +124,7 @@ class RCState:
             path.write_text(json.dumps(context.to_json()))
         return context
 
-    def report_json(self) -> dict[str, Any]:
+    def report_json(self) -> JsonObject:
         """The JSON report of the runs collected so far."""
         from pytest_runtimeconflict.report import ci
 
@@ -161,18 +162,21 @@ class RCState:
         count = write_baseline(self.baseline.path, conflicts_from_marks(marks), "--rc-baseline")
         return f"baseline {self.baseline.path} updated: {count} known conflict(s)"
 
-    def known_conflict(self, entry: dict[str, Any]) -> bool:
+    def known_conflict(self, entry: RunEntry) -> tuple[bool, RunEntry]:
         """Whether ``entry``'s conflict is in the baseline (or being written to it with
-        --rc-update-baseline); marks the entry either way. False without --rc-baseline."""
+        --rc-update-baseline), and the entry with the baseline's mark. False without
+        --rc-baseline."""
         if self.baseline is None:
-            return False
-        return self.baseline.mark(entry) or self.settings.update_baseline
+            return False, entry
+        known, entry = self.baseline.mark(entry)
+        return known or self.settings.update_baseline, entry
 
-    def known_finding(self, entry: dict[str, Any], finding: Finding) -> bool:
+    def known_finding(self, entry: RunEntry, finding: Finding) -> tuple[bool, RunEntry]:
         """Whether a static finding no run reproduced is in the baseline (marks the entry)."""
         if self.baseline is None:
-            return False
-        return self.baseline.mark_finding(entry, finding) or self.settings.update_baseline
+            return False, entry
+        known, entry = self.baseline.mark_finding(entry, finding)
+        return known or self.settings.update_baseline, entry
 
     def fails(self, outcome: str) -> bool:
         return fails(outcome, self.settings.fail_on)
@@ -212,9 +216,10 @@ class RCState:
             verdict = run_target_item(runner, index, item)
         else:
             verdict = run_sequence_item(runner, index, item)
-        if verdict.entries:
-            verdict.entries[0]["child_runs"] = children_started() - before
-        return verdict
+        if not verdict.entries:
+            return verdict
+        first = verdict.entries[0].replace(child_runs=children_started() - before)
+        return dataclasses.replace(verdict, entries=(first, *verdict.entries[1:]))
 
     def run_scenario_item(self, scenario: Scenario, run: ScenarioRun) -> ItemVerdict:
         """Run one ``[[run]]`` of a scenario file and compare with its expectation."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pytest_runtimeconflict.engine.planned_runs import PlannedRunner
 from pytest_runtimeconflict.engine.repeats import ItemFailures
 from pytest_runtimeconflict.engine.verdicts import ItemVerdict, PlanOutcome
+from pytest_runtimeconflict.model.entry import JudgedFinding, TargetRecord
 from pytest_runtimeconflict.model.plan import PlannedItem
 from pytest_runtimeconflict.planning.targets import not_reproduced_text, reproduces
 
@@ -23,17 +24,19 @@ def run_target_item(runner: PlannedRunner, index: int, item: PlannedItem) -> Ite
         entry, _cut, pair = runner.run_planned(
             index, item, planned, planned.order, known, experiments=False
         )
-        outcome.entries.append(entry)
-        if entry.get("variant_unusable"):
-            outcome.notes.append(entry["variant_unusable"])
-        elif entry.get("same_failure_as"):
+        if entry.variant_unusable:
+            outcome.entries.append(entry)
+            outcome.notes.append(entry.variant_unusable)
+        elif entry.same_failure_as is not None:
             outcome.add_owned(entry)
         elif pair is not None:
             # a hang under a load mode is reported as it happened (every run waits it out)
-            hang = entry["outcome"] == "hung" and not planned.variant.is_plain
+            hang = entry.outcome == "hung" and not planned.variant.is_plain
             outcome.add(
                 entry, pair, runner.earlier_owner, host.fails, None if hang else runner.complete
             )
+        else:
+            outcome.entries.append(entry)
     judge_findings(item, outcome, host.fails("failed"))
     return outcome.verdict(host.settings)
 
@@ -42,21 +45,22 @@ def judge_findings(item: PlannedItem, outcome: PlanOutcome, fail_errors: bool) -
     """Record on the item's last entry which findings its runs reproduced; report the rest."""
     if not item.findings or not outcome.entries:
         return
-    tried = [e["id"] for e in outcome.entries]
+    tried = [e.id for e in outcome.entries]
+    last = outcome.entries[-1]
     judged = []
     for finding in item.findings:
-        hits = [e["outcome"] for e in outcome.entries if reproduces(finding, e)]
-        hit = bool(hits)
-        text = "" if hit else not_reproduced_text(finding, tried)
+        hits = [e.outcome for e in outcome.entries if reproduces(finding, e)]
+        text = "" if hits else not_reproduced_text(finding, tried)
         how = next((o for o in hits if o != "latent"), hits[0] if hits else None)
-        judged.append(dict(finding.to_json(), reproduced=hit, reproduced_as=how, text=text))
-        if hit:
+        judged.append(JudgedFinding(finding, how, text))
+        if hits:
             continue
         if finding.severity == "error" and fail_errors:
-            if outcome.is_known_finding(outcome.entries[-1], finding):
+            known, last = outcome.is_known_finding(last, finding)
+            if known:
                 outcome.known.setdefault(f"static:{finding.rule}", text.splitlines()[0])
             else:
                 outcome.failures.setdefault(f"static:{finding.rule}", text)
         else:
             outcome.notes.append(text)
-    outcome.entries[-1]["target"] = {"item": item.name, "findings": judged}
+    outcome.entries[-1] = last.replace(target=TargetRecord(item.name, tuple(judged)))

@@ -7,28 +7,44 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
-from pytest_runtimeconflict.model import Diagnosis, RunResult
+from pytest_runtimeconflict.model import Diagnosis, Finding, RunResult
+from pytest_runtimeconflict.model.entry import RunEntry
 from pytest_runtimeconflict.report.text import format_failure
-from pytest_runtimeconflict.vocabulary import is_import_step
+from pytest_runtimeconflict.vocabulary import JsonObject, is_import_step
 
 
-@dataclass
+@dataclass(frozen=True)
 class ItemVerdict:
     """What an item should do after its runs: fail, xfail, skip, warn, or pass."""
 
-    entries: list[dict[str, Any]] = field(default_factory=list)
+    entries: tuple[RunEntry, ...] = ()
     failure: str | None = None
     xfail: str | None = None
     skip: str | None = None
     # One message per distinct latent runtime set (the same text for the same files, whatever
     # the order that mapped them), so each is warned once, not once per sequence.
-    warnings: list[str] = field(default_factory=list)
+    warnings: tuple[str, ...] = ()
+
+    def entries_json(self) -> list[JsonObject]:
+        """The entries as the report records them."""
+        return [entry.to_json() for entry in self.entries]
 
 
-def _never_known(entry: dict[str, Any]) -> bool:
-    return False
+# (result, diagnosis) of a newly diagnosed conflict
+Pair = tuple[RunResult, Diagnosis]
+# Whether an entry's conflict is known (in the baseline), and the entry with the baseline's mark.
+KnownJudge = Callable[[RunEntry], "tuple[bool, RunEntry]"]
+FindingJudge = Callable[[RunEntry, Finding], "tuple[bool, RunEntry]"]
+
+
+def _never_known(entry: RunEntry) -> tuple[bool, RunEntry]:
+    return False, entry
+
+
+def _no_known_finding(entry: RunEntry, finding: Finding) -> tuple[bool, RunEntry]:
+    return False, entry
 
 
 def known_text(settings: _BaselineSettings, conflicts: Sequence[str]) -> str:
@@ -50,9 +66,10 @@ class _BaselineSettings(Protocol):
 @dataclass
 class PlanOutcome:
     """Failures, duplicates, known conflicts (in the --rc-baseline file) and latent warnings
-    gathered over the runs of one plan item."""
+    gathered over the runs of one plan item: an accumulator while the item runs; its
+    :meth:`verdict` is the frozen result."""
 
-    entries: list[dict[str, Any]] = field(default_factory=list)
+    entries: list[RunEntry] = field(default_factory=list)
     failures: dict[str, str] = field(default_factory=dict)
     duplicates: dict[str, str] = field(default_factory=dict)
     latent: list[str] = field(default_factory=list)
@@ -60,76 +77,93 @@ class PlanOutcome:
     seen: dict[str, str] = field(default_factory=dict)  # conflict key -> first run id
     fail_latent: bool = False
     known: dict[str, str] = field(default_factory=dict)
-    is_known: Callable[[dict[str, Any]], bool] = _never_known
+    is_known: KnownJudge = _never_known
     # (entry, static finding no run reproduced) -> in the baseline
-    is_known_finding: Callable[[dict[str, Any], Any], bool] = lambda entry, finding: False
+    is_known_finding: FindingJudge = _no_known_finding
 
     def add(
         self,
-        entry: dict[str, Any],
-        pair: tuple[RunResult, Diagnosis],
-        earlier_owner: Callable[[dict[str, Any], Diagnosis], str | None],
+        entry: RunEntry,
+        pair: Pair,
+        earlier_owner: Callable[[RunEntry, Diagnosis], str | None],
         fails: Callable[[str], bool],
-        complete: Callable[[dict[str, Any], Any], Any] | None = None,
+        complete: Callable[[RunEntry, Pair], tuple[RunEntry, Pair]] | None = None,
     ) -> None:
-        """Record one diagnosed conflict of the item (once per conflict key). ``complete``
-        finishes the diagnosis (counter-experiments) of a conflict no earlier item owns."""
+        """Record one diagnosed conflict of the item (once per conflict key) with its entry.
+        ``complete`` finishes the diagnosis (counter-experiments) of a conflict no earlier
+        item owns."""
         result, diagnosis = pair
         key = diagnosis.key
         if key in self.seen:
-            entry["same_conflict_as"] = self.seen[key]
+            self.entries.append(entry.replace(same_conflict_as=self.seen[key]))
             return
-        self.seen[key] = str(entry.get("id", ""))
+        self.seen[key] = entry.id
         owner = earlier_owner(entry, diagnosis)
         if owner is not None:
-            entry["duplicate_of"] = owner
+            self.entries.append(entry.replace(duplicate_of=owner))
             self.duplicates[key] = f"{key} (reported by {owner})"
             return
         if complete is not None:
-            result, diagnosis = complete(entry, pair)
-        if fails(result.outcome) and self.is_known(entry):
+            entry, (result, diagnosis) = complete(entry, pair)
+        known = False
+        if fails(result.outcome):
+            known, entry = self.is_known(entry)
+        self.entries.append(entry)
+        if fails(result.outcome) and known:
             self.known[key] = format_failure(result, diagnosis).splitlines()[0]
         elif fails(result.outcome):
             self.failures[key] = format_failure(result, diagnosis)
         else:
             self.latent.append(format_failure(result, diagnosis).splitlines()[0])
 
-    def add_owned(self, entry: dict[str, Any]) -> None:
+    def add_owned(self, entry: RunEntry) -> None:
         """Record a failure that an earlier item's planned run showed again the same way (a
         sub-experiment of this run: :func:`~.owners.owned_by_sub_run`); not diagnosed here,
         that item reports it."""
         from pytest_runtimeconflict.planning.workloads import step_label
 
-        prior = entry["same_failure_as"]
+        prior = entry.same_failure_as
+        assert prior is not None
         what = (
-            f"{entry.get('outcome')} at {step_label(prior['step'])} as its earlier run "
-            f"{prior['run']} does, not diagnosed again"
+            f"{entry.outcome} at {step_label(prior.step)} as its earlier run "
+            f"{prior.run} does, not diagnosed again"
         )
-        self.duplicates.setdefault(what, f"{what} (reported by {prior['item']})")
+        self.entries.append(entry)
+        self.duplicates.setdefault(what, f"{what} (reported by {prior.item})")
 
     def verdict(self, settings: _BaselineSettings | None = None) -> ItemVerdict:
         """What the item does: fail on a new conflict, xfail when every failing conflict is
         known (``settings`` names the baseline), skip when all were reported earlier."""
-        verdict = ItemVerdict(entries=self.entries)
-        for entry in self.entries:
-            if entry.get("outcome") == "latent":
-                self.latent.extend(latent_warnings(entry))
-                if not self.fail_latent:
-                    continue  # --rc-fail-on=latent fails on it
-                if self.is_known(entry):
-                    self.known.setdefault("latent", latent_text_json(entry))
-                else:
-                    self.failures.setdefault("latent", latent_text_json(entry))
+        self.entries = [self._judge_latent(entry) for entry in self.entries]
+        failure = xfail = skip = None
         if self.failures:
-            verdict.failure = "\n\n".join(self.failures.values())
+            failure = "\n\n".join(self.failures.values())
         elif self.known and settings is not None:
-            verdict.xfail = known_text(settings, list(self.known.values()))
+            xfail = known_text(settings, list(self.known.values()))
         elif self.duplicates:
-            verdict.skip = "same conflict as an earlier sequence: " + "; ".join(
-                self.duplicates.values()
-            )
-        verdict.warnings = list(dict.fromkeys([*self.latent, *self.notes]))
-        return verdict
+            skip = "same conflict as an earlier sequence: " + "; ".join(self.duplicates.values())
+        return ItemVerdict(
+            entries=tuple(self.entries),
+            failure=failure,
+            xfail=xfail,
+            skip=skip,
+            warnings=tuple(dict.fromkeys([*self.latent, *self.notes])),
+        )
+
+    def _judge_latent(self, entry: RunEntry) -> RunEntry:
+        """A latent run's warnings; with --rc-fail-on=latent, a failure unless known."""
+        if entry.outcome != "latent":
+            return entry
+        data = entry.to_json()
+        self.latent.extend(latent_warnings(data))
+        if not self.fail_latent:
+            return entry
+        known, entry = self.is_known(entry)
+        if known:
+            self.known.setdefault("latent", latent_text_json(data))
+        else:
+            self.failures.setdefault("latent", latent_text_json(data))
+        return entry
 
 
 def repairs(
@@ -147,7 +181,10 @@ def repairs(
 
 
 def partners(
-    entry: dict[str, Any], pair: Any, after_steps: bool, known_minimal: Sequence[str] = ()
+    entry: RunEntry,
+    pair: Pair | None,
+    after_steps: bool,
+    known_minimal: Sequence[str] = (),
 ) -> Sequence[str]:
     """The steps a repair of ``entry``'s failure leaves out besides the failing one: the
     modules of the earlier sub-run that showed the same failure (not minimised here: any of
@@ -155,9 +192,9 @@ def partners(
     ``known_minimal``: that of the item's earlier run with the same conflict), but none once
     every import had run (each tuple has met; dropping the partners would meet the same
     conflict again with the next partner)."""
-    prior = entry.get("same_failure_as")
-    if prior:
-        return tuple(prior["modules"])
+    prior = entry.same_failure_as
+    if prior is not None:
+        return tuple(prior.modules)
     if after_steps:
         return ()
     return tuple(pair[1].minimal_steps) if pair is not None else tuple(known_minimal)
@@ -169,7 +206,7 @@ def last_minimal_step(steps: Sequence[str], minimal: Sequence[str]) -> int | Non
     return max(positions) if positions else None
 
 
-def cut_step(result: Any) -> int | None:
+def cut_step(result: RunResult) -> int | None:
     """Index of the step that stopped the run (None when every step ran)."""
     if result.outcome in ("passed", "latent"):
         return None
@@ -178,9 +215,9 @@ def cut_step(result: Any) -> int | None:
     return int(result.failed_step)
 
 
-def latent_text_json(entry: dict[str, Any]) -> str:
+def latent_text_json(entry: JsonObject) -> str:
     """One line naming the runtime families mapped more than once, and their files."""
-    by_family: dict[str, list[dict[str, Any]]] = {}
+    by_family: dict[str, list[JsonObject]] = {}
     for rt in entry.get("loaded_runtimes", []):
         by_family.setdefault(str(rt.get("family")), []).append(rt)
     parts = [
@@ -192,7 +229,7 @@ def latent_text_json(entry: dict[str, Any]) -> str:
     return f"latent runtime conflict in {order}: " + "; ".join(parts)
 
 
-def latent_sets(entry: dict[str, Any]) -> list[tuple[str, tuple[str, ...]]]:
+def latent_sets(entry: JsonObject) -> list[tuple[str, tuple[str, ...]]]:
     """Each runtime family mapped from more than one file in a run, with those files (labelled
     by :func:`runtime_label`, sorted): ``("blas", ("a.libs/x.so (a, openblas)", ...))``."""
     by_family: dict[str, set[str]] = {}
@@ -205,7 +242,7 @@ def latent_sets(entry: dict[str, Any]) -> list[tuple[str, tuple[str, ...]]]:
     ]
 
 
-def latent_warnings(entry: dict[str, Any]) -> list[str]:
+def latent_warnings(entry: JsonObject) -> list[str]:
     """One warning text per latent runtime set of a run, independent of the import order."""
     return [
         f"latent runtime conflict: {len(files)} {family} runtimes mapped at once without a "
@@ -214,7 +251,7 @@ def latent_warnings(entry: dict[str, Any]) -> list[str]:
     ]
 
 
-def runtime_label(rt: dict[str, Any]) -> str:
+def runtime_label(rt: JsonObject) -> str:
     """``site-relative/path (distribution, runtime)``, or the path's last parts outside any
     distribution (system libraries)."""
     path = str(rt.get("path", ""))

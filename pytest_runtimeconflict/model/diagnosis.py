@@ -7,10 +7,10 @@ import dataclasses
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from pytest_runtimeconflict.model.facts import Finding, ObjectInfo
 from pytest_runtimeconflict.model.run import Binding, RunResult, RunSpec
+from pytest_runtimeconflict.vocabulary import JsonObject
 
 KINDS = ("order", "load_mode", "preload", "ld_preload", "env")
 CONFIDENCES = ("high", "medium", "low")
@@ -35,7 +35,7 @@ class AvoidedBy:
     signal: str | None = None
     effect: str = ""
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JsonObject:
         return {
             "change": self.change,
             "kind": self.kind,
@@ -57,7 +57,7 @@ class LibraryRole:
     runtime: str | None
     role: str
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JsonObject:
         return dataclasses.asdict(self)
 
 
@@ -165,7 +165,7 @@ class Diagnosis:
         """The experiments that avoided the failure, safe ones first."""
         return sorted((e for e in self.experiments if e.avoided), key=_advice_rank)
 
-    def verdict_json(self) -> dict[str, Any]:
+    def verdict_json(self) -> JsonObject:
         return {
             "rule": self.rule,
             "confidence": self.confidence,
@@ -175,7 +175,7 @@ class Diagnosis:
             "key": self.key,
         }
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JsonObject:
         return {
             "minimal_steps": list(self.minimal_steps),
             "runs_used": self.runs_used,
@@ -190,7 +190,7 @@ class Diagnosis:
             "minimal_run": self.minimal_run_json(),
         }
 
-    def minimal_run_json(self) -> dict[str, Any]:
+    def minimal_run_json(self) -> JsonObject:
         """How the minimal order's own run failed (where, and which runtimes it called into):
         what a reproducer of that order needs, beyond the original run's keys."""
         result = self.minimal_result

@@ -5,7 +5,8 @@ from __future__ import annotations
 import bisect
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+
+from pytest_runtimeconflict.vocabulary import JsonObject
 
 SEVERITIES = ("info", "warning", "error")
 
@@ -52,13 +53,13 @@ class ElfFacts:
         exports hundreds under its prefix)."""
         return count_prefixed(self.c_functions, prefix)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JsonObject:
         data = asdict(self)
         data["version_needs"] = {name: list(vers) for name, vers in self.version_needs}
         return data
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> ElfFacts:
+    def from_json(cls, data: JsonObject) -> ElfFacts:
         data = dict(data)
         data["version_needs"] = tuple(
             (name, tuple(vers)) for name, vers in sorted(data["version_needs"].items())
@@ -103,7 +104,7 @@ class Finding:
     distributions: tuple[str, ...]
     advice: str
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JsonObject:
         return {
             "rule": self.rule,
             "family": self.family,
@@ -140,7 +141,7 @@ class ObjectInfo:
     def path(self) -> str:
         return self.facts.path
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JsonObject:
         f = self.facts
         return {
             "path": f.path,

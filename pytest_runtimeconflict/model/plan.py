@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
 
 from pytest_runtimeconflict.model.facts import Finding
 from pytest_runtimeconflict.model.run import RunSpec
+from pytest_runtimeconflict.vocabulary import JsonObject
 
 Tuple = tuple[str, ...]
 
@@ -47,7 +47,7 @@ class Variant:
             env=tuple(sorted(env.items())),
         )
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JsonObject:
         return {
             "label": self.label,
             "source": self.source,
@@ -58,7 +58,7 @@ class Variant:
         }
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Variant:
+    def from_json(cls, data: JsonObject) -> Variant:
         return cls(
             label=data["label"],
             source=data["source"],
@@ -147,7 +147,7 @@ class PlanContext:
     def distribution_of(self, module: str) -> str | None:
         return dict(self.distributions).get(module)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JsonObject:
         return {
             "modules": list(self.modules),
             "native": list(self.native),
@@ -164,7 +164,7 @@ class PlanContext:
         }
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> PlanContext:
+    def from_json(cls, data: JsonObject) -> PlanContext:
         findings = []
         for f, bringers in data["findings"]:
             f = dict(f, libraries=tuple(f["libraries"]), distributions=tuple(f["distributions"]))
@@ -221,7 +221,7 @@ class BlockedTuple:
     tuple: Tuple
     conflict: str
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JsonObject:
         return {"tuple": list(self.tuple), "conflict": self.conflict}
 
 
@@ -241,7 +241,7 @@ class VariantCoverage:
         blocked = f", blocked by a conflict: {self.blocked}" if self.blocked else ""
         return f"{self.label}: {what} exercised {self.exercised}/{self.total}{blocked}"
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JsonObject:
         return {
             "variant": self.label,
             "unit": self.unit,
@@ -305,7 +305,7 @@ class Coverage:
             lines.append(f"  blocked by a conflict: {shown}{more}")
         return lines
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JsonObject:
         return {
             "modules": list(self.modules),
             "strength": self.strength,

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pytest_runtimeconflict.model.facts import Finding, ObjectInfo
-from pytest_runtimeconflict.vocabulary import DEFAULT_TIMEOUT
+from pytest_runtimeconflict.vocabulary import DEFAULT_TIMEOUT, JsonObject
 
 REPORTED_BINDINGS = 2000  # of a traced run, in its report record (bindings_total: all)
 
@@ -40,7 +40,7 @@ class RunSpec:
     probes: tuple[str, ...] = ()
     backtrace: bool = True
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JsonObject:
         return {
             "id": self.id,
             "steps": list(self.steps),
@@ -122,18 +122,18 @@ class RunResult:
     mapped: tuple[str, ...] = ()
     init_library: str | None = None
     python_traceback: str | None = None
-    threads: tuple[dict[str, Any], ...] = ()
+    threads: tuple[JsonObject, ...] = ()
     crash_library: str | None = None
     gdb_backtrace: str | None = None
     core_found: bool = False
-    exercised: tuple[dict[str, Any], ...] = ()
+    exercised: tuple[JsonObject, ...] = ()
     loaded_runtimes: tuple[MappedRuntime, ...] = ()
     libraries: tuple[str, ...] = ()
     findings: tuple[Finding, ...] = ()
     bindings: tuple[Binding, ...] = ()
     objects: tuple[ObjectInfo, ...] = field(default=(), compare=False, repr=False)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JsonObject:
         """The report record (contract keys first, then the post-mortem extras)."""
         return {
             "id": self.spec.id,

@@ -7,15 +7,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from itertools import combinations
-from typing import Any
 
 from pytest_runtimeconflict.model.plan import Coverage, VariantCoverage
 from pytest_runtimeconflict.planning.sequences import coverage_of, tuples_covered
+from pytest_runtimeconflict.vocabulary import JsonObject
 
 Pair = tuple[str, str]
 
 
-def coverage_from_entries(plan_entries: Sequence[dict[str, Any]]) -> Coverage | None:
+def coverage_from_entries(plan_entries: Sequence[JsonObject]) -> Coverage | None:
     """The coverage of the planned runs whose ``plan`` records are ``plan_entries``."""
     if not plan_entries:
         return None
@@ -43,7 +43,7 @@ def coverage_from_entries(plan_entries: Sequence[dict[str, Any]]) -> Coverage | 
     )
 
 
-def _is_plain(p: dict[str, Any]) -> bool:
+def _is_plain(p: JsonObject) -> bool:
     variant = p.get("variant") or {}
     return not (
         variant.get("global_imports")
@@ -60,10 +60,10 @@ def _pairs(orders: Iterable[tuple[str, ...]]) -> set[Pair]:
     return out
 
 
-def _variant_coverage(plan_entries: Sequence[dict[str, Any]]) -> list[VariantCoverage]:
+def _variant_coverage(plan_entries: Sequence[JsonObject]) -> list[VariantCoverage]:
     """Per variant label of the covering (``sequence``) items: ordered pairs (a, b) with a
     imported RTLD_GLOBAL before b, or modules imported under a preload / environment."""
-    labels: dict[str, list[dict[str, Any]]] = {}
+    labels: dict[str, list[JsonObject]] = {}
     for p in plan_entries:
         if p.get("kind") == "sequence" and not _is_plain(p):
             labels.setdefault(p["variant"]["label"], []).append(p)
@@ -88,7 +88,7 @@ def _variant_coverage(plan_entries: Sequence[dict[str, Any]]) -> list[VariantCov
     return out
 
 
-def _masked(plan_entries: Sequence[dict[str, Any]]) -> tuple[tuple[tuple[str, ...], str], ...]:
+def _masked(plan_entries: Sequence[JsonObject]) -> tuple[tuple[tuple[str, ...], str], ...]:
     """Pairs masked in every run that exercised them."""
     masked: dict[Pair, str] = {}
     clean: set[Pair] = set()

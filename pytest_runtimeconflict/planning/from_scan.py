@@ -18,7 +18,7 @@ import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pytest_runtimeconflict.errors import UsageError
 from pytest_runtimeconflict.model.plan import (
@@ -36,6 +36,9 @@ from pytest_runtimeconflict.planning.variants import (
     variant_items,
 )
 from pytest_runtimeconflict.vocabulary import is_import_step
+
+if TYPE_CHECKING:
+    from pytest_runtimeconflict.static.scan import ScanResult
 
 # The plugin's own runtime dependencies (and pytest's), left out of the default module set
 # when the plugin is not installed as a distribution whose metadata says so.
@@ -84,7 +87,7 @@ def top_of(path: str) -> str | None:
     return first.split(".", 1)[0] if first.endswith(".so") or ".so." in first else first
 
 
-def default_modules(result: Any, rootdir: Path) -> tuple[str, ...]:
+def default_modules(result: ScanResult, rootdir: Path) -> tuple[str, ...]:
     """Import names worth planning: for each distribution (not one of the plugin's own
     dependencies) that ships native code under a top-level package or module it can import,
     its public top-level names that hold native code (else its public top-level names, else
@@ -98,7 +101,7 @@ def default_modules(result: Any, rootdir: Path) -> tuple[str, ...]:
     native: dict[str, set[str]] = {}
     for obj in result.objects:
         top = top_of(obj.path) if obj.distribution else None
-        if top and not _namespace(obj.path, top):
+        if obj.distribution and top and not _namespace(obj.path, top):
             native.setdefault(obj.distribution, set()).add(top)
     names: set[str] = set()
     for dist, tops in result.distributions.items():
@@ -141,7 +144,7 @@ def project_modules(rootdir: Path) -> list[str]:
     return []
 
 
-def _module_closures(result: Any, modules: Sequence[str]) -> dict[str, dict[str, str]]:
+def _module_closures(result: ScanResult, modules: Sequence[str]) -> dict[str, dict[str, str]]:
     """Per planned module, what its package's extensions load: load name -> path."""
     by_top: dict[str, list[str]] = {}
     for module in modules:
@@ -159,7 +162,7 @@ def _module_closures(result: Any, modules: Sequence[str]) -> dict[str, dict[str,
 
 
 def context_from_scan(
-    result: Any, modules: Sequence[str], cache_dir: Path | None = None
+    result: ScanResult, modules: Sequence[str], cache_dir: Path | None = None
 ) -> PlanContext:
     """What the planner needs from a scan, for the planned ``modules`` (``cache_dir``: the
     facts cache for the libraries' dependencies, as the scan's)."""
@@ -173,16 +176,16 @@ def context_from_scan(
     ]
     users = _users(closures)
     runtimes = [
-        o
+        (o, o.kind)
         for o in result.objects
         if o.kind is not None and o.kind.family in RUNTIME_FAMILIES and users(o.path)
     ]
-    alone = _loadable(result, [o.path for o in runtimes], cache_dir)
+    alone = _loadable(result, [o.path for o, _ in runtimes], cache_dir)
     libraries = tuple(
         RuntimeLibrary(
-            o.path, o.kind.family, o.kind.runtime, users(o.path), o.distribution, alone[o.path]
+            o.path, kind.family, kind.runtime, users(o.path), o.distribution, alone[o.path]
         )
-        for o in runtimes
+        for o, kind in runtimes
     )
     findings = _planned_findings(result, users)
     dist_of_top = {t: d for d, tops in result.distributions.items() for t in tops}
@@ -200,7 +203,7 @@ def context_from_scan(
     )
 
 
-def _planned_findings(result: Any, users: Any) -> tuple[tuple[Any, tuple[Any, ...]], ...]:
+def _planned_findings(result: ScanResult, users: Any) -> tuple[tuple[Any, tuple[Any, ...]], ...]:
     """The static findings the planned modules can show, each with the modules that bring
     each of its libraries. A finding whose libraries come partly from modules that are not
     planned is kept only when its rule still holds for the libraries planned modules bring
@@ -222,7 +225,7 @@ def _planned_findings(result: Any, users: Any) -> tuple[tuple[Any, tuple[Any, ..
     return tuple(out)
 
 
-def _loadable(result: Any, paths: Sequence[str], cache_dir: Path | None) -> dict[str, bool]:
+def _loadable(result: ScanResult, paths: Sequence[str], cache_dir: Path | None) -> dict[str, bool]:
     """Per library, whether the loader model resolves every dependency when it is loaded on
     its own (as ``LD_PRELOAD`` or a preload by path does)."""
     from pytest_runtimeconflict.static.factcache import FactsCache, resolve_cache_dir

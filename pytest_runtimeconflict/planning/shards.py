@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pytest_runtimeconflict.errors import UsageError
-from pytest_runtimeconflict.vocabulary import PLAN_NODE
+from pytest_runtimeconflict.vocabulary import PLAN_NODE, JsonObject
 
 _SHARD = re.compile(r"\s*(\d+)\s*/\s*(\d+)\s*")
 
@@ -123,9 +123,9 @@ class ShardScope:
     shard: Shard | None
     selected: tuple[str, ...]
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JsonObject:
         """The report keys: ``plan`` always, ``shard`` when the job is one shard."""
-        data: dict[str, Any] = {"plan": {"id": self.plan_id, "items": self.total}}
+        data: JsonObject = {"plan": {"id": self.plan_id, "items": self.total}}
         if self.shard is not None:
             data["shard"] = {**self.shard.to_json(), "items": list(self.selected)}
         return data

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from itertools import combinations
-from typing import Any
 
 from pytest_runtimeconflict.model import Finding
+from pytest_runtimeconflict.model.entry import RunEntry
 from pytest_runtimeconflict.model.plan import PLAIN, PlanContext, PlannedItem, PlannedRun, Variant
 from pytest_runtimeconflict.static.rules import rule_of
 
@@ -145,14 +145,14 @@ def fork_items(context: PlanContext) -> list[PlannedItem]:
     ]
 
 
-def reproduces(finding: Finding, entry: dict[str, Any]) -> bool:
+def reproduces(finding: Finding, entry: RunEntry) -> bool:
     """Whether a run (a report entry) reproduced ``finding``: it did not pass, and its verdict
     or a finding over what it mapped has the finding's rule."""
-    if entry.get("outcome") not in ("crashed", "failed", "hung", "latent"):
+    if entry.outcome not in ("crashed", "failed", "hung", "latent"):
         return False
-    if (entry.get("verdict") or {}).get("rule") == finding.rule:
+    if entry.rule == finding.rule:
         return True
-    return any(f.get("rule") == finding.rule for f in entry.get("findings", []))
+    return any(f.rule == finding.rule for f in entry.findings)
 
 
 def not_reproduced_text(finding: Finding, tried: Sequence[str]) -> str:

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_runtimeconflict.errors import UsageError
+from pytest_runtimeconflict.vocabulary import JsonObject
 
 SKIP_MARKER = "rc-workload-skipped"
 _HEADER = "# workload "
@@ -256,6 +257,6 @@ def is_workload(step: str) -> bool:
     return step.startswith(_HEADER)
 
 
-def describe_catalogue() -> list[dict[str, Any]]:
+def describe_catalogue() -> list[JsonObject]:
     """The catalogue as data (for the docs)."""
     return [{"module": w.module, "name": w.name, "code": w.code} for w in CATALOGUE]

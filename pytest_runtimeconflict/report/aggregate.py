@@ -10,14 +10,14 @@ from pytest_runtimeconflict.engine import verdicts
 from pytest_runtimeconflict.model.plan import Coverage
 from pytest_runtimeconflict.planning.coverage import coverage_from_entries
 from pytest_runtimeconflict.planning.workloads import is_workload, probe_label, step_label
-from pytest_runtimeconflict.vocabulary import REPORT_SCHEMA
+from pytest_runtimeconflict.vocabulary import REPORT_SCHEMA, JsonObject
 
-Collected = Sequence[tuple[str, dict[str, Any]]]
+Collected = Sequence[tuple[str, JsonObject]]
 SEEN_IN_SHOWN = 3
 
 
 def insert_in_order(
-    collected: list[tuple[str, dict[str, Any]]], nodeid: str, entry: dict[str, Any]
+    collected: list[tuple[str, JsonObject]], nodeid: str, entry: JsonObject
 ) -> None:
     """Add a run's entry to ``collected`` in plan order (scenario-file items after, by node
     id), whatever order xdist workers report in; an item's own entries keep their order, so
@@ -29,16 +29,16 @@ def insert_in_order(
     collected.insert(at, (nodeid, entry))
 
 
-def _order_key(nodeid: str, entry: dict[str, Any]) -> tuple[int, int, str]:
+def _order_key(nodeid: str, entry: JsonObject) -> tuple[int, int, str]:
     plan = entry.get("plan")
     if isinstance(plan, dict) and isinstance(plan.get("index"), int):
         return (0, plan["index"], nodeid)
     return (1, 0, nodeid)
 
 
-def report_json(collected: Collected) -> dict[str, Any]:
+def report_json(collected: Collected) -> JsonObject:
     """The JSON report: every run plus the plan's coverage."""
-    data: dict[str, Any] = {
+    data: JsonObject = {
         "schema": REPORT_SCHEMA,
         "scenarios": [dict(entry, nodeid=nodeid) for nodeid, entry in collected],
     }
@@ -127,7 +127,7 @@ def child_runs(collected: Collected) -> int:
     return sum(1 + int(entry.get("runs_used") or 0) for _, entry in collected)
 
 
-def static_lines(entries: Iterable[dict[str, Any]]) -> list[str]:
+def static_lines(entries: Iterable[JsonObject]) -> list[str]:
     """Static findings no targeted run reproduced, load modes that could not be used, and
     catalogue workloads that were skipped."""
     entries = list(entries)
@@ -162,7 +162,7 @@ def static_lines(entries: Iterable[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def _conflict_lines(key: str, members: list[tuple[str, dict[str, Any]]]) -> list[str]:
+def _conflict_lines(key: str, members: list[tuple[str, JsonObject]]) -> list[str]:
     verdict = members[0][1]["verdict"]
     nodes = sorted({n for n, _ in members})
     lines = [f"- {verdict.get('rule') or 'unattributed'}: {verdict.get('cause', key)}"]
@@ -189,6 +189,6 @@ def _conflict_lines(key: str, members: list[tuple[str, dict[str, Any]]]) -> list
     return lines
 
 
-def latent_sets(entries: Iterable[dict[str, Any]]) -> list[tuple[str, tuple[str, ...]]]:
+def latent_sets(entries: Iterable[JsonObject]) -> list[tuple[str, tuple[str, ...]]]:
     """Every distinct set of one family's files mapped at once, over every latent run."""
     return sorted({found for entry in entries for found in verdicts.latent_sets(entry)})

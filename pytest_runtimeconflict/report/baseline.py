@@ -29,7 +29,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pytest_runtimeconflict.errors import UsageError
-from pytest_runtimeconflict.vocabulary import BASELINE_SCHEMA
+from pytest_runtimeconflict.model.entry import BaselineMark, RunEntry
+from pytest_runtimeconflict.model.facts import Finding
+from pytest_runtimeconflict.vocabulary import BASELINE_SCHEMA, JsonObject
 
 _HASH_SUFFIX = re.compile(r"(?:-[0-9a-f]{8})+(?=\.so(?:\.|$))")
 _ABI_TAG = re.compile(r"\.(?:cpython-|pypy)[^/]*?(?=\.so$)|\.abi3(?=\.so$)")
@@ -81,8 +83,8 @@ class Conflict:
             parts = [" > ".join(self.steps) or "(no steps)"]
         return f"{self.rule}: {' + '.join(parts)}"
 
-    def to_json(self) -> dict[str, Any]:
-        data: dict[str, Any] = {
+    def to_json(self) -> JsonObject:
+        data: JsonObject = {
             "rule": self.rule,
             "libraries": [{"distribution": d, "file": f} for d, f in self.libraries],
         }
@@ -104,28 +106,27 @@ class Baseline:
     def keys(self) -> frozenset[str]:
         return frozenset(c.key for c in self.conflicts)
 
-    def mark(self, entry: dict[str, Any]) -> bool:
-        """Record in ``entry`` whether its conflicts are known; True when all of them are."""
-        found = conflicts_of(entry)
+    def mark(self, entry: RunEntry) -> tuple[bool, RunEntry]:
+        """Whether ``entry``'s conflicts are all known, and the entry with the baseline's
+        mark (``known`` or ``new``, and each conflict's key)."""
+        found = conflicts_of(entry.to_json())
         known = bool(found) and all(c.key in self.keys for c in found)
-        entry["baseline"] = {
-            "status": "known" if known else "new",
-            "conflicts": [dict(c.to_json(), key=c.key) for c in found],
-        }
-        return known
+        conflicts = tuple(dict(c.to_json(), key=c.key) for c in found)
+        return known, entry.replace(baseline=BaselineMark("known" if known else "new", conflicts))
 
-    def mark_finding(self, entry: dict[str, Any], finding: Any) -> bool:
-        """Add a static finding that no run reproduced to ``entry``'s mark; True when the
-        baseline records it."""
+    def mark_finding(self, entry: RunEntry, finding: Finding) -> tuple[bool, RunEntry]:
+        """Whether the baseline records a static finding that no run reproduced, and the entry
+        with the finding added to its mark."""
         from pytest_runtimeconflict.static.records import distributions_of
 
         conflict = finding_conflict(finding, distributions_of(finding.libraries))
         known = conflict.key in self.keys
-        mark = entry.setdefault("baseline", {"status": "known", "conflicts": []})
-        mark["conflicts"].append(dict(conflict.to_json(), key=conflict.key))
-        if not known:
-            mark["status"] = "new"
-        return known
+        mark = entry.baseline or BaselineMark("known", ())
+        mark = BaselineMark(
+            mark.status if known else "new",
+            (*mark.conflicts, dict(conflict.to_json(), key=conflict.key)),
+        )
+        return known, entry.replace(baseline=mark)
 
 
 def conflicts_of(entry: Mapping[str, Any]) -> list[Conflict]:
@@ -158,7 +159,7 @@ def _latent_conflicts(entry: Mapping[str, Any]) -> list[Conflict]:
     ]
 
 
-def finding_conflict(finding: Any, owners: Mapping[str, str | None]) -> Conflict:
+def finding_conflict(finding: Finding, owners: Mapping[str, str | None]) -> Conflict:
     """A static finding of ``scan`` (rule, library paths) as a conflict; ``owners`` maps a
     path to its distribution."""
     libraries = [(owners.get(path), path) for path in finding.libraries]
@@ -262,8 +263,8 @@ class BaselineStatus:
     fixed: tuple[str, ...] | None  # None: not judged (one shard sees part of the plan)
     entries: tuple[str, ...]
 
-    def to_json(self) -> dict[str, Any]:
-        data: dict[str, Any] = {
+    def to_json(self) -> JsonObject:
+        data: JsonObject = {
             "file": self.path,
             "conflicts": list(self.entries),
             "known": list(self.known),

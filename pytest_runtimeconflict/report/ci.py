@@ -17,10 +17,10 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping
-from typing import Any
 
 from pytest_runtimeconflict.planning.shards import ShardScope
 from pytest_runtimeconflict.report.baseline import BaselineStatus
+from pytest_runtimeconflict.vocabulary import JsonObject
 
 
 def report_keys(
@@ -28,9 +28,9 @@ def report_keys(
     item_outcomes: Mapping[str, str],
     scope: ShardScope | None,
     baseline: BaselineStatus | None,
-) -> dict[str, Any]:
+) -> JsonObject:
     """The CI keys of one run's report."""
-    data: dict[str, Any] = {
+    data: JsonObject = {
         "fail_on": fail_on,
         "item_outcomes": dict(sorted(item_outcomes.items())),
     }

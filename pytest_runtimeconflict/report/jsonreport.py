@@ -9,12 +9,12 @@ from typing import Any, Union
 
 from pytest_runtimeconflict.errors import UsageError
 from pytest_runtimeconflict.model import Diagnosis, RunResult
-from pytest_runtimeconflict.vocabulary import REPORT_SCHEMA
+from pytest_runtimeconflict.vocabulary import REPORT_SCHEMA, JsonObject
 
 Entry = Union[Mapping[str, Any], RunResult, "tuple[RunResult, Diagnosis | None]"]
 
 
-def scenario_entry(result: RunResult, diagnosis: Diagnosis | None = None) -> dict[str, Any]:
+def scenario_entry(result: RunResult, diagnosis: Diagnosis | None = None) -> JsonObject:
     """One report entry: the run's keys, overlaid with the diagnosis's keys when there is one.
 
     The diagnosis's ``libraries`` (objects with path, distribution, family, runtime, role) and
@@ -26,7 +26,7 @@ def scenario_entry(result: RunResult, diagnosis: Diagnosis | None = None) -> dic
     return entry
 
 
-def report_json(entries: Iterable[Entry]) -> dict[str, Any]:
+def report_json(entries: Iterable[Entry]) -> JsonObject:
     """``{"schema": ..., "scenarios": [...]}`` from entries given as ready dicts, as
     ``(result, diagnosis_or_None)`` pairs, or as bare results."""
     scenarios = []

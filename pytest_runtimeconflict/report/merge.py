@@ -17,9 +17,9 @@ from typing import Any
 from pytest_runtimeconflict.errors import UsageError
 from pytest_runtimeconflict.report import aggregate
 from pytest_runtimeconflict.report.baseline import BaselineStatus, status_of
-from pytest_runtimeconflict.vocabulary import REPORT_SCHEMA
+from pytest_runtimeconflict.vocabulary import REPORT_SCHEMA, JsonObject
 
-Collected = list[tuple[str, dict[str, Any]]]
+Collected = list[tuple[str, JsonObject]]
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,7 @@ def _shards_of(data: Mapping[str, Any], path: str) -> tuple[tuple[int, ...], int
 class Merged:
     """The merged report, the runs as (node id, entry) and which shards are missing."""
 
-    data: dict[str, Any]
+    data: JsonObject
     collected: Collected
     count: int
     present: tuple[int, ...]
@@ -139,7 +139,7 @@ def _merged_data(
     present: tuple[int, ...],
     missing: tuple[int, ...],
     baseline: BaselineStatus | None,
-) -> dict[str, Any]:
+) -> JsonObject:
     first = reports[0].data
     data = aggregate.report_json(collected)
     outcomes: dict[str, str] = {}

@@ -25,7 +25,7 @@ from pytest_runtimeconflict.sandbox import postmortem
 from pytest_runtimeconflict.static.objects import describe_paths
 from pytest_runtimeconflict.static.records import distributions_of
 from pytest_runtimeconflict.static.rules import findings_for_mapped, rule_of
-from pytest_runtimeconflict.vocabulary import signal_name
+from pytest_runtimeconflict.vocabulary import JsonObject, signal_name
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ class ChildRun:
     duration_s: float
     stdout: str
     stderr: str
-    events: list[dict[str, Any]]
+    events: list[JsonObject]
     fault_text: str
 
 
@@ -56,15 +56,15 @@ class Progress:
     phase: str | None = None
     index: int | None = None  # step or preload index of the current phase
     exercising: tuple[str, str] | None = None  # (path, kind) being exercised
-    error: dict[str, Any] | None = None
+    error: JsonObject | None = None
     done: bool = False
     preload_new: list[str] = field(default_factory=list)
     step_new: list[list[str]] = field(default_factory=list)
     seen: list[str] = field(default_factory=list)
-    exercised: list[dict[str, Any]] = field(default_factory=list)
+    exercised: list[JsonObject] = field(default_factory=list)
 
 
-def replay(events: list[dict[str, Any]]) -> Progress:
+def replay(events: list[JsonObject]) -> Progress:
     """The child's state reconstructed from its progress events."""
     state = Progress()
     for ev in events:
@@ -90,7 +90,7 @@ def replay(events: list[dict[str, Any]]) -> Progress:
     return state
 
 
-def _replay_exercise(state: Progress, ev: dict[str, Any]) -> None:
+def _replay_exercise(state: Progress, ev: JsonObject) -> None:
     if ev.get("status") == "begin":
         state.exercising = (ev["path"], ev["kind"])
         state.exercised.append({"path": ev["path"], "kind": ev["kind"], "status": "running"})

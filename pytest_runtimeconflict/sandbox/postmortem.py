@@ -26,6 +26,8 @@ from typing import Any
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
+from pytest_runtimeconflict.vocabulary import JsonObject
+
 log = logging.getLogger(__name__)
 
 # struct elf_prstatus on 64-bit Linux: pr_pid at 32, pr_reg (user_regs_struct) at 112.
@@ -376,7 +378,7 @@ def _is_shared(path: str) -> bool:
         return True
 
 
-def describe_threads(core: CoreInfo) -> list[dict[str, Any]]:
+def describe_threads(core: CoreInfo) -> list[JsonObject]:
     """One record per thread: ``tid``, ``pc`` (hex), ``library`` and ``symbol`` when known."""
     rows = []
     for thread in core.threads:

@@ -38,7 +38,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 import psutil
 
@@ -47,6 +47,7 @@ from pytest_runtimeconflict.errors import InterpreterError, UsageError
 from pytest_runtimeconflict.model import RunResult, RunSpec
 from pytest_runtimeconflict.sandbox.assess import LOADER_LOG_PREFIX, ChildRun, assess
 from pytest_runtimeconflict.sandbox.progress import wait_child
+from pytest_runtimeconflict.vocabulary import JsonObject
 
 log = logging.getLogger(__name__)
 
@@ -328,7 +329,7 @@ def _read_tail(path: str, limit: int = TAIL_BYTES) -> str:
         return ""
 
 
-def read_progress(path: str) -> list[dict[str, Any]]:
+def read_progress(path: str) -> list[JsonObject]:
     """The child's JSON-lines events; a torn last line (crash mid-write) is ignored."""
     events = []
     try:

@@ -19,6 +19,7 @@ from pytest_runtimeconflict import vocabulary
 from pytest_runtimeconflict.errors import ScenarioFileError
 from pytest_runtimeconflict.model import OUTCOMES, RunSpec
 from pytest_runtimeconflict.static.rules import RULES
+from pytest_runtimeconflict.vocabulary import JsonObject
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -87,7 +88,7 @@ class Expectation:
             return False, f"expected message matching /{self.message}/ in the output"
         return True, ""
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JsonObject:
         return {
             "outcome": self.outcome,
             "signal": self.signal,
@@ -299,7 +300,7 @@ class _Validator:
                 )
         return tuple(values)
 
-    def scenario(self, data: dict[str, Any]) -> Scenario:
+    def scenario(self, data: JsonObject) -> Scenario:
         self.check_keys(data, TOP_KEYS, ())
         head = self.get(data, "scenario", dict, (), required=True)
         self.check_keys(head, SCENARIO_KEYS, ("scenario",))
@@ -329,7 +330,7 @@ class _Validator:
             runs=parsed,
         )
 
-    def build_script(self, data: dict[str, Any]) -> Path | None:
+    def build_script(self, data: JsonObject) -> Path | None:
         build = self.get(data, "build", dict, ())
         if build is None:
             return None
@@ -373,7 +374,7 @@ class _Validator:
         )
         return ScenarioRun(id=run_id, spec=spec, expect=self.expect(run, where))
 
-    def paths(self, run: dict[str, Any], key: str, where: Path_) -> tuple[str, ...]:
+    def paths(self, run: JsonObject, key: str, where: Path_) -> tuple[str, ...]:
         # Relative paths (with a slash) are relative to the manifest; bare names go to the loader.
         values = self.str_list(run, key, where)
         return tuple(
@@ -381,7 +382,7 @@ class _Validator:
             for v in values
         )
 
-    def preload_mode(self, run: dict[str, Any], where: Path_) -> str:
+    def preload_mode(self, run: JsonObject, where: Path_) -> str:
         mode = self.get(run, "preload_mode", str, where, default="global")
         if mode not in PRELOAD_MODES:
             raise self.fail(
@@ -391,7 +392,7 @@ class _Validator:
             )
         return str(mode)
 
-    def env(self, run: dict[str, Any], where: Path_) -> tuple[tuple[str, str], ...]:
+    def env(self, run: JsonObject, where: Path_) -> tuple[tuple[str, str], ...]:
         env = self.get(run, "env", dict, where, default={})
         for key, value in env.items():
             if not isinstance(value, str):
@@ -402,7 +403,7 @@ class _Validator:
                 )
         return tuple(sorted(env.items()))
 
-    def timeout(self, run: dict[str, Any], where: Path_) -> float:
+    def timeout(self, run: JsonObject, where: Path_) -> float:
         timeout = self.get(run, "timeout", (int, float), where, default=vocabulary.DEFAULT_TIMEOUT)
         if timeout <= 0:
             raise self.fail(
@@ -410,7 +411,7 @@ class _Validator:
             )
         return float(timeout)
 
-    def expect(self, run: dict[str, Any], where: Path_) -> Expectation:
+    def expect(self, run: JsonObject, where: Path_) -> Expectation:
         expect = self.get(run, "expect", dict, where, default={})
         where = (*where, "expect")
         self.check_keys(expect, EXPECT_KEYS, where)
@@ -428,7 +429,7 @@ class _Validator:
             message=self.expect_message(expect, where),
         )
 
-    def expect_signal(self, expect: dict[str, Any], outcome: str, where: Path_) -> str | None:
+    def expect_signal(self, expect: JsonObject, outcome: str, where: Path_) -> str | None:
         raw = self.get(expect, "signal", (str, int), where)
         if raw is None:
             return None
@@ -445,7 +446,7 @@ class _Validator:
             )
         return name
 
-    def expect_step(self, expect: dict[str, Any], outcome: str, where: Path_) -> int | None:
+    def expect_step(self, expect: JsonObject, outcome: str, where: Path_) -> int | None:
         step = self.get(expect, "failed_step", int, where)
         if step is None:
             return None
@@ -461,7 +462,7 @@ class _Validator:
             )
         return int(step)
 
-    def expect_message(self, expect: dict[str, Any], where: Path_) -> str | None:
+    def expect_message(self, expect: JsonObject, where: Path_) -> str | None:
         message = self.get(expect, "message", str, where)
         if message is None:
             return None

@@ -28,6 +28,7 @@ from pytest_runtimeconflict.errors import InterpreterError, UsageError
 from pytest_runtimeconflict.files.locking import replace_atomically
 from pytest_runtimeconflict.static.paths import real_path
 from pytest_runtimeconflict.static.records import parse_record
+from pytest_runtimeconflict.vocabulary import JsonObject
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +108,7 @@ def is_elf_candidate(name: str) -> bool:
     return name.endswith(".so") or ".so." in name
 
 
-def _query_interpreter(python: str) -> dict[str, Any]:
+def _query_interpreter(python: str) -> JsonObject:
     if not os.path.exists(python):
         raise InterpreterError(
             f"--python {python}: no such file; give the path of a Python interpreter"
@@ -156,12 +157,12 @@ class DiscoveryCache:
             digest = hashlib.sha256(os.path.abspath(python).encode()).hexdigest()[:32]
             self.file = root / "discover-1" / f"{digest}.json"
         self.started = time.time_ns()
-        self.data: dict[str, Any] = self._load()
+        self.data: JsonObject = self._load()
         self.dirs: dict[str, list[Any]] = self.data.get("dirs", {})
         self.new_dirs: dict[str, list[Any]] = {}
         self.changed = False
 
-    def _load(self) -> dict[str, Any]:
+    def _load(self) -> JsonObject:
         if self.file is None:
             return {}
         try:
@@ -170,7 +171,7 @@ class DiscoveryCache:
             return {}
         return data if isinstance(data, dict) else {}
 
-    def answer(self, stamps: dict[str, list[int]]) -> dict[str, Any] | None:
+    def answer(self, stamps: dict[str, list[int]]) -> JsonObject | None:
         """The cached interpreter answer if ``stamps`` (of the interpreter) still match."""
         cached = self.data.get("answer")
         if not cached or self.data.get("stamps") != stamps:
@@ -187,7 +188,7 @@ class DiscoveryCache:
             self.new_dirs[path] = [mtime_ns, subdirs, files]
         self.changed = self.changed or self.dirs.get(path) != self.new_dirs.get(path)
 
-    def store(self, stamps: dict[str, list[int]], answer: dict[str, Any]) -> None:
+    def store(self, stamps: dict[str, list[int]], answer: JsonObject) -> None:
         site = _site_stamps(answer["site_dirs"])
         if self.file is None or site is None:
             return

@@ -21,7 +21,7 @@ from pytest_runtimeconflict.static.factcache import FactsCache, resolve_cache_di
 from pytest_runtimeconflict.static.loader import LoaderModel
 from pytest_runtimeconflict.static.objects import FactsReader, describe_paths, info_of
 from pytest_runtimeconflict.static.rules import compute_reach, evaluate
-from pytest_runtimeconflict.vocabulary import SCAN_SCHEMA
+from pytest_runtimeconflict.vocabulary import SCAN_SCHEMA, JsonObject
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ class ScanResult:
     seconds: float = 0.0
     closures: Mapping[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JsonObject:
         return {
             "schema": SCAN_SCHEMA,
             "python": self.python,
