@@ -12,7 +12,6 @@ from __future__ import annotations
 import ast
 import json
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -208,4 +207,3 @@ def test_a_script_that_does_not_reproduce_is_recorded(tmp_path: Path, built: Pat
     assert "# Verified: not reproduced (observed passed) in " in script.read_text()
     done = as_user(script)
     assert done.returncode == 0 and done.stdout.splitlines()[-1] == "[repro] not reproduced: passed"
-    assert not list(tmp_path.glob("core*")) and -signal.SIGABRT != done.returncode

@@ -10,7 +10,7 @@ and the variables the run set; without the variables the sandbox scrubs because 
 conflicts; marker variable ``RC_REPRO_REEXEC`` set), in its own process group, with a
 deadline, and compares what happened with the expected outcome. It prints one line on stdout,
 ``[repro] reproduced: SIGSEGV`` or ``[repro] not reproduced: passed``, and exits 1 when the
-conflict reproduced, 0 when it did not.
+conflict reproduced, 0 when it did not, 2 when it could not start the run (a line says why).
 
 ``--in-process`` runs the conflict in this process (for gdb or a debugger): it re-executes
 itself once with the run's environment when the marker variable is not set, ``dlopen``s the
@@ -38,7 +38,7 @@ import time  # noqa: E402
 import traceback  # noqa: E402
 
 IN_PROCESS = "--in-process"
-EXIT_NOT_REPRODUCED, EXIT_REPRODUCED = 0, 1
+EXIT_NOT_REPRODUCED, EXIT_REPRODUCED, EXIT_CANNOT_RUN = 0, 1, 2
 EXIT_RAISED, EXIT_FORK_HANG, EXIT_LATENT = 1, 4, 5
 RAISED = "[repro] raised: "
 STACK_DUMP_WAIT = 1.0
@@ -235,13 +235,17 @@ def reproduces(expected, observed, raised):  # type: (dict, str, object) -> bool
 
 def supervise(spec, script):  # type: (dict, str) -> int
     say_probe("expected: " + spec["expected"]["text"])
-    proc = subprocess.Popen(
-        [sys.executable, script, IN_PROCESS],
-        env=prepared_environment(spec),
-        stdin=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,  # one process group: everything it starts can be killed
-    )
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, script, IN_PROCESS],
+            env=prepared_environment(spec),
+            stdin=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,  # one process group: everything it starts can be killed
+        )
+    except (OSError, ValueError) as exc:  # e.g. a NUL byte in an environment value
+        say_probe("cannot start the run: " + one_line(str(exc)))
+        return EXIT_CANNOT_RUN
     inner = Inner(proc)
     timed_out = wait_for(inner, spec["deadline"])
     observed = observed_outcome(proc.returncode, timed_out, inner.raised)
