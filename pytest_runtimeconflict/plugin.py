@@ -392,7 +392,7 @@ class Reporter:
     def __init__(self, config: pytest.Config, state: session.RCState) -> None:
         self.config = config
         self.state = state
-        self.reproducers: list[Path] = []
+        self.reproducers: list[Any] = []  # report.repro_verify.Written
         self.repro_error = ""
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
@@ -437,8 +437,11 @@ class Reporter:
                 terminalreporter.write_line(line)
         if self.reproducers:
             terminalreporter.write_line("reproducers (one per distinct conflict), run with:")
-            for path in self.reproducers:
-                terminalreporter.write_line(f"  {self.state.settings.python} {path}")
+            for written in self.reproducers:
+                check = written.verification.describe()
+                terminalreporter.write_line(
+                    f"  {self.state.settings.python} {written.path}  # verified: {check}"
+                )
         if self.repro_error:
             terminalreporter.write_line(f"reproducers not written: {self.repro_error}", red=True)
 
@@ -453,12 +456,14 @@ class Reporter:
             session.exitstatus = pytest.ExitCode.OK  # its share of a small plan: nothing
         self.state.baseline_note = self.state.write_baseline()
         if self.state.settings.repro_dir:
-            from pytest_runtimeconflict.report.repro import write_reproducers
+            from pytest_runtimeconflict.report.repro_verify import write_verified_reproducers
 
             entries = [entry for _, entry in self.state.collected]
             directory = self._path(self.state.settings.repro_dir)
             try:
-                self.reproducers = write_reproducers(directory, entries, "--rc-repro-dir")
+                self.reproducers = write_verified_reproducers(
+                    directory, entries, "--rc-repro-dir", self.state.settings.python
+                )
             except RuntimeConflictError as exc:
                 self.repro_error = str(exc)
         if not self.state.settings.report:

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_repro_kinds import script_spec
 from venvs import make_venv
 from zoo_support import SCENARIOS_DIR, ZooVenv
 
@@ -56,15 +57,22 @@ def test_crash_reproducer_runs_without_the_plugin(tmp_path: Path, bare_python: s
     assert proc.returncode == 1, proc.stderr
     script = tmp_path / "crash.py"
     assert f"reproducer: crash.py\n  run it: {bare_python} crash.py" in proc.stdout
+    assert "  verified: reproduced SIGSEGV in " in proc.stdout
     source = script.read_text()
     assert "pytest_runtimeconflict" not in source.split("# Exit status")[1]
     # Minimised: csv and json are not needed for the crash.
-    assert "import csv" not in source and "import json" not in source
-    first_lines = source.splitlines()[:3]
+    assert [s["code"] for s in script_spec(script)["steps"]] == [kill]
+    first_lines = source.splitlines()[:8]
     assert first_lines[2] == f"# Run:  {bare_python} crash.py"
+    assert first_lines[7].startswith("# Verified: reproduced SIGSEGV in ")
     done = run_script(bare_python, script)
-    assert done.returncode == -signal.SIGSEGV, done.stderr
+    assert done.returncode == 1, done.stderr
+    assert done.stdout == "[repro] reproduced: SIGSEGV\n"
     assert "[repro] expected: crash with SIGSEGV at step 0 of 1: import os, signal" in done.stderr
+    # In this process (for gdb): the crash's own status.
+    here = subprocess.run([bare_python, str(script), "--in-process"], capture_output=True,
+                          env=CLEAN_ENV, cwd=tmp_path, timeout=60)  # fmt: skip
+    assert here.returncode == -signal.SIGSEGV
 
 
 def test_environment_ld_preload_and_preload_mode_are_reproduced(
@@ -89,11 +97,12 @@ def test_environment_ld_preload_and_preload_mode_are_reproduced(
     script = tmp_path / "env.py"
     source = script.read_text()
     assert f"# Run:  LD_PRELOAD={GOMP} RC_REPRO_X=1 {bare_python} env.py" in source
-    assert "ctypes.CDLL('libz.so.1', mode=ctypes.RTLD_GLOBAL)" in source
+    data = script_spec(script)
+    assert (data["preload"], data["preload_mode"]) == (["libz.so.1"], "global")
     # Run without the variable and the preload, with a variable that would hide the crash:
-    # the script re-executes itself with the run's environment.
+    # the script runs the conflict with the run's environment.
     done = run_script(bare_python, script, OMP_NUM_THREADS="1")
-    assert done.returncode == -signal.SIGABRT, done.stderr
+    assert done.returncode == 1 and done.stdout == "[repro] reproduced: SIGABRT\n", done.stderr
 
 
 def test_failed_step_reproducer_shows_the_traceback(tmp_path: Path, bare_python: str) -> None:
@@ -102,10 +111,13 @@ def test_failed_step_reproducer_shows_the_traceback(tmp_path: Path, bare_python:
     assert proc.returncode == 1
     done = run_script(bare_python, tmp_path / "fail.py")
     assert done.returncode == 1
+    assert done.stdout == (
+        "[repro] reproduced: exit 1: ModuleNotFoundError: No module named 'rc_no_such_module_q'\n"
+    )
     assert "expected: fail with ModuleNotFoundError: No module named 'rc_no_such_module_q'" in (
         done.stderr
     )
-    assert "Traceback" in done.stderr and "rc_no_such_module_q" in done.stderr.splitlines()[-1]
+    assert "Traceback (most recent call last)" in done.stderr
 
 
 def test_hang_reproducer_stops_after_the_tool_s_timeout(tmp_path: Path, bare_python: str) -> None:
@@ -113,9 +125,10 @@ def test_hang_reproducer_stops_after_the_tool_s_timeout(tmp_path: Path, bare_pyt
                   "--no-diagnose", "import time; time.sleep(600)", cwd=tmp_path)  # fmt: skip
     assert proc.returncode == 1 and "HUNG" in proc.stdout
     done = run_script(bare_python, tmp_path / "hang.py")
-    assert done.returncode == 1
+    assert done.returncode == 1 and done.stdout == "[repro] reproduced: hang\n"
     assert "expected: hang at step 0 of 1: import time; time.sleep(600)" in done.stderr
-    assert "Timeout (0:00:0" in done.stderr and "time.sleep" in (tmp_path / "hang.py").read_text()
+    # Every thread's stack before the kill: the step that waits.
+    assert 'File "<step 0>", line 1' in done.stderr
 
 
 def test_reproducer_says_when_it_does_not_reproduce(tmp_path: Path, bare_python: str) -> None:
@@ -125,12 +138,16 @@ def test_reproducer_says_when_it_does_not_reproduce(tmp_path: Path, bare_python:
         f"import os, signal, pathlib; p = pathlib.Path({str(flag)!r})\n"
         "if p.exists(): p.unlink(); os.kill(os.getpid(), signal.SIGSEGV)"
     )
-    proc = rc_run("--python", bare_python, "--repro", "once.py", "--no-diagnose", step,
-                  cwd=tmp_path)  # fmt: skip
+    proc = rc_run("--python", bare_python, "--repro", "once.py", "--no-diagnose",
+                  "--json", "out.json", step, cwd=tmp_path)  # fmt: skip
     assert proc.returncode == 1
+    # The tool's own check ran the script once: the crash did not happen again.
+    assert "  verified: not reproduced (observed passed) in " in proc.stdout
+    (entry,) = json.loads((tmp_path / "out.json").read_text())["scenarios"]
+    assert (entry["reproduces"], entry["reproduce_observed"]) == (False, "passed")
     done = run_script(bare_python, tmp_path / "once.py")
-    assert done.returncode == 0
-    assert "every step ran: not reproduced here" in done.stderr
+    assert done.returncode == 0 and done.stdout == "[repro] not reproduced: passed\n"
+    assert "[repro] every step ran" in done.stderr
 
 
 def test_passed_run_writes_no_reproducer(tmp_path: Path) -> None:
@@ -149,9 +166,12 @@ def test_repro_path_that_is_a_directory_is_a_usage_error(tmp_path: Path) -> None
 def test_reproducer_json_has_the_minimal_run(tmp_path: Path, bare_python: str) -> None:
     """The report keeps how the minimal order failed, which the reproducer is written from."""
     kill = "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)"
-    proc = rc_run("--python", bare_python, "--json", "out.json", "json", kill, cwd=tmp_path)
+    proc = rc_run("--python", bare_python, "--json", "out.json", "--repro", "r.py", "json", kill,
+                  cwd=tmp_path)  # fmt: skip
     assert proc.returncode == 1
     (entry,) = json.loads((tmp_path / "out.json").read_text())["scenarios"]
+    assert (entry["reproduces"], entry["reproduce_observed"]) == (True, "SIGSEGV")
+    assert entry["reproducer"] == "r.py"
     minimal = entry["minimal_run"]
     assert minimal["steps"] == [kill] and minimal["failed_step"] == 0
     assert (minimal["outcome"], minimal["signal"], minimal["phase"]) == (
@@ -175,9 +195,9 @@ def test_ini_repro_dir_writes_the_plugin_s_reproducers(
     )  # fmt: skip
     result.assert_outcomes(xfailed=1)
     (script,) = (pytester.path / "out" / "repro").iterdir()
-    result.stdout.fnmatch_lines([f"  {bare_python} {script}"])
+    result.stdout.fnmatch_lines([f"  {bare_python} {script}  # verified: reproduced SIGSEGV in *"])
     done = run_script(bare_python, script)
-    assert done.returncode == -signal.SIGSEGV, done.stderr
+    assert done.returncode == 1 and done.stdout == "[repro] reproduced: SIGSEGV\n", done.stderr
 
 
 @pytest.mark.parametrize("where", ["command line", "ini file"])
@@ -215,10 +235,13 @@ def test_plugin_writes_one_reproducer_per_conflict_that_crashes_without_it(
     scripts = sorted((pytester.path / "repro").iterdir())
     assert len(scripts) == 1 and scripts[0].name.startswith("openmp-duplicate-")
     result.stdout.fnmatch_lines(
-        ["reproducers (one per distinct conflict), run with:", f"  {zoo_venv.python} {scripts[0]}"]
+        [
+            "reproducers (one per distinct conflict), run with:",
+            f"  {zoo_venv.python} {scripts[0]}  # verified: reproduced SIGABRT in *",
+        ]
     )
     done = run_script(zoo_venv.python, scripts[0])
-    assert done.returncode == -signal.SIGABRT, done.stderr
+    assert done.returncode == 1 and done.stdout == "[repro] reproduced: SIGABRT\n", done.stderr
     assert "OMP: Error #15" in done.stderr
     assert done.stderr.count("[repro] calling into the openmp runtime") == 2
 
@@ -229,10 +252,9 @@ def test_setdlopenflags_steps_are_reproduced(tmp_path: Path, zoo_venv: ZooVenv) 
     run = next(r for r in zoo_venv.scenarios["cxx-odr-global"].runs if r.id == "v1-global-then-v2")
     proc = rc_run("--python", zoo_venv.python, "--repro", "odr.py", *run.spec.steps, cwd=tmp_path)
     assert proc.returncode == 1, proc.stdout
-    source = (tmp_path / "odr.py").read_text()
-    lines = source.splitlines()
-    load_mode = lines.index("sys.setdlopenflags(os.RTLD_GLOBAL | os.RTLD_NOW)")
-    assert load_mode < lines.index("import zoo_odr_v1") < lines.index("import zoo_odr_v2")
+    codes = [s["code"] for s in script_spec(tmp_path / "odr.py")["steps"]]
+    load_mode = next(i for i, c in enumerate(codes) if "sys.setdlopenflags(" in c)
+    assert load_mode < codes.index("zoo_odr_v1") < codes.index("zoo_odr_v2")
     done = run_script(zoo_venv.python, tmp_path / "odr.py")
-    assert done.returncode == 1
+    assert done.returncode == 1 and done.stdout.startswith("[repro] reproduced: exit 1: ")
     assert "AssertionError: zoo_odr_v2 ran zoolib 1: scaled(10) == 20" in done.stderr

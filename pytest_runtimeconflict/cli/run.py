@@ -13,6 +13,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from pytest_runtimeconflict.errors import UsageError
 from pytest_runtimeconflict.model import Diagnosis, RunResult, RunSpec
@@ -159,10 +160,10 @@ def main(args: argparse.Namespace) -> int:
     result, diagnosis = _run_and_diagnose(spec, args)
     sys.stdout.write(format_result(result, diagnosis).rstrip() + "\n")
     report = report_json([(result, diagnosis)])
+    if args.repro:  # first: its check is recorded in the report's entry
+        _write_repro(args.repro, report["scenarios"][0])
     if args.json:
         write_report(args.json, report)
-    if args.repro:
-        _write_repro(args.repro, report["scenarios"][0])
     return exit_code(result, args.fail_on)
 
 
@@ -184,10 +185,12 @@ def _run_and_diagnose(
 
 
 def _write_repro(path: str, entry: JsonObject) -> None:
-    from pytest_runtimeconflict.report.repro import shell_command, write_reproducer
+    from pytest_runtimeconflict.report.repro import shell_command
+    from pytest_runtimeconflict.report.repro_verify import write_verified
 
     if entry.get("outcome") == "passed":
         sys.stderr.write(f"--repro {path}: not written, the run passed (nothing to reproduce)\n")
         return
-    written = write_reproducer(path, entry, "--repro")
-    sys.stdout.write(f"\nreproducer: {written}\n  run it: {shell_command(entry, str(written))}\n")
+    written = write_verified(Path(path), entry, "--repro", str(entry.get("python")))
+    sys.stdout.write(f"\nreproducer: {written.path}\n  run it: {shell_command(entry, path)}\n")
+    sys.stdout.write(f"  verified: {written.verification.describe()}\n")

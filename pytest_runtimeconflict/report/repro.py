@@ -1,56 +1,70 @@
 """Reproducer export: one self-contained Python script per distinct conflict, for a bug report.
 
 Written from report entries (the JSON of a run and its diagnosis), so the plugin's controller
-can write them for runs made by any xdist worker. The script needs only the target interpreter,
-never this package. It runs the minimal order with the run's load mode: it re-executes itself
-once with the run's environment (``LD_PRELOAD`` and the variables the run set, without the
-variables the sandbox scrubs because they hide conflicts), ``dlopen``s the preloads with their
-mode, runs the steps in order (an import step as ``import``, a statement such as
-``sys.setdlopenflags(...)`` as written) and, when the run failed while exercising the runtimes,
-calls into them as the sandbox did. It prints what it expects before it starts, each step as it
-goes, and says so when it survived (exit 0: not reproduced here). The one-line shell command
-that runs it is in its first lines.
+can write them for runs made by any xdist worker, from the conflict's minimal run whatever
+order the workers finished in (:func:`conflicts`). A script is generated from data, never from
+pasted text: a header of sanitised comment lines (:func:`comment`), one data literal ``SPEC``
+(JSON, ASCII only) holding everything of the conflict (the minimal order's steps with each
+step's load mode, preloads, ``LD_PRELOAD`` and environment, probes, the expected outcome),
+then the fixed, reviewed code of ``repro_exercise.py`` (the probes) and ``repro_script.py``
+(supervisor and in-process run; its module text says what the script does and its exit
+status). The script needs only the target interpreter, never this package.
+:mod:`.repro_verify` runs each written script once and records whether it reproduces.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import math
+import os
 import re
-from collections.abc import Iterable, Mapping
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from pytest_runtimeconflict import __version__
 from pytest_runtimeconflict.errors import UsageError
 from pytest_runtimeconflict.sandbox.runner import KEPT_PYTHON_VARIABLES, SCRUBBED_VARIABLES
-from pytest_runtimeconflict.vocabulary import module_of_step
+from pytest_runtimeconflict.vocabulary import JsonObject, module_of_step
 
 Entry = Mapping[str, Any]
 REEXEC_MARKER = "RC_REPRO_REEXEC"
 SHOWN_STEP = 120
+COMMENT_WIDTH = 400
+FORK_DEADLINE = 6.0  # seconds the fork probe's child may take (as the sandbox's child)
+MIN_DEADLINE = 60  # seconds a run that should end may take before the script calls it hung
 _KEY_LINE = ("OMP: Error", "terminate called", "free():", "double free", "Fatal Python error")
 _EXERCISE_SOURCE = Path(__file__).with_name("repro_exercise.py")
+_SCRIPT_SOURCE = Path(__file__).with_name("repro_script.py")
 _BEFORE_EXERCISE = ("start", "preload", "step")
-_EXERCISE_MARKER = "# ---- copied into reproducers from here on ----\n"
+_COPY_MARKER = "# ---- copied into reproducers from here on ----\n"
+_NOT_OWNER = ("duplicate_of", "same_conflict_as", "same_failure_as")
 
 
 def conflicts(entries: Iterable[Entry]) -> list[Entry]:
     """One entry per distinct conflict (verdict key) among diagnosed runs that did not pass,
-    the one with the shortest minimal order first seen; sorted by key (deterministic)."""
-    chosen: dict[str, Entry] = {}
-    for entry in entries:
+    sorted by key. Of a conflict's entries the one chosen is the same whatever order xdist
+    workers reported in: a failure before a latent run, the owner's entry (not marked as an
+    earlier item's conflict) before the others, then the shortest minimal order, then the
+    smallest minimal load mode, then the first in the collected (plan) order."""
+    chosen: dict[str, tuple[tuple[Any, ...], Entry]] = {}
+    for position, entry in enumerate(entries):
         key = (entry.get("verdict") or {}).get("key")
         if not key or entry.get("outcome") in (None, "passed"):
             continue
-        if key not in chosen or _preference(entry) < _preference(chosen[key]):
-            chosen[key] = entry
-    return [chosen[key] for key in sorted(chosen)]
+        rank = _preference(entry, position)
+        if key not in chosen or rank < chosen[key][0]:
+            chosen[key] = (rank, entry)
+    return [chosen[key][1] for key in sorted(chosen)]
 
 
-def _preference(entry: Entry) -> tuple[bool, int]:
-    """A crash, error or hang before a latent run of the same conflict; then the shortest."""
-    return entry.get("outcome") == "latent", len(_steps(entry))
+def _preference(entry: Entry, position: int) -> tuple[Any, ...]:
+    mode = load_mode(entry)
+    size = sum(len(mode[k]) for k in ("global_imports", "preload", "ld_preload", "env"))
+    not_owner = any(entry.get(k) for k in _NOT_OWNER)
+    return entry.get("outcome") == "latent", not_owner, len(_steps(entry)), size, position
 
 
 def file_name(entry: Entry) -> str:
@@ -61,8 +75,8 @@ def file_name(entry: Entry) -> str:
     return f"{rule}-{hashlib.sha256(key.encode()).hexdigest()[:8]}.py"
 
 
-def write_reproducers(directory: str | Path, entries: Iterable[Entry], option: str) -> list[Path]:
-    """Write one reproducer per distinct conflict into ``directory`` (created); their paths."""
+def make_directory(directory: str | Path, option: str) -> Path:
+    """``directory`` created; ``UsageError`` naming ``option`` when it cannot be."""
     directory = Path(directory)
     try:
         directory.mkdir(parents=True, exist_ok=True)
@@ -70,16 +84,32 @@ def write_reproducers(directory: str | Path, entries: Iterable[Entry], option: s
         raise UsageError(
             f"cannot create {option} {str(directory)!r}: {exc.strerror}; give a writable directory"
         ) from None
+    return directory
+
+
+def write_reproducers(directory: str | Path, entries: Iterable[Entry], option: str) -> list[Path]:
+    """Write one reproducer per distinct conflict into ``directory`` (created); their paths."""
+    directory = make_directory(directory, option)
     return [write_reproducer(directory / file_name(e), e, option) for e in conflicts(entries)]
 
 
-def write_reproducer(path: str | Path, entry: Entry, option: str) -> Path:
-    """Write the reproducer of ``entry`` to ``path`` (made executable); ``UsageError`` naming
-    ``option`` when it cannot be written."""
+def write_reproducer(path: str | Path, entry: Entry, option: str, verified: str = "") -> Path:
+    """Write the reproducer of ``entry`` to ``path`` (executable); ``UsageError`` naming
+    ``option`` when it cannot be written. Atomic: a temporary file created exclusively, never
+    through a link (``O_EXCL | O_NOFOLLOW``), in the same directory, then renamed over
+    ``path`` (a link planted at ``path`` is replaced, never followed)."""
     path = Path(path)
+    data = reproducer(entry, path.name, verified).encode("utf-8")
     try:
-        path.write_text(reproducer(entry, path.name), encoding="utf-8")
-        path.chmod(0o755)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                os.fchmod(handle.fileno(), 0o755)
+                handle.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
     except OSError as exc:
         raise UsageError(
             f"cannot write {option} {str(path)!r}: {exc.strerror}; check the directory"
@@ -89,7 +119,8 @@ def write_reproducer(path: str | Path, entry: Entry, option: str) -> Path:
 
 def shell_command(entry: Entry, script: str) -> str:
     """The one line that runs the reproducer: its environment and the run's interpreter."""
-    words = [f"{k}={_shell_quote(v)}" for k, v in sorted(_environment(entry).items())]
+    env = _environment(load_mode(entry))
+    words = [f"{k}={_shell_quote(v)}" for k, v in sorted(env.items())]
     python = str(entry.get("python") or "python3")
     return " ".join([*words, _shell_quote(python), _shell_quote(script)])
 
@@ -117,148 +148,127 @@ def expectation(entry: Entry) -> str:
 # ---------------------------------------------------------------- the script
 
 
-def reproducer(entry: Entry, name: str = "repro.py") -> str:
-    """The reproducer's source for one report entry."""
-    lines = _header(entry, name) + _environment_code(entry) + _preload_code(entry)
-    lines += _steps_code(entry) + _exercise_code(entry) + _ending_code(entry)
-    return "\n".join(lines).rstrip() + "\n"
+def reproducer(entry: Entry, name: str = "repro.py", verified: str = "") -> str:
+    """The reproducer's source for one report entry: a header of sanitised comment lines,
+    the one data literal ``SPEC`` and the fixed code of ``repro_exercise.py`` and
+    ``repro_script.py``. ``verified``: the verification's words for the header."""
+    lines = _header(entry, name, verified)
+    lines += ["import json", "", "SPEC = json.loads(", *_data_literal(reproducer_spec(entry))]
+    lines += [")", "", *_fixed_code(), "", 'if __name__ == "__main__":']
+    lines.append("    sys.exit(main(SPEC, sys.argv))")
+    return "\n".join(lines) + "\n"
 
 
-def _header(entry: Entry, name: str) -> list[str]:
+def comment(text: str) -> str:
+    """``text`` fit for one ``#`` comment line: every character that is not printable (line
+    breaks, carriage returns, U+2028/U+2029, form feeds, NUL, other controls, lone
+    surrogates) escaped as in a Python literal, so nothing after it can become code."""
+    shown = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+    return shown if len(shown) <= COMMENT_WIDTH else shown[: COMMENT_WIDTH - 4] + " ..."
+
+
+def _header(entry: Entry, name: str, verified: str) -> list[str]:
     verdict = entry.get("verdict") or {}
     conflict = "not diagnosed (the run's whole order)"
     if verdict:
         conflict = f"{verdict.get('rule') or 'unattributed'}: {verdict.get('cause') or ''}"
-    advice = verdict.get("user_advice") or "(not known)"
+    advice = str(verdict.get("user_advice") or "(not known)")
     return [
         "#!/usr/bin/env python3",
         f"# Reproducer written by pytest-runtimeconflict {__version__}; it runs without it.",
-        f"# Run:  {shell_command(entry, name)}",
+        f"# Run:  {comment(shell_command(entry, name))}",
         "#",
-        f"# Conflict: {conflict}",
-        f"# Expected: {expectation(entry)}",
-        f"# Avoided by: {advice}",
-        "# Exit status: the crash's own (a signal, or 1 with a traceback) when it reproduces;",
-        "# 0 with 'not reproduced' when every step ran and nothing happened.",
-        "import os",
-        "import sys",
-        "",
-        f"EXPECTED = {expectation(entry)!r}",
-        "",
-        "",
-        "def say(text):",
-        '    sys.stderr.write("[repro] " + text + "\\n")',
-        "    sys.stderr.flush()",
-        "",
-        "",
+        f"# Conflict: {comment(conflict)}",
+        f"# Expected: {comment(expectation(entry))}",
+        f"# Avoided by: {comment(advice)}",
+        f"# Verified: {comment(verified or 'not yet')}",
+        "# Exit status: 1 when the conflict reproduced, 0 when it did not; one line on stdout",
+        "# says which ('[repro] reproduced: SIGSEGV'). 'python THIS --in-process' runs it in this",
+        "# process (for gdb): then the crash's own status. Everything this conflict needs is",
+        "# in SPEC; the code after SPEC is the same in every reproducer.",
     ]
 
 
-def _environment_code(entry: Entry) -> list[str]:
-    """Re-execute once with the run's environment: the loader reads LD_PRELOAD at start."""
-    return [
-        f"ENVIRONMENT = {_environment(entry)!r}",
-        f"SCRUBBED = {sorted(SCRUBBED_VARIABLES)!r}",
-        f"KEPT_PYTHON = {sorted(KEPT_PYTHON_VARIABLES)!r}",
-        "env = {k: v for k, v in os.environ.items() if k not in SCRUBBED",
-        "       and not (k.startswith('PYTHON') and k not in KEPT_PYTHON)}",
-        "env.update(ENVIRONMENT)",
-        f"if env != dict(os.environ) and {REEXEC_MARKER!r} not in os.environ:",
-        f"    env[{REEXEC_MARKER!r}] = '1'",
-        "    os.execve(sys.executable, [sys.executable] + sys.argv, env)",
-        "# As in the tool's sandbox: the directory it is run from comes first on sys.path.",
-        "sys.path[0] = os.getcwd()",
-        'say("expected: " + EXPECTED)',
-        "",
-    ] + _hang_guard(entry)
+def _data_literal(spec: JsonObject) -> list[str]:
+    """``spec`` as JSON (ASCII only: every other character escaped), one string literal a
+    line: whatever the strings hold, they stay data."""
+    text = json.dumps(spec, indent=1, sort_keys=True, ensure_ascii=True)
+    return [f"    {line + chr(10)!r}" for line in text.splitlines()]
 
 
-def _hang_guard(entry: Entry) -> list[str]:
-    if minimal_run(entry).get("outcome") != "hung":
-        return []
-    # As long as the tool waited before it called the run hung.
-    seconds = max(1, math.ceil(float(entry.get("duration_s") or 60)))
-    return [
-        "import faulthandler",
-        f"say(\"after {seconds} s every thread's stack is dumped and the script exits "
-        '(processes it forked are left running)")',
-        f"faulthandler.dump_traceback_later({seconds}, exit=True)",
-        "",
-    ]
-
-
-def _preload_code(entry: Entry) -> list[str]:
-    preload = list(entry.get("preload") or ())
-    if not preload:
-        return []
-    mode = "RTLD_LOCAL" if entry.get("preload_mode") == "local" else "RTLD_GLOBAL"
-    lines = ["import ctypes", ""]
-    for lib in preload:
-        lines.append(f'say("preload: ctypes.CDLL({lib!r}, mode=ctypes.{mode})")')
-        lines.append(f"ctypes.CDLL({lib!r}, mode=ctypes.{mode})")
-    return [*lines, ""]
-
-
-def _steps_code(entry: Entry) -> list[str]:
-    """Each step as the child runs it: ``import NAME`` for a dotted name, a statement as written
-    (compiled on its own when it does not fit in the script's top level)."""
-    steps = _steps(entry)
+def _fixed_code() -> list[str]:
     lines = []
-    for index, step in enumerate(steps):
-        lines.append(f"say({f'step {index} of {len(steps)}: ' + _shown(step)!r})")
-        lines += _step_code(index, step)
-    return [*lines, ""]
+    for source in (_EXERCISE_SOURCE, _SCRIPT_SOURCE):
+        text = source.read_text(encoding="utf-8").split(_COPY_MARKER, 1)[1]
+        lines += [line.replace("  # noqa: E402", "") for line in text.strip().splitlines()]
+        lines += ["", ""]
+    return lines
 
 
-def _step_code(index: int, step: str) -> list[str]:
+def reproducer_spec(entry: Entry) -> JsonObject:
+    """Everything the script needs, as data: the minimal order's steps with each step's load
+    mode, preloads, environment, probes and the expected outcome."""
+    mode = load_mode(entry)
+    steps = _steps(entry)
+    return {
+        "steps": [_step_data(step, mode["global_imports"]) for step in steps],
+        "preload": mode["preload"],
+        "preload_mode": "local" if entry.get("preload_mode") == "local" else "global",
+        "environment": _environment(mode),
+        "scrubbed": sorted(SCRUBBED_VARIABLES),
+        "kept_python": sorted(KEPT_PYTHON_VARIABLES),
+        "marker": REEXEC_MARKER,
+        "probes": _probes(entry),
+        "fork_deadline": FORK_DEADLINE,
+        "deadline": deadline(entry),
+        "expected": _expected(entry),
+    }
+
+
+def _step_data(step: str, global_imports: Sequence[str]) -> JsonObject:
     module = module_of_step(step)
-    if module is not None:
-        return [f"import {module}"]
-    try:
-        compile(step, f"<step {index}>", "exec")
-    except SyntaxError:
-        pass
-    else:
-        if not step.startswith((" ", "\t")):
-            return step.rstrip().splitlines()
-    return [f"exec(compile({step!r}, '<step {index}>', 'exec'))"]
+    is_global = module is not None and step.strip() in global_imports
+    return {"code": step, "module": module, "global": is_global, "shown": _shown(step)}
 
 
-def _exercise_code(entry: Entry) -> list[str]:
-    """The sandbox's runtime exercising, when the run reached it (it failed there, at exit, or
-    survived it): only then can it matter."""
+def _probes(entry: Entry) -> list[list[str]]:
+    """The probes the minimal run called, in its order, when it reached them (it failed
+    there, at exit, or survived them): only then can they matter."""
     run = minimal_run(entry)
-    runtimes = list(dict.fromkeys((e["kind"], e["path"]) for e in run.get("exercised") or ()))
-    if not run.get("exercise") or not runtimes or run.get("phase") in _BEFORE_EXERCISE:
+    if not run.get("exercise") or run.get("phase") in _BEFORE_EXERCISE:
         return []
-    source = _EXERCISE_SOURCE.read_text(encoding="utf-8").split(_EXERCISE_MARKER, 1)[1]
-    return [
-        "# The run called into each OpenMP/BLAS runtime it had mapped after its steps",
-        "# (runtime exercising); that is where it failed.",
-        "# ---- exercising code, from pytest_runtimeconflict/report/repro_exercise.py ----",
-        *source.rstrip().splitlines(),
-        "# ---- end of the exercising code ----",
-        "",
-        f"exercise({[list(r) for r in runtimes]!r})",
-        "",
-    ]
+    done = dict.fromkeys((str(e["kind"]), str(e["path"])) for e in run.get("exercised") or ())
+    return [list(pair) for pair in done]
 
 
-def _ending_code(entry: Entry) -> list[str]:
-    if entry.get("outcome") != "latent":
-        return ['say("every step ran: not reproduced here (expected: " + EXPECTED + ")")']
+def deadline(entry: Entry) -> float:
+    """How long the script waits for its run: as long as the tool did before it called the run
+    hung; else long enough for any run that ends (fork probes wait for their own deadline)."""
+    run = minimal_run(entry)
+    seconds = float(entry.get("duration_s") or 0)
+    if run.get("outcome") == "hung" and run.get("phase") != "exercise":
+        return float(max(1, math.ceil(seconds)))
+    forks = sum(1 for kind, _ in _probes(entry) if kind == "fork")
+    return float(max(MIN_DEADLINE, math.ceil(4 * seconds)) + forks * FORK_DEADLINE)
+
+
+def _expected(entry: Entry) -> JsonObject:
+    run = minimal_run(entry)
+    message = str(run.get("message") or "")
+    phase = run.get("phase")
+    typed = re.match(r"(?:preload .* failed: )?([A-Za-z_][\w.]*): ", message)
+    status = re.search(r"exited with status (-?\d+)", message)
     copies = sorted({p for paths in _duplicated(entry).values() for p in paths})
-    return [
-        f"COPIES = {copies!r}",
-        "with open('/proc/self/maps') as maps:",
-        "    rows = [line.split(None, 5) for line in maps]",
-        "mapped = {os.path.realpath(row[5].strip()) for row in rows if len(row) == 6}",
-        "found = [p for p in COPIES if os.path.realpath(p) in mapped]",
-        "if len(found) > 1:",
-        '    say("reproduced, mapped at once: " + ", ".join(found))',
-        "    sys.exit(1)",
-        'say("not reproduced here: mapped " + (", ".join(found) or "none of them"))',
-    ]
+    return {
+        "outcome": str(run.get("outcome")),
+        "signal": run.get("signal"),
+        "phase": phase,
+        "failed_step": run.get("failed_step") if phase == "step" else None,
+        "exception_type": typed.group(1) if typed and phase in ("step", "preload") else None,
+        "returncode": int(status.group(1)) if status else None,
+        "copies": copies,
+        "text": expectation(entry),
+    }
 
 
 # ---------------------------------------------------------------- entry helpers
@@ -280,11 +290,22 @@ def minimal_run(entry: Entry) -> Entry:
     return own
 
 
-def _environment(entry: Entry) -> dict[str, str]:
-    env = {str(k): str(v) for k, v in (entry.get("env") or {}).items()}
-    ld_preload = list(entry.get("ld_preload") or ())
-    if ld_preload:
-        env["LD_PRELOAD"] = " ".join(ld_preload)
+def load_mode(entry: Entry) -> JsonObject:
+    """The minimal run's load mode: the smallest one under which it still failed the same way
+    (``load_mode`` of an entry run under a planned variant), else the run's own."""
+    source = entry.get("load_mode") or entry
+    return {
+        "global_imports": [str(s) for s in source.get("global_imports") or ()],
+        "preload": [str(s) for s in source.get("preload") or ()],
+        "ld_preload": [str(s) for s in source.get("ld_preload") or ()],
+        "env": {str(k): str(v) for k, v in (source.get("env") or {}).items()},
+    }
+
+
+def _environment(mode: Mapping[str, Any]) -> dict[str, str]:
+    env = dict(mode["env"])
+    if mode["ld_preload"]:
+        env["LD_PRELOAD"] = " ".join(mode["ld_preload"])
     return env
 
 
