@@ -7,9 +7,10 @@ import dataclasses
 
 from pytest_runtimeconflict.engine.host import ItemHost
 from pytest_runtimeconflict.engine.planned_runs import with_diagnosis
-from pytest_runtimeconflict.engine.verdicts import ItemVerdict, known_text, latent_warnings
+from pytest_runtimeconflict.engine.verdicts import ItemVerdict, known_text
 from pytest_runtimeconflict.model import Diagnosis
 from pytest_runtimeconflict.model.entry import RunEntry, ScenarioRecord
+from pytest_runtimeconflict.report.latent import latent_warnings
 from pytest_runtimeconflict.scenario import Scenario, ScenarioRun
 
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from pytest_runtimeconflict.engine import verdicts
 from pytest_runtimeconflict.model.plan import Coverage
 from pytest_runtimeconflict.planning.coverage import coverage_from_entries
 from pytest_runtimeconflict.planning.workloads import is_workload, probe_label, step_label
+from pytest_runtimeconflict.report import latent
 from pytest_runtimeconflict.vocabulary import REPORT_SCHEMA, JsonObject
 
 Collected = Sequence[tuple[str, JsonObject]]
@@ -191,4 +191,4 @@ def _conflict_lines(key: str, members: list[tuple[str, JsonObject]]) -> list[str
 
 def latent_sets(entries: Iterable[JsonObject]) -> list[tuple[str, tuple[str, ...]]]:
     """Every distinct set of one family's files mapped at once, over every latent run."""
-    return sorted({found for entry in entries for found in verdicts.latent_sets(entry)})
+    return sorted({found for entry in entries for found in latent.latent_sets(entry)})
