@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pytest_runtimeconflict.model import Finding, ObjectInfo
 from pytest_runtimeconflict.static.discover import WHEEL_SEP
 from pytest_runtimeconflict.static.loader import LoaderModel, ProcessState, file_key
-from pytest_runtimeconflict.static.rules.common import describe, dists, libs
+from pytest_runtimeconflict.static.rules.common import describe, dists, identical_copies, libs
 from pytest_runtimeconflict.static.rules.registry import Rule, register
 
 
@@ -139,25 +139,46 @@ def _soname_shadow(reach: Reach, info_of: dict[str, ObjectInfo]) -> list[Finding
         if len(distinct) < 2:
             continue
         exts = sorted({e for p in by_file for e in by_file[p]})
-        out.append(
-            Finding(
-                rule="soname-shadow",
-                family="loader",
-                severity="warning",
-                title=f"{len(distinct)} different files are all {name}: the first loaded serves all",
-                detail="; ".join(describe(i) for i in distinct) + f" are different files with "
-                f"the SONAME {name}, needed by {', '.join(os.path.basename(e) for e in exts)}. "
-                "The loader keeps the first one it loads and reuses it for every later request "
-                "of that SONAME, and no version requirement makes it refuse the wrong one: "
-                "whichever package is imported first decides which code the others run.",
-                libraries=libs(distinct),
-                distributions=dists(distinct),
-                advice=f"Package authors: vendor {name} under a unique (hashed) SONAME, as "
-                "auditwheel does, or depend on one shared copy. Users: import the package whose "
-                f"{name} is the newest first.",
-            )
-        )
+        if identical_copies(distinct):
+            out.append(_identical_shadow(name, distinct, exts))
+        else:
+            out.append(_shadow(name, distinct, exts))
     return out
+
+
+def _identical_shadow(name: str, distinct: Sequence[ObjectInfo], exts: Sequence[str]) -> Finding:
+    return Finding(
+        rule="soname-shadow",
+        family="loader",
+        severity="info",
+        title=f"{len(distinct)} files are all {name}: identical copies",
+        detail="; ".join(describe(i) for i in distinct) + f" are different files with the "
+        f"SONAME {name}, needed by {', '.join(os.path.basename(e) for e in exts)}, but every "
+        "section the loader maps (code, data, dynamic symbols) is identical: only debug "
+        "information or notes differ, so whichever loads first runs the same code.",
+        libraries=libs(distinct),
+        distributions=dists(distinct),
+        advice="Nothing to do.",
+    )
+
+
+def _shadow(name: str, distinct: Sequence[ObjectInfo], exts: Sequence[str]) -> Finding:
+    return Finding(
+        rule="soname-shadow",
+        family="loader",
+        severity="warning",
+        title=f"{len(distinct)} different files are all {name}: the first loaded serves all",
+        detail="; ".join(describe(i) for i in distinct) + f" are different files with "
+        f"the SONAME {name}, needed by {', '.join(os.path.basename(e) for e in exts)}. "
+        "The loader keeps the first one it loads and reuses it for every later request "
+        "of that SONAME, and no version requirement makes it refuse the wrong one: "
+        "whichever package is imported first decides which code the others run.",
+        libraries=libs(distinct),
+        distributions=dists(distinct),
+        advice=f"Package authors: vendor {name} under a unique (hashed) SONAME, as "
+        "auditwheel does, or depend on one shared copy. Users: import the package whose "
+        f"{name} is the newest first.",
+    )
 
 
 def _needs_on(state: ProcessState, name: str) -> set[str]:
