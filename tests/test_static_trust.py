@@ -3,8 +3,10 @@ constants compared by content and section, copies that differ only in debug info
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
+from cbuild import patchelf
 from test_rules import by_rule, ext, fake_lib, make_wheel, scan_rules, vendoring_wheel
 
 from pytest_runtimeconflict.static.elfbytes import same_mapped_bytes, symbol_objects
@@ -101,3 +103,27 @@ def test_copies_with_different_code_still_shadow(tmp_path: Path) -> None:
     wheels = _shadow_wheels(tmp_path, ((), ("-O0",)))
     (found,) = by_rule(scan_rules(*wheels), "soname-shadow")
     assert found.severity == "warning" and "identical" not in found.title
+
+
+def test_copies_whose_loader_tables_patchelf_placed_apart_are_identical(tmp_path: Path) -> None:
+    """auditwheel's patchelf moves .dynstr/.gnu.hash/.dynsym when it renames a SONAME; where
+    it puts them (here: another page size) is no difference in what runs."""
+    wheels = []
+    for dist, page in (("alpha", "4096"), ("beta", "65536")):
+        lib = fake_lib(SHADE_C, "libshade.so.1", tmp_path / dist)
+        subprocess.run(
+            [
+                patchelf(),
+                "--page-size",
+                page,
+                "--set-soname",
+                "libshade-0123456789abcdef.so.1",
+                str(lib),
+            ],
+            check=True,
+        )
+        wheels.append(vendoring_wheel(tmp_path, dist, [lib]))
+    libs = [str(tmp_path / d / "libshade.so.1") for d in ("alpha", "beta")]
+    assert same_mapped_bytes(libs)
+    (found,) = by_rule(scan_rules(*wheels), "soname-shadow")
+    assert found.severity == "info" and "identical copies" in found.title

@@ -26,7 +26,7 @@ from pytest_runtimeconflict.static.elffast import FileImage, _Header, _header, _
 log = logging.getLogger(__name__)
 
 SHF_WRITE, SHF_ALLOC = 0x1, 0x2
-SHT_SYMTAB, SHT_RELA, SHT_NOTE, SHT_NOBITS, SHT_REL, SHT_DYNSYM = 2, 4, 7, 8, 9, 11
+SHT_RELA, SHT_DYNAMIC, SHT_NOTE, SHT_NOBITS, SHT_REL, SHT_DYNSYM = 4, 6, 7, 8, 9, 11
 PT_GNU_RELRO = 0x6474E552
 _READ_ERRORS = (OSError, ValueError, struct.error, IndexError, KeyError, zipfile.BadZipFile)
 
@@ -201,15 +201,25 @@ def _dynamic_relocations(
 
 def same_mapped_bytes(paths: Sequence[str]) -> bool:
     """Whether the files at ``paths`` map the same bytes: every ``SHF_ALLOC`` section's name,
-    type, flags, address, size and bytes equal (code, data, dynamic symbols, relocations),
-    notes left out (a build id differs between builds of the same code) and everything
-    unallocated (debug info, ``.symtab``). The section tables are compared first, so files
-    of different layouts are never hashed. False when a file cannot be read."""
+    type, flags, address, size and bytes equal (code, data, dynamic symbols, relocations).
+    Left out: notes (a build id) and everything unallocated (debug info, ``.symtab``); the
+    loader's tables (``.dynstr``, ``.gnu.hash``, versions) are compared without their
+    addresses and ``.dynamic`` without the tags that point at them, since ``patchelf`` (run
+    by auditwheel) moves those tables when it rewrites a SONAME. The section tables are
+    compared first, so files of different layouts are never hashed. False when a file
+    cannot be read."""
     layouts = {_mapped_layout(_file_key(p)) for p in paths}
     if len(layouts) != 1 or None in layouts:
         return False
     digests = {_mapped_digest(_file_key(p)) for p in paths}
     return len(digests) == 1 and None not in digests
+
+
+# Loader tables patchelf may move, and the dynamic tags holding their addresses.
+_MOVABLE = frozenset(
+    {".dynsym", ".dynstr", ".gnu.hash", ".hash", ".gnu.version", ".gnu.version_r", ".gnu.version_d"}
+)
+_TABLE_TAGS = frozenset({4, 5, 6, 0x6FFFFEF5, 0x6FFFFFF0, 0x6FFFFFFC, 0x6FFFFFFE})
 
 
 def _mapped(secs: list[Section]) -> list[Section]:
@@ -224,7 +234,9 @@ def _mapped_layout(key: tuple[str, int, int]) -> tuple | None:
     except _READ_ERRORS as exc:
         log.warning("%s: cannot read its sections (%s)", key[0], exc)
         return None
-    return tuple((s.name, s.sh_type, s.flags, s.addr, s.size) for s in secs)
+    return tuple(
+        (s.name, s.sh_type, s.flags, None if s.name in _MOVABLE else s.addr, s.size) for s in secs
+    )
 
 
 @lru_cache(maxsize=256)
@@ -232,10 +244,25 @@ def _mapped_digest(key: tuple[str, int, int]) -> str | None:
     digest = hashlib.blake2b(digest_size=16)
     try:
         with _opened(key[0]) as image:
-            for sec in _mapped(sections(image, _header(image))):
-                if sec.sh_type != SHT_NOBITS:
+            hdr = _header(image)
+            for sec in _mapped(sections(image, hdr)):
+                if sec.sh_type == SHT_DYNAMIC:
+                    digest.update(repr(_dynamic_entries(image, hdr, sec)).encode())
+                elif sec.sh_type != SHT_NOBITS:
                     digest.update(image.read(sec.offset, sec.size))
     except _READ_ERRORS as exc:
         log.warning("%s: cannot read its sections (%s)", key[0], exc)
         return None
     return digest.hexdigest()
+
+
+def _dynamic_entries(image: FileImage, hdr: _Header, sec: Section) -> list[tuple[int, int]]:
+    """The dynamic tags of ``sec`` up to DT_NULL, without the loader tables' addresses."""
+    fmt = hdr.end + ("qQ" if hdr.is64 else "iI")
+    data = image.read(sec.offset, sec.size - sec.size % struct.calcsize(fmt))
+    out = []
+    for tag, value in struct.iter_unpack(fmt, data):
+        if tag == 0:
+            break
+        out.append((tag, 0 if tag in _TABLE_TAGS else value))
+    return out
