@@ -127,3 +127,35 @@ def test_copies_whose_loader_tables_patchelf_placed_apart_are_identical(tmp_path
     assert same_mapped_bytes(libs)
     (found,) = by_rule(scan_rules(*wheels), "soname-shadow")
     assert found.severity == "info" and "identical copies" in found.title
+
+
+POINTERS_CXX = """
+namespace tab {{
+template <int N> struct Table {{ static const int values[4]; }};
+template <int N> const int Table<N>::values[4] = {{ 7, 1, 2, 3 }};
+template <int N> struct Ptrs {{ static const int *const ptrs[2]; }};
+template <int N> const int *const Ptrs<N>::ptrs[2] = {{ &Table<N>::values[0], &Table<N>::values[{first}] }};
+}}
+extern "C" __attribute__((visibility("default"))) const void *PyInit_{name}(void) {{
+    return tab::Ptrs<0>::ptrs;
+}}
+"""
+PTRS = "_ZN3tab4PtrsILi0EE4ptrsE"
+
+
+def test_relro_pointer_tables_compare_by_their_relocations(tmp_path: Path) -> None:
+    """A table of pointers sits in .data.rel.ro (read-only after RELRO): its file bytes are
+    zeros either way; where the pointers point is in the dynamic relocations."""
+    module = ext("p0", tmp_path / "p", source=POINTERS_CXX.format(name="p0", first=2), lang="c++")
+    ptrs = symbol_objects(str(module), [PTRS])[PTRS]
+    assert ptrs.section == ".data.rel.ro" and not ptrs.writable
+    assert [(off, name, addend) for off, _t, name, addend in ptrs.relocations] == [
+        (0, VALUES, 0),
+        (8, VALUES, 8),
+    ]
+    same = scan_rules(*_unique_wheels(tmp_path / "same", POINTERS_CXX, (2, 2)))
+    (found,) = by_rule(same, "gnu-unique-shared")
+    assert found.severity == "info"
+    apart = scan_rules(*_unique_wheels(tmp_path / "apart", POINTERS_CXX, (2, 3)))
+    (found,) = by_rule(apart, "gnu-unique-shared")
+    assert found.severity == "error" and PTRS in found.detail and VALUES not in found.detail
