@@ -117,27 +117,48 @@ class RCState:
                 python=self.settings.python, cache_dir=self.cache_dir / "facts"
             )
             planned = modules if modules is not None else default_modules(result, self.rootdir)
-            context = context_from_scan(result, planned, self.cache_dir / "facts")
+            context = context_from_scan(
+                result,
+                planned,
+                self.cache_dir / "facts",
+                python=self.settings.python,
+                timeout=self.settings.timeout,
+            )
             for old in self.cache_dir.glob("plan-context-*.json"):
                 if time.time() - old.stat().st_mtime > 86400:
                     old.unlink(missing_ok=True)
             path.write_text(json.dumps(context.to_json()))
         return context
 
+    def _written_context(self) -> PlanContext | None:
+        """The planner's context: this process's, else the one an xdist worker wrote."""
+        if self._plan is not None:
+            return self._plan.context
+        path = self.cache_dir / f"plan-context-{self.run_id}.json"
+        try:
+            return PlanContext.from_json(json.loads(path.read_text()))
+        except (OSError, ValueError, KeyError):
+            return None
+
     def report_json(self) -> JsonObject:
         """The JSON report of the runs collected so far."""
         from pytest_runtimeconflict.report import ci
 
         data = aggregate.report_json(self.collected)
+        context = self._written_context()
+        if context is not None and context.not_importable:
+            data["not_importable"] = dict(context.not_importable)
         status = self.baseline_status()
         data.update(ci.report_keys(self.settings.fail_on, self.item_outcomes, self.scope, status))
         return data
 
     def summary_lines(self) -> list[str]:
         """The terminal summary of the runs collected so far."""
+        from pytest_runtimeconflict.planning.from_scan import not_importable_lines
         from pytest_runtimeconflict.report import ci
 
         lines = aggregate.summary_lines(self.collected)
+        lines += not_importable_lines(self._written_context())
         lines += ci.summary_lines(self.scope, self.baseline_status())
         return lines + ([self.baseline_note] if self.baseline_note else [])
 

@@ -140,6 +140,11 @@ class PlanContext:
     closures: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()
     scanned: bool = False
     distributions: tuple[tuple[str, str], ...] = ()  # module -> its distribution
+    # modules left out because they fail to import alone (another module they need is
+    # missing), with the error; and per planned module the OpenMP runtime files it maps
+    # (its extensions' closures and what ``import module`` mapped in a child)
+    not_importable: tuple[tuple[str, str], ...] = ()
+    openmp_maps: tuple[tuple[str, Tuple], ...] = ()
 
     def closure(self, module: str) -> tuple[tuple[str, str], ...]:
         return dict(self.closures).get(module, ())
@@ -161,6 +166,8 @@ class PlanContext:
             "closures": {m: [list(x) for x in c] for m, c in self.closures},
             "scanned": self.scanned,
             "distributions": dict(self.distributions),
+            "not_importable": dict(self.not_importable),
+            "openmp_maps": {m: list(paths) for m, paths in self.openmp_maps},
         }
 
     @classmethod
@@ -182,6 +189,10 @@ class PlanContext:
             ),
             scanned=bool(data["scanned"]),
             distributions=tuple(sorted(data.get("distributions", {}).items())),
+            not_importable=tuple(sorted(data.get("not_importable", {}).items())),
+            openmp_maps=tuple(
+                (m, tuple(paths)) for m, paths in sorted(data.get("openmp_maps", {}).items())
+            ),
         )
 
 

@@ -14,6 +14,8 @@ No pytest import.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -38,6 +40,7 @@ from pytest_runtimeconflict.planning.variants import (
 from pytest_runtimeconflict.vocabulary import is_import_step
 
 if TYPE_CHECKING:
+    from pytest_runtimeconflict.planning.import_probe import ImportProbe
     from pytest_runtimeconflict.static.scan import ScanResult
 
 # The plugin's own runtime dependencies (and pytest's), left out of the default module set
@@ -162,10 +165,23 @@ def _module_closures(result: ScanResult, modules: Sequence[str]) -> dict[str, di
 
 
 def context_from_scan(
-    result: ScanResult, modules: Sequence[str], cache_dir: Path | None = None
+    result: ScanResult,
+    modules: Sequence[str],
+    cache_dir: Path | None = None,
+    python: str | None = None,
+    timeout: float = 120.0,
 ) -> PlanContext:
     """What the planner needs from a scan, for the planned ``modules`` (``cache_dir``: the
-    facts cache for the libraries' dependencies, as the scan's)."""
+    facts cache for the libraries' dependencies, as the scan's). With ``python`` each module
+    is first imported alone in a child (:mod:`.import_probe`): one that fails because another
+    module it needs is missing is left out (``not_importable``), and what the imports map
+    tells which modules map an OpenMP runtime and which extensions are optional backends
+    (``timeout``: seconds one import may take)."""
+    probes = _import_probes(result, modules, cache_dir, python, timeout)
+    not_alone = tuple(
+        sorted((m, p.error_text()) for m, p in probes.items() if p.missing_dependency)
+    )
+    modules = [m for m in modules if m not in dict(not_alone)]
     closures = _module_closures(result, modules)
     known_tops = {t for tops in result.distributions.values() for t in tops}
     shipping = {top_of(o.path) for o in result.objects if o.distribution}
@@ -175,19 +191,9 @@ def context_from_scan(
         if closures[m] or m.split(".")[0] in shipping or m.split(".")[0] not in known_tops
     ]
     users = _users(closures)
-    runtimes = [
-        (o, o.kind)
-        for o in result.objects
-        if o.kind is not None and o.kind.family in RUNTIME_FAMILIES and users(o.path)
-    ]
-    alone = _loadable(result, [o.path for o, _ in runtimes], cache_dir)
-    libraries = tuple(
-        RuntimeLibrary(
-            o.path, kind.family, kind.runtime, users(o.path), o.distribution, alone[o.path]
-        )
-        for o, kind in runtimes
+    findings = tuple(
+        (_regraded(f, result, probes), bringers) for f, bringers in _planned_findings(result, users)
     )
-    findings = _planned_findings(result, users)
     dist_of_top = {t: d for d, tops in result.distributions.items() for t in tops}
     dists = tuple(
         (m, dist_of_top[m.split(".")[0]]) for m in modules if m.split(".")[0] in dist_of_top
@@ -195,11 +201,28 @@ def context_from_scan(
     return PlanContext(
         modules=tuple(modules),
         native=tuple(native),
-        runtimes=libraries,
+        runtimes=_runtime_libraries(result, users, cache_dir),
         findings=findings,
         closures=tuple((m, tuple(sorted(c.items()))) for m, c in sorted(closures.items())),
         scanned=True,
         distributions=dists,
+        not_importable=not_alone,
+        openmp_maps=openmp_maps(result, closures, probes, cache_dir),
+    )
+
+
+def _runtime_libraries(result: ScanResult, users: Any, cache_dir: Path | None) -> tuple[Any, ...]:
+    runtimes = [
+        (o, o.kind)
+        for o in result.objects
+        if o.kind is not None and o.kind.family in RUNTIME_FAMILIES and users(o.path)
+    ]
+    alone = _loadable(result, [o.path for o, _ in runtimes], cache_dir)
+    return tuple(
+        RuntimeLibrary(
+            o.path, kind.family, kind.runtime, users(o.path), o.distribution, alone[o.path]
+        )
+        for o, kind in runtimes
     )
 
 
@@ -244,6 +267,96 @@ def _loadable(result: ScanResult, paths: Sequence[str], cache_dir: Path | None) 
         return out
     finally:
         reader.close()
+
+
+def _import_probes(
+    result: ScanResult,
+    modules: Sequence[str],
+    cache_dir: Path | None,
+    python: str | None,
+    timeout: float,
+) -> dict[str, ImportProbe]:
+    """Each module imported alone (none without ``python``); cached per environment: the
+    interpreter, the distributions and the scanned objects, for modules a distribution
+    ships."""
+    if python is None or not modules:
+        return {}
+    from pytest_runtimeconflict.planning.import_probe import probe_imports
+
+    env = hashlib.sha256()
+    env.update(json.dumps(sorted(result.distributions.items())).encode())
+    for obj in sorted(result.objects, key=lambda o: o.path):
+        env.update(f"{obj.path}\0{obj.facts.size}\0".encode())
+    shipped = {t for tops in result.distributions.values() for t in tops}
+    cacheable = [m for m in modules if m.split(".")[0] in shipped]
+    return probe_imports(python, modules, cache_dir, env.hexdigest(), cacheable, timeout)
+
+
+def _regraded(finding: Any, result: ScanResult, probes: Mapping[str, Any]) -> Any:
+    """A missing library's finding as info when every extension that needs it belongs to a
+    package whose ``import`` (in the probe child) succeeded without mapping it: an optional
+    backend the static reading of the sources could not decide."""
+    if finding.rule != "needed-library-missing" or finding.severity == "info" or not probes:
+        return finding
+    from pytest_runtimeconflict.static.rules.loading import optional_backend
+
+    wanted = set(finding.libraries)
+    exts = sorted(
+        e for e, loaded in result.closures.items() if e in wanted or wanted & {p for _, p in loaded}
+    )
+    for ext in exts:
+        top = top_of(ext) or ""
+        tried = [p for m, p in probes.items() if m.split(".")[0] == top and p.known]
+        mapped = {os.path.realpath(x) for p in tried for x in p.mapped}
+        if not tried or any(p.error for p in tried) or os.path.realpath(ext) in mapped:
+            return finding
+    return optional_backend(finding, exts) if exts else finding
+
+
+def openmp_maps(
+    result: ScanResult,
+    closures: Mapping[str, Mapping[str, str]],
+    probes: Mapping[str, Any],
+    cache_dir: Path | None,
+) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """Per module, the OpenMP runtime files it maps: its extensions' closures, and what
+    ``import module`` mapped in its probe child (a library loaded with ``ctypes`` and the
+    system runtime it needs), each file by its real path."""
+    from pytest_runtimeconflict.static.factcache import FactsCache, resolve_cache_dir
+    from pytest_runtimeconflict.static.objects import FactsReader, info_of
+
+    kinds = {os.path.realpath(o.path): o.kind for o in result.objects}
+    reader = FactsReader(FactsCache(resolve_cache_dir(cache_dir)))
+    out = []
+    try:
+        for module in sorted(closures):
+            probe = probes.get(module)
+            paths = {os.path.realpath(p) for p in closures[module].values()}
+            paths |= {p for p in (probe.mapped if probe else ()) if ".so" in os.path.basename(p)}
+            found = []
+            for path in sorted(paths):
+                if path not in kinds:
+                    facts = reader(path)
+                    kinds[path] = info_of(facts, None).kind if facts is not None else None
+                kind = kinds[path]
+                if kind is not None and kind.family == "openmp":
+                    found.append(path)
+            if found:
+                out.append((module, tuple(found)))
+    finally:
+        reader.close()
+    return tuple(out)
+
+
+def not_importable_lines(context: PlanContext | None) -> list[str]:
+    """Summary lines for the modules left out because they do not import alone."""
+    if context is None or not context.not_importable:
+        return []
+    lines = [f"not importable alone (not planned): {len(context.not_importable)} module(s)"]
+    lines += [
+        f"  {m}: {error.splitlines()[0] if error else ''}" for m, error in context.not_importable
+    ]
+    return lines
 
 
 def _users(closures: Mapping[str, Mapping[str, str]]) -> Any:
@@ -313,7 +426,7 @@ def _check_unique(items: Sequence[PlannedItem]) -> None:
 def describe_plan(plan: Plan) -> list[str]:
     """Lines for ``--collect-only`` and the session header: what the items are."""
     if not plan.items:
-        return []
+        return not_importable_lines(plan.context)
     kinds: dict[str, list[PlannedItem]] = {}
     for item in plan.items:
         key = item.kind if item.kind != "sequence" else item.variant.source
@@ -331,4 +444,4 @@ def describe_plan(plan: Plan) -> list[str]:
         names = sorted({m for m, _ in plan.workloads})
         lines.append(f"  workloads after the imports of: {', '.join(names)}")
     lines += [f"  note: {n}" for n in plan.notes]
-    return lines
+    return lines + ["  " + line for line in not_importable_lines(plan.context)]

@@ -1,5 +1,5 @@
 """Finding-driven targets: short sequences of their own for the modules a static finding names,
-and the fork probe on each module that brings an OpenMP runtime.
+and the fork probe on each module that maps an OpenMP runtime.
 
 Inside a long covering sequence a pair is not tested on its own terms: an earlier module may
 already have loaded the library the pair's conflict needs (a ``libstdc++.so.6`` already loaded
@@ -134,14 +134,16 @@ def _target_runs(
 
 
 def fork_items(context: PlanContext) -> list[PlannedItem]:
-    """The fork probe once per module that brings an OpenMP runtime (one module per copy)."""
-    modules: list[str] = []
-    for lib in sorted(context.runtimes, key=lambda r: r.path):
-        if lib.family == "openmp" and lib.users and not set(lib.users) & set(modules):
-            modules.append(lib.users[0])
+    """The fork probe once per planned module that maps an OpenMP runtime: through its
+    extensions' closures, or by what ``import module`` maps (a library loaded with ``ctypes``
+    and the system runtime it needs). Per module, not per runtime file: two distributions'
+    copies of one file name are two copies, and each module's own workload (run before the
+    probe) is what starts its runtime's thread pool."""
+    modules = {m for m, paths in context.openmp_maps if paths}
+    modules |= {u for lib in context.runtimes if lib.family == "openmp" for u in lib.users}
     return [
         PlannedItem(f"fork:{m}", "fork", (PlannedRun((m,), PLAIN),), probes=(FORK_PROBE,))
-        for m in sorted(modules)
+        for m in sorted(modules & set(context.modules))
     ]
 
 

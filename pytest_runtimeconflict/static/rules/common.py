@@ -7,6 +7,7 @@ from collections.abc import Iterable
 
 from pytest_runtimeconflict.families import is_layered
 from pytest_runtimeconflict.model import ObjectInfo
+from pytest_runtimeconflict.static.elfbytes import same_mapped_bytes
 from pytest_runtimeconflict.static.loader import file_key
 
 
@@ -68,3 +69,17 @@ def unique_by_path(infos: Iterable[ObjectInfo]) -> list[ObjectInfo]:
     for info in infos:
         seen.setdefault(info.path, info)
     return list(seen.values())
+
+
+def identical_copies(infos: Iterable[ObjectInfo]) -> bool:
+    """Whether different files are identical copies as loaded: every allocated section (code,
+    data, dynamic symbols, relocations) equal; only debug information, ``.symtab`` or notes
+    (a build id) differ. Whichever of them serves, the same code runs."""
+    return same_mapped_bytes([i.path for i in infos])
+
+
+IDENTICAL_NOTE = (
+    " They are identical copies, though: every section the loader maps (code, data, dynamic "
+    "symbols) is the same in both, only debug information or notes differ, so whichever serves, "
+    "the same code runs."
+)

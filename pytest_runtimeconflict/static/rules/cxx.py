@@ -6,7 +6,13 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 from pytest_runtimeconflict.model import Finding, ObjectInfo
-from pytest_runtimeconflict.static.rules.common import describe, dists, libs
+from pytest_runtimeconflict.static.rules.common import (
+    IDENTICAL_NOTE,
+    describe,
+    dists,
+    identical_copies,
+    libs,
+)
 from pytest_runtimeconflict.static.rules.registry import Rule, register
 from pytest_runtimeconflict.static.symbols import leading_namespace
 
@@ -53,17 +59,19 @@ def _cxx_duplicate(infos: Sequence[ObjectInfo]) -> list[Finding]:
             continue
         pair = [by_path[a_path], by_path[b_path]]
         label = f"namespace {ns}" if ns else "the global namespace"
+        identical = identical_copies(pair)
         out.append(
             Finding(
                 rule="cxx-symbol-duplicate",
                 family="c++",
-                severity="warning",
-                title=f"{len(syms)} C++ symbols of {label} exported by two distributions",
+                severity="info" if identical else "warning",
+                title=f"{len(syms)} C++ symbols of {label} exported by two distributions"
+                + (": identical copies" if identical else ""),
                 detail=f"{describe(pair[0])} and {describe(pair[1])} both define "
                 f"{len(syms)} global symbols of {label} (e.g. {', '.join(sorted(syms)[:3])}): "
                 "two copies of one C++ library; with different versions, objects built by one "
                 "reach code of the other (ODR violation: crashes in call_once, descriptor "
-                "registration, static initialisers).",
+                "registration, static initialisers)." + (IDENTICAL_NOTE if identical else ""),
                 libraries=libs(pair),
                 distributions=dists(pair),
                 advice="Package authors: hide the bundled library (-fvisibility=hidden, "

@@ -8,8 +8,15 @@ import os
 from collections.abc import Sequence
 
 from pytest_runtimeconflict.model import Finding, ObjectInfo
+from pytest_runtimeconflict.static.elfbytes import symbol_objects
 from pytest_runtimeconflict.static.interpose import SharedSymbols, sharing_pairs
-from pytest_runtimeconflict.static.rules.common import describe, dists, libs
+from pytest_runtimeconflict.static.rules.common import (
+    IDENTICAL_NOTE,
+    describe,
+    dists,
+    identical_copies,
+    libs,
+)
 from pytest_runtimeconflict.static.rules.registry import Rule, register
 
 # So many shared C functions mean two copies of one library's internals (two OpenBLAS builds
@@ -55,7 +62,10 @@ def _interposition_finding(members: list[SharedSymbols]) -> Finding:
     pair = [shared.first, shared.second]
     involved = [o for m in members for o in (m.first, m.second)]
     at_load = any(o.facts.has_initializers for o in pair) and len(shared.functions) > 1
-    biting = bool(shared.data) or at_load or len(shared.functions) >= LARGE_OVERLAP
+    identical = identical_copies(pair)
+    biting = not identical and (
+        bool(shared.data) or at_load or len(shared.functions) >= LARGE_OVERLAP
+    )
     c_only = SharedSymbols(shared.first, shared.second, (), shared.data, shared.functions)
     also = f" (and {len(members) - 1} more copies of the pair)" if len(members) > 1 else ""
     return Finding(
@@ -63,13 +73,15 @@ def _interposition_finding(members: list[SharedSymbols]) -> Finding:
         family="symbols",
         severity="warning" if biting else "info",
         title=f"{os.path.basename(pair[0].path)} and {os.path.basename(pair[1].path)} "
-        f"export {c_only.describe().split(' (')[0]} in common",
+        f"export {c_only.describe().split(' (')[0]} in common"
+        + (": identical copies" if identical else ""),
         detail=f"{describe(pair[0])} and {describe(pair[1])}{also} both define "
         f"{c_only.describe()}. Loaded RTLD_GLOBAL or LD_PRELOADed, the first one's "
         "definitions serve every later reference to those names, including the other "
         "object's own calls: one copy's code ends in the other's functions and state"
         + (" (one runs initializers, so it bites at load time)" if at_load else "")
-        + ".",
+        + "."
+        + (IDENTICAL_NOTE if identical else ""),
         libraries=libs(involved),
         distributions=dists(involved),
         advice="Package authors: build the bundled library with hidden visibility "
@@ -78,34 +90,74 @@ def _interposition_finding(members: list[SharedSymbols]) -> Finding:
     )
 
 
+def harmless_unique(first: ObjectInfo, second: ObjectInfo, names: Sequence[str]) -> list[str]:
+    """Of the GNU_UNIQUE objects ``names`` both files define, those whose merging cannot
+    matter: the same size and bytes (and the same dynamic relocations) in both, in a section
+    the process cannot write once loaded (``.rodata``, ``.data.rel.ro`` under RELRO). Which
+    copy's object wins, both read the same constants."""
+    a, b = symbol_objects(first.path, names), symbol_objects(second.path, names)
+    return [
+        n
+        for n in names
+        if n in a and n in b and not a[n].writable and not b[n].writable and a[n] == b[n]
+    ]
+
+
 def _unique_shared(objects: Sequence[ObjectInfo]) -> list[Finding]:
     out = []
     for shared in pairs_of(objects):
-        if not shared.unique:
-            continue
-        pair = [shared.first, shared.second]
-        out.append(
-            Finding(
-                rule="gnu-unique-shared",
-                family="symbols",
-                severity="error",
-                title=f"{len(shared.unique)} STB_GNU_UNIQUE objects shared by "
-                f"{os.path.basename(pair[0].path)} and {os.path.basename(pair[1].path)}",
-                detail=f"{describe(pair[0])} and {describe(pair[1])} both define the "
-                f"STB_GNU_UNIQUE objects {', '.join(shared.unique[:4])}. The loader merges "
-                "such objects process-wide even under RTLD_LOCAL, so both use the object of "
-                "the one loaded first: a registry filled twice (a second registration aborts, "
-                "like protobuf's 'File already exists in database'), or a static of another "
-                "version's layout.",
-                libraries=libs(pair),
-                distributions=dists(pair),
-                advice="Package authors: give the header-only registry internal linkage or "
-                "hide it (-fvisibility=hidden, -fno-gnu-unique, a version script), or depend on "
-                "one shared library that owns it. Users: keep the two packages in separate "
-                "processes.",
-            )
-        )
+        if shared.unique:
+            pair = (shared.first, shared.second)
+            harmless = harmless_unique(*pair, shared.unique)
+            if len(harmless) == len(shared.unique):
+                out.append(_identical_constants(pair, shared.unique))
+            else:
+                out.append(_unique_finding(pair, shared.unique, harmless))
     return out
+
+
+def _identical_constants(pair: tuple[ObjectInfo, ObjectInfo], names: Sequence[str]) -> Finding:
+    a, b = (os.path.basename(o.path) for o in pair)
+    return Finding(
+        rule="gnu-unique-shared",
+        family="symbols",
+        severity="info",
+        title=f"{len(names)} STB_GNU_UNIQUE objects shared by {a} and {b} are identical "
+        "constants: harmless",
+        detail=f"{describe(pair[0])} and {describe(pair[1])} both define the STB_GNU_UNIQUE "
+        f"objects {', '.join(names[:4])}. The loader merges them process-wide, but each has "
+        "the same bytes (and relocations) in both files and sits in a section that is "
+        "read-only once loaded, so whichever copy wins, both read the same constants.",
+        libraries=libs(pair),
+        distributions=dists(pair),
+        advice="Nothing to do.",
+    )
+
+
+def _unique_finding(
+    pair: tuple[ObjectInfo, ObjectInfo], names: Sequence[str], harmless: Sequence[str]
+) -> Finding:
+    biting = [n for n in names if n not in harmless]
+    also = f" ({len(harmless)} more are identical constants)" if harmless else ""
+    return Finding(
+        rule="gnu-unique-shared",
+        family="symbols",
+        severity="error",
+        title=f"{len(names)} STB_GNU_UNIQUE objects shared by "
+        f"{os.path.basename(pair[0].path)} and {os.path.basename(pair[1].path)}",
+        detail=f"{describe(pair[0])} and {describe(pair[1])} both define the "
+        f"STB_GNU_UNIQUE objects {', '.join(biting[:4])}{also}, with different contents or "
+        "in a writable section. The loader merges such objects process-wide even under "
+        "RTLD_LOCAL, so both use the object of the one loaded first: a registry filled "
+        "twice (a second registration aborts, like protobuf's 'File already exists in "
+        "database'), or a static of another version's layout.",
+        libraries=libs(pair),
+        distributions=dists(pair),
+        advice="Package authors: give the header-only registry internal linkage or "
+        "hide it (-fvisibility=hidden, -fno-gnu-unique, a version script), or depend on "
+        "one shared library that owns it. Users: keep the two packages in separate "
+        "processes.",
+    )
 
 
 register(

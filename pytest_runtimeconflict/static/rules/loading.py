@@ -4,6 +4,7 @@ model (:class:`Reach`), so only the scan applies them."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import zipfile
@@ -14,7 +15,8 @@ from dataclasses import dataclass, field
 from pytest_runtimeconflict.model import Finding, ObjectInfo
 from pytest_runtimeconflict.static.discover import WHEEL_SEP
 from pytest_runtimeconflict.static.loader import LoaderModel, ProcessState, file_key
-from pytest_runtimeconflict.static.rules.common import describe, dists, libs
+from pytest_runtimeconflict.static.pyimports import imported_on_import, module_name
+from pytest_runtimeconflict.static.rules.common import describe, dists, identical_copies, libs
 from pytest_runtimeconflict.static.rules.registry import Rule, register
 
 
@@ -139,25 +141,46 @@ def _soname_shadow(reach: Reach, info_of: dict[str, ObjectInfo]) -> list[Finding
         if len(distinct) < 2:
             continue
         exts = sorted({e for p in by_file for e in by_file[p]})
-        out.append(
-            Finding(
-                rule="soname-shadow",
-                family="loader",
-                severity="warning",
-                title=f"{len(distinct)} different files are all {name}: the first loaded serves all",
-                detail="; ".join(describe(i) for i in distinct) + f" are different files with "
-                f"the SONAME {name}, needed by {', '.join(os.path.basename(e) for e in exts)}. "
-                "The loader keeps the first one it loads and reuses it for every later request "
-                "of that SONAME, and no version requirement makes it refuse the wrong one: "
-                "whichever package is imported first decides which code the others run.",
-                libraries=libs(distinct),
-                distributions=dists(distinct),
-                advice=f"Package authors: vendor {name} under a unique (hashed) SONAME, as "
-                "auditwheel does, or depend on one shared copy. Users: import the package whose "
-                f"{name} is the newest first.",
-            )
-        )
+        if identical_copies(distinct):
+            out.append(_identical_shadow(name, distinct, exts))
+        else:
+            out.append(_shadow(name, distinct, exts))
     return out
+
+
+def _identical_shadow(name: str, distinct: Sequence[ObjectInfo], exts: Sequence[str]) -> Finding:
+    return Finding(
+        rule="soname-shadow",
+        family="loader",
+        severity="info",
+        title=f"{len(distinct)} files are all {name}: identical copies",
+        detail="; ".join(describe(i) for i in distinct) + f" are different files with the "
+        f"SONAME {name}, needed by {', '.join(os.path.basename(e) for e in exts)}, but every "
+        "section the loader maps (code, data, dynamic symbols) is identical: only debug "
+        "information or notes differ, so whichever loads first runs the same code.",
+        libraries=libs(distinct),
+        distributions=dists(distinct),
+        advice="Nothing to do.",
+    )
+
+
+def _shadow(name: str, distinct: Sequence[ObjectInfo], exts: Sequence[str]) -> Finding:
+    return Finding(
+        rule="soname-shadow",
+        family="loader",
+        severity="warning",
+        title=f"{len(distinct)} different files are all {name}: the first loaded serves all",
+        detail="; ".join(describe(i) for i in distinct) + f" are different files with "
+        f"the SONAME {name}, needed by {', '.join(os.path.basename(e) for e in exts)}. "
+        "The loader keeps the first one it loads and reuses it for every later request "
+        "of that SONAME, and no version requirement makes it refuse the wrong one: "
+        "whichever package is imported first decides which code the others run.",
+        libraries=libs(distinct),
+        distributions=dists(distinct),
+        advice=f"Package authors: vendor {name} under a unique (hashed) SONAME, as "
+        "auditwheel does, or depend on one shared copy. Users: import the package whose "
+        f"{name} is the newest first.",
+    )
 
 
 def _needs_on(state: ProcessState, name: str) -> set[str]:
@@ -230,34 +253,68 @@ def _static_tls_late(reach: Reach, info_of: dict[str, ObjectInfo]) -> list[Findi
 
 
 def _missing_needed(reach: Reach, info_of: dict[str, ObjectInfo]) -> list[Finding]:
-    """DT_NEEDED entries that no directory the loader searches provides: the import fails."""
+    """DT_NEEDED entries that no directory the loader searches provides: the import fails.
+    When every extension module that needs it is one ``import pkg`` does not import (an
+    optional backend, read from the package's sources), the finding is info."""
     needers: dict[str, list[str]] = defaultdict(list)
-    for state in reach.closures.values():
+    exts: dict[str, set[str]] = defaultdict(set)
+    for ext, state in reach.closures.items():
         for missing in state.missing:
+            exts[missing.soname].add(ext)
             if missing.requester not in needers[missing.soname]:
                 needers[missing.soname].append(missing.requester)
     out = []
     for soname, requesters in sorted(needers.items()):
         infos = [info_of[p] for p in requesters if p in info_of]
-        names = ", ".join(sorted({os.path.basename(p) for p in requesters}))
-        out.append(
-            Finding(
-                rule="needed-library-missing",
-                family="loader",
-                severity="error",
-                title=f"{soname} is needed by {names} but not found",
-                detail=f"{'; '.join(sorted(requesters))} need(s) {soname}, which no directory "
-                "the loader searches provides (the needer's RUNPATH/RPATH, LD_LIBRARY_PATH, "
-                "ld.so.cache, the default directories): importing it fails with "
-                f'"{soname}: cannot open shared object file".',
-                libraries=libs(infos) or tuple(sorted(requesters)),
-                distributions=dists(infos),
-                advice=f"Users: install the system package that provides {soname}. Package "
-                "authors: vendor it into the wheel (auditwheel repair) or declare the system "
-                "dependency in the install instructions.",
-            )
-        )
+        finding = missing_finding(soname, requesters, infos)
+        optional = sorted(exts[soname])
+        if all(imported_on_import(e) is False for e in optional):
+            finding = optional_backend(finding, optional)
+        out.append(finding)
     return out
+
+
+def missing_finding(soname: str, requesters: Sequence[str], infos: Sequence[ObjectInfo]) -> Finding:
+    """The ``needed-library-missing`` error for ``soname`` needed by ``requesters``."""
+    names = ", ".join(sorted({os.path.basename(p) for p in requesters}))
+    return Finding(
+        rule="needed-library-missing",
+        family="loader",
+        severity="error",
+        title=f"{soname} is needed by {names} but not found",
+        detail=f"{'; '.join(sorted(requesters))} need(s) {soname}, which no directory "
+        "the loader searches provides (the needer's RUNPATH/RPATH, LD_LIBRARY_PATH, "
+        "ld.so.cache, the default directories): importing it fails with "
+        f'"{soname}: cannot open shared object file".',
+        libraries=libs(infos) or tuple(sorted(requesters)),
+        distributions=dists(infos),
+        advice=f"Users: install the system package that provides {soname}. Package "
+        "authors: vendor it into the wheel (auditwheel repair) or declare the system "
+        "dependency in the install instructions.",
+    )
+
+
+def optional_backend(finding: Finding, extensions: Sequence[str]) -> Finding:
+    """``finding`` (needed-library-missing) as info: only ``extensions`` need the library,
+    and importing their packages does not import them (an optional backend)."""
+    soname = finding.title.split(" ", 1)[0]
+    names = ", ".join(_dotted(e) for e in extensions)
+    return dataclasses.replace(
+        finding,
+        severity="info",
+        title=f"{soname} is needed only by {names}, which importing the package does not "
+        "load (an optional backend)",
+        detail=finding.detail + f" Only {names} need(s) it, and importing the package does "
+        "not import that module (it is imported on demand, or its import failure is "
+        "tolerated): the package imports and works without it; only that backend is "
+        "unavailable.",
+        advice=f"Users who want that backend: install the system package that provides {soname}.",
+    )
+
+
+def _dotted(path: str) -> str:
+    named = module_name(path)
+    return named[1] if named else os.path.basename(path)
 
 
 register(
