@@ -382,6 +382,13 @@ def pytest_report_collectionfinish(config: pytest.Config) -> list[str]:
 # ---------------------------------------------------------------- reporting
 
 
+def _skip_reason(report: pytest.TestReport) -> str:
+    """Why pytest skipped an item (the text after ``Skipped: ``)."""
+    longrepr = report.longrepr
+    reason = longrepr[2] if isinstance(longrepr, tuple) and len(longrepr) == 3 else str(longrepr)
+    return str(reason).removeprefix("Skipped: ")
+
+
 class Reporter:
     """Controller-side collection of results: terminal summary and the JSON report.
 
@@ -416,6 +423,8 @@ class Reporter:
             outcome = item_outcome(previous, report.when, report.outcome, xfail)
             if outcome is not None:
                 self.state.item_outcomes[report.nodeid] = outcome
+            if report.skipped and not xfail:
+                self.state.skip_reasons[report.nodeid] = _skip_reason(report)
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_testnodedown(self, node: Any, error: Any) -> None:

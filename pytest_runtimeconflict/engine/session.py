@@ -51,6 +51,8 @@ class RCState:
     # item (what ``merge`` judges by), the --rc-baseline file.
     scope: ShardScope | None = None
     item_outcomes: dict[str, str] = field(default_factory=dict)
+    # why pytest skipped a plan item (an earlier item reports its conflict, deselection)
+    skip_reasons: dict[str, str] = field(default_factory=dict)
     baseline: Baseline | None = None
     baseline_note: str | None = None
     # Plan items of this job's share that run nowhere (deselected with -k or -m): never the
@@ -148,6 +150,8 @@ class RCState:
         context = self._written_context()
         if context is not None and context.not_importable:
             data["not_importable"] = dict(context.not_importable)
+        if self.skip_reasons:
+            data["skipped_items"] = dict(sorted(self.skip_reasons.items()))
         status = self.baseline_status()
         data.update(ci.report_keys(self.settings.fail_on, self.item_outcomes, self.scope, status))
         return data
@@ -158,6 +162,7 @@ class RCState:
         from pytest_runtimeconflict.report import ci
 
         lines = aggregate.summary_lines(self.collected)
+        lines += aggregate.skipped_lines(self.skip_reasons)
         lines += not_importable_lines(self._written_context())
         lines += ci.summary_lines(self.scope, self.baseline_status())
         return lines + ([self.baseline_note] if self.baseline_note else [])

@@ -235,7 +235,10 @@ def step_label(step: str) -> str:
     """A short name for a step in one-line displays (``workload numpy:linalg``)."""
     if step.startswith(_HEADER):
         return "workload " + step[len(_HEADER) :].split("\n", 1)[0].split(" ", 1)[0]
-    return step.strip().replace("\n", "\\n ")
+    lines = [line.strip() for line in step.strip().splitlines() if line.strip()]
+    if len(lines) <= 1:
+        return lines[0] if lines else ""
+    return f"{lines[0]} (+{len(lines) - 1} lines)"
 
 
 def probe_label(phase: str | None, exercised: Sequence[Mapping[str, Any]]) -> str:

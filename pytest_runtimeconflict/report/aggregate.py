@@ -3,6 +3,7 @@ and the terminal summary (conflicts grouped by root cause, latent runtime sets, 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -10,6 +11,14 @@ from pytest_runtimeconflict.model.plan import Coverage
 from pytest_runtimeconflict.planning.coverage import coverage_from_entries
 from pytest_runtimeconflict.planning.workloads import is_workload, probe_label, step_label
 from pytest_runtimeconflict.report import latent
+from pytest_runtimeconflict.report.display import (
+    DETAIL_WIDTH,
+    HEADLINE_WIDTH,
+    clip,
+    one_line,
+    runtime_message,
+    short_path,
+)
 from pytest_runtimeconflict.vocabulary import REPORT_SCHEMA, JsonObject
 
 Collected = Sequence[tuple[str, JsonObject]]
@@ -76,6 +85,14 @@ def summary_lines(collected: Collected) -> list[str]:
         lines.append(covered.describe())
         lines += covered.detail_lines()
     return lines
+
+
+def skipped_lines(reasons: dict[str, str]) -> list[str]:
+    """The plan items pytest skipped, each with its reason (shown without ``-rs``)."""
+    if not reasons:
+        return []
+    lines = [f"skipped plan items ({len(reasons)}):"]
+    return lines + [clip(f"- {node}: {why}", DETAIL_WIDTH) for node, why in sorted(reasons.items())]
 
 
 def conflict_groups(collected: Sequence[tuple[str, Any]]) -> dict[str, list[tuple[str, Any]]]:
@@ -163,30 +180,73 @@ def static_lines(entries: Iterable[JsonObject]) -> list[str]:
 
 
 def _conflict_lines(key: str, members: list[tuple[str, JsonObject]]) -> list[str]:
-    verdict = members[0][1]["verdict"]
+    """One conflict: a headline (rule, the libraries by short name, what happened with the
+    runtime's own message, how often), then indented details, each on one line."""
+    first = members[0][1]
+    verdict = first["verdict"]
     nodes = sorted({n for n, _ in members})
-    lines = [f"- {verdict.get('rule') or 'unattributed'}: {verdict.get('cause', key)}"]
-    minimal = members[0][1].get("minimal_steps")
-    mode = members[0][1].get("load_mode") or {}
-    if minimal:
-        order = " > ".join(step_label(s) for s in minimal)
-        if mode.get("order"):
-            order = mode["order"].replace(">", " > ") + "".join(
-                f" > {step_label(s)}" for s in minimal if is_workload(s)
-            )
-            order += "".join(f" (preload {x})" for x in mode.get("preload", []))
-            order += "".join(f" (LD_PRELOAD {x})" for x in mode.get("ld_preload", []))
-        run = members[0][1].get("minimal_run") or {}
-        probe = probe_label(run.get("phase"), run.get("exercised") or ())
-        order += f" > {probe}" if probe else ""
-        lines.append(f"    minimal order: {order}")
-    if verdict.get("user_advice"):
-        lines.append(f"    avoid: {verdict['user_advice']}")
+    lines = [_headline(first, verdict, len(nodes))]
+    details = [("why", verdict.get("cause") or key)]
+    libraries = "; ".join(_library(lib) for lib in first.get("library_details") or [])
+    details.append(("libraries", libraries))
+    details.append(("minimal order", _minimal_order(first)))
+    details.append(("avoid", verdict.get("user_advice") or ""))
+    lines += [clip(f"    {name}: {text}", DETAIL_WIDTH) for name, text in details if text]
     # One node id a line, the first few only: plan node ids of long sequences are long.
     more = f" (first {SEEN_IN_SHOWN})" if len(nodes) > SEEN_IN_SHOWN else ""
     lines.append(f"    seen in {len(nodes)} item(s){more}:")
-    lines += [f"      {node}" for node in nodes[:SEEN_IN_SHOWN]]
+    lines += [clip(f"      {node}", DETAIL_WIDTH) for node in nodes[:SEEN_IN_SHOWN]]
     return lines
+
+
+def _headline(entry: JsonObject, verdict: JsonObject, items: int) -> str:
+    """``- rule: liba.so vs libb.so: crashed SIGABRT: OMP: Error #15 ... [2 items]``, at most
+    ``HEADLINE_WIDTH`` characters (the happening is what gets clipped)."""
+    names = [
+        os.path.basename(str(lib.get("path", ""))) for lib in entry.get("library_details") or []
+    ]
+    shown = " vs ".join(dict.fromkeys(names[:2])) + (
+        f" +{len(names) - 2}" if len(names) > 2 else ""
+    )
+    head = f"- {verdict.get('rule') or 'unattributed'}" + (f": {shown}" if shown else "")
+    tail = f" [{items} item{'s' if items != 1 else ''}]"
+    room = HEADLINE_WIDTH - len(head) - len(tail) - 2
+    return f"{head}: {clip(_happened(entry), max(room, 20))}{tail}"
+
+
+def _happened(entry: JsonObject) -> str:
+    """What the run did, with the runtime's own words: the signal and the telling stderr line
+    of a crash, the error of a failure, the probe or step a hang waited in."""
+    outcome = str(entry.get("outcome"))
+    said = runtime_message(str(entry.get("stderr_tail") or ""))
+    if outcome == "crashed":
+        what = f"crashed {entry.get('signal') or 'signal ' + str(entry.get('signum'))}"
+        return what + (f": {said}" if said else "")
+    message = one_line(str(entry.get("message") or ""))
+    return f"{outcome}: {message or said or outcome}"
+
+
+def _library(lib: JsonObject) -> str:
+    where = ", ".join(str(x) for x in (lib.get("distribution"), lib.get("role")) if x)
+    return short_path(str(lib.get("path", ""))) + (f" ({where})" if where else "")
+
+
+def _minimal_order(entry: JsonObject) -> str:
+    """The minimal order as the summary shows it: load mode, steps by label, the probe."""
+    minimal = entry.get("minimal_steps")
+    if not minimal:
+        return ""
+    mode = entry.get("load_mode") or {}
+    order = " > ".join(step_label(s) for s in minimal)
+    if mode.get("order"):
+        order = mode["order"].replace(">", " > ") + "".join(
+            f" > {step_label(s)}" for s in minimal if is_workload(s)
+        )
+        order += "".join(f" (preload {short_path(x)})" for x in mode.get("preload", []))
+        order += "".join(f" (LD_PRELOAD {short_path(x)})" for x in mode.get("ld_preload", []))
+    run = entry.get("minimal_run") or {}
+    probe = probe_label(run.get("phase"), run.get("exercised") or ())
+    return order + (f" > {probe}" if probe else "")
 
 
 def latent_sets(entries: Iterable[JsonObject]) -> list[tuple[str, tuple[str, ...]]]:

@@ -10,12 +10,14 @@ the package author). Everything after that is evidence for whoever wants to chec
 from __future__ import annotations
 
 import os
+import textwrap
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from pytest_runtimeconflict.diagnosis.evidence import backtrace_library, crashing_thread_frames
 from pytest_runtimeconflict.model import AvoidedBy, Diagnosis, LibraryRole, RunResult, RunSpec
 from pytest_runtimeconflict.planning.workloads import probe_label, step_label
+from pytest_runtimeconflict.report.display import DETAIL_WIDTH, clip, runtime_message
 from pytest_runtimeconflict.vocabulary import is_import_step
 
 TAIL_LINES = 8
@@ -78,7 +80,8 @@ def what_to_do(diagnosis: Diagnosis | None) -> str:
 def headline(result: RunResult, diagnosis: Diagnosis | None) -> list[str]:
     """The three lines (what broke, why, what to do), kept in the report entry for
     annotations and merged reports."""
-    return [what_broke(result, diagnosis), why(diagnosis), what_to_do(diagnosis)]
+    lines = [what_broke(result, diagnosis), why(diagnosis), what_to_do(diagnosis)]
+    return [clip(line, DETAIL_WIDTH) for line in lines]
 
 
 def _failure_detail(result: RunResult) -> str:
@@ -106,11 +109,7 @@ def _latent_detail(result: RunResult) -> str:
 
 def _key_line(result: RunResult) -> str:
     """The most telling line of a crash's stderr (an OpenMP error, an uncaught exception)."""
-    for line in reversed((result.stderr_tail or "").splitlines()):
-        text = line.strip()
-        if text.startswith(("OMP: Error", "terminate called", "free():", "double free")):
-            return text[:160]
-    return ""
+    return runtime_message(result.stderr_tail or "")[:160]
 
 
 def _first_line(text: str | None) -> str:
@@ -127,7 +126,7 @@ def _order(steps: Sequence[str], global_imports: Sequence[str] = ()) -> str:
         else step_label(s)
         for s in steps
     ]
-    return " > ".join(s.strip().replace("\n", "\\n ") for s in shown) or "(no steps)"
+    return " > ".join(step_label(s) for s in shown) or "(no steps)"
 
 
 # ---------------------------------------------------------------- the failure text
@@ -135,7 +134,10 @@ def _order(steps: Sequence[str], global_imports: Sequence[str] = ()) -> str:
 
 def format_failure(result: RunResult, diagnosis: Diagnosis | None) -> str:
     """The full failure text: three summary lines, then evidence and experiments."""
-    lines = [what_broke(result, diagnosis), why(diagnosis), what_to_do(diagnosis), ""]
+    full = [what_broke(result, diagnosis), why(diagnosis), what_to_do(diagnosis)]
+    lines = [clip(line, DETAIL_WIDTH) for line in full] + [""]
+    if any(len(line) > DETAIL_WIDTH or "\n" in line for line in full):
+        lines += ["In full:", *(_wrapped(line) for line in full), ""]
     if diagnosis is not None and diagnosis.libraries:
         lines.append("Libraries:")
         lines += [f"  {_library_line(lib)}" for lib in diagnosis.libraries]
@@ -148,6 +150,15 @@ def format_failure(result: RunResult, diagnosis: Diagnosis | None) -> str:
         lines += _findings(diagnosis)
         lines += _experiments(diagnosis)
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _wrapped(line: str) -> str:
+    """A long summary line in full, wrapped and indented (code keeps its own lines)."""
+    return "\n".join(
+        textwrap.fill(part, 100, initial_indent="  ", subsequent_indent="    ")
+        for part in line.splitlines()
+        if part.strip()
+    )
 
 
 def _library_line(lib: LibraryRole) -> str:
