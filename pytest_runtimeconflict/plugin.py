@@ -115,8 +115,21 @@ def pytest_configure(config: pytest.Config) -> None:
         baseline=_baseline(config, settings),
     )
     config.stash[STATE] = state
+    _plan_nodes_as_they_are(config)
     if not hasattr(config, "workerinput"):
         config.pluginmanager.register(Reporter(config, state), "runtimeconflict-reporter")
+
+
+def _plan_nodes_as_they_are(config: pytest.Config) -> None:
+    """Show plan node ids as they are (``runtime-conflicts::a>b``) when pytest runs from a
+    folder below the rootdir: pytest shows node ids relative to the current folder as if they
+    were files (``../runtime-conflicts::a>b``), and the plan's node is not a file."""
+    relative = config.cwd_relative_nodeid
+
+    def cwd_relative_nodeid(nodeid: Any) -> Any:
+        return nodeid if str(nodeid).split("::", 1)[0] == PLAN_NODE else relative(nodeid)
+
+    setattr(config, "cwd_relative_nodeid", cwd_relative_nodeid)  # noqa: B010
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -133,7 +146,7 @@ def _baseline(config: pytest.Config, settings: Settings) -> Baseline | None:
 
     if not settings.baseline:
         return None
-    path = Path(config.invocation_params.dir) / settings.baseline
+    path = Path(os.path.normpath(Path(config.invocation_params.dir) / settings.baseline))
     try:
         return load_baseline(str(path), create=settings.update_baseline)
     except RuntimeConflictError as exc:
@@ -456,7 +469,7 @@ class Reporter:
 
     def _path(self, value: str) -> Path:
         """An option's path, relative to the directory pytest was invoked from."""
-        return Path(self.config.invocation_params.dir) / value
+        return Path(os.path.normpath(Path(self.config.invocation_params.dir) / value))
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:

@@ -229,3 +229,32 @@ def test_unknown_module_is_a_usage_error(pytester: pytest.Pytester, tmp_path: Pa
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*invalid --rc-modules: rc_nowhere cannot be imported by*"])
     assert "Traceback" not in result.stderr.str()
+
+
+def test_run_from_a_subfolder_shows_plan_nodes_and_paths_as_they_are(
+    pytester: pytest.Pytester, tmp_path: Path
+) -> None:
+    """pytest run below the rootdir: the failure lines name ``runtime-conflicts::...`` (not
+    ``../runtime-conflicts::...``; pytest's progress line still shows the node relative to
+    the folder) and paths are normalised."""
+    python = make_env(tmp_path, ORDER_CRASH)
+    pytester.makeini("[pytest]\n")
+    sub = pytester.mkdir("sub")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(sub)
+        result = pytester.runpytest_subprocess(
+            "--runtime-conflicts",
+            "--rc-modules=rc_a,rc_b,rc_c",
+            f"--rc-python={python}",
+            "--rc-report=../report.json",
+            "--rc-timeout=30",
+            "--rc-variants=none",
+            "-p",
+            "no:cacheprovider",
+            f"--rootdir={pytester.path}",
+        )
+    out = result.stdout.str()
+    assert "FAILED runtime-conflicts::rc_a>rc_b>rc_c" in out
+    assert "FAILED ../runtime-conflicts" not in out
+    assert "sub/../" not in out
+    assert (pytester.path / "report.json").exists()
