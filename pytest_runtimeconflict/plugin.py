@@ -390,6 +390,8 @@ class Reporter:
         self.state = state
         self.reproducers: list[Path] = []
         self.repro_error = ""
+        self.html_error = ""
+        self.skip_reasons: dict[str, str] = {}
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         # user_properties ride on every phase's report; the call phase carries the results.
@@ -412,6 +414,9 @@ class Reporter:
             outcome = item_outcome(previous, report.when, report.outcome, xfail)
             if outcome is not None:
                 self.state.item_outcomes[report.nodeid] = outcome
+            if report.skipped and isinstance(report.longrepr, tuple) and not xfail:
+                reason = str(report.longrepr[2]).removeprefix("Skipped: ")
+                self.skip_reasons[report.nodeid] = reason
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_testnodedown(self, node: Any, error: Any) -> None:
@@ -437,6 +442,8 @@ class Reporter:
                 terminalreporter.write_line(f"  {self.state.settings.python} {path}")
         if self.repro_error:
             terminalreporter.write_line(f"reproducers not written: {self.repro_error}", red=True)
+        if self.html_error:
+            terminalreporter.write_line(f"HTML report not written: {self.html_error}", red=True)
 
     def _path(self, value: str) -> Path:
         """An option's path, relative to the directory pytest was invoked from."""
@@ -457,11 +464,22 @@ class Reporter:
                 self.reproducers = write_reproducers(directory, entries, "--rc-repro-dir")
             except RuntimeConflictError as exc:
                 self.repro_error = str(exc)
-        if not self.state.settings.report:
+        settings = self.state.settings
+        if not (settings.report or settings.html):
             return
-        path = self._path(self.state.settings.report)
-        report = json.dumps(self.state.report_json(), indent=2, default=str)
-        replace_atomically(path, report.encode())
+        data = self.state.report_json()
+        if self.skip_reasons:
+            data["item_skip_reasons"] = dict(sorted(self.skip_reasons.items()))
+        if settings.report:
+            report = json.dumps(data, indent=2, default=str)
+            replace_atomically(self._path(settings.report), report.encode())
+        if settings.html:
+            from pytest_runtimeconflict.report.html import write_html
+
+            try:
+                write_html(self._path(settings.html), data, "--rc-html")
+            except RuntimeConflictError as exc:
+                self.html_error = str(exc)
 
 
 # ---------------------------------------------------------------- fixture
