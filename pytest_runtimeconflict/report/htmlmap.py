@@ -83,7 +83,8 @@ def build_map(entries: Sequence[Entry], conflicts: Sequence[tuple[str, Entry]]) 
         for detail in details:
             found.add(_copy(detail))
         found.edges += _conflict_edges(anchor, entry, [str(d.get("path")) for d in details])
-    found.edges += latent_edges(entries)
+    joined = {frozenset((e.a, e.b)) for e in found.edges}
+    found.edges += [e for e in latent_edges(entries) if frozenset((e.a, e.b)) not in joined]
     for copies in found.distributions.values():
         copies.sort(key=lambda c: (c.family == "", c.family, os.path.basename(c.path)))
     return found
@@ -132,7 +133,7 @@ def load_mode_text(entry: Entry) -> str:
 
 def latent_edges(entries: Iterable[Entry]) -> list[Edge]:
     """One dotted edge chain per distinct set of one family's copies mapped together by a run
-    that did not crash (a latent run)."""
+    that did not crash (a latent run); the map leaves out those a conflict arc already joins."""
     sets: set[tuple[str, tuple[str, ...]]] = set()
     for entry in entries:
         if entry.get("outcome") != "latent":
