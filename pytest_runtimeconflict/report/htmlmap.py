@@ -223,7 +223,8 @@ def _layout(found: RuntimeMap) -> tuple[dict[str, float], list[str], float]:
 
 def _copy_svg(copy: Copy, centre: float) -> str:
     kind = f"{copy.family}/{copy.runtime}" if copy.family else "library"
-    name = _short(os.path.basename(copy.path), 44)
+    # The name and the kind share the row: the name gets what the kind leaves free.
+    name = _short(os.path.basename(copy.path), int((BOX_W - 44 - 6.6 * len(kind)) / 7.3))
     return (
         f'<g class="rc-copy" data-path="{escape(copy.path)}">'
         f"<title>{escape(copy.path)} ({escape(kind)})</title>"
