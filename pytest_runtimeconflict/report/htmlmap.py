@@ -181,7 +181,9 @@ def render_map(found: RuntimeMap) -> str:
     )
     parts = [
         f'<svg class="rc-map" xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" '
-        f'height="{total:.0f}" viewBox="0 0 {width:.0f} {total:.0f}" role="img" '
+        # A group, not an image: an image's children are hidden from screen readers, and
+        # the arcs are links to the cards.
+        f'height="{total:.0f}" viewBox="0 0 {width:.0f} {total:.0f}" role="group" '
         'aria-labelledby="rc-map-title rc-map-desc">',
         f'<title id="rc-map-title">{escape(title)}</title>',
         f'<desc id="rc-map-desc">{escape(_description(found))}</desc>',
