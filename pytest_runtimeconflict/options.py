@@ -93,6 +93,15 @@ OPTIONS: tuple[OptionDef, ...] = (
         "FILE",
     ),
     OptionDef(
+        "--rc-html",
+        "runtime_conflicts_html",
+        "Write the HTML report to this file: one self-contained page (no network) with the "
+        "runtime map, a card per conflict with its reproducer, the coverage and the skipped "
+        "items, built from the same data as --rc-report.",
+        "",
+        "FILE",
+    ),
+    OptionDef(
         "--rc-no-exercise",
         "runtime_conflicts_no_exercise",
         "Do not call into loaded OpenMP/BLAS runtimes after the imports (runtime exercising "
@@ -199,6 +208,7 @@ class Settings:
     repro_dir: str = ""
     variants: tuple[Any, ...] = ()  # variants.Request entries of --rc-variants
     workloads: tuple[tuple[str, str], ...] = ()  # (module, statement) of --rc-workload
+    html: str = ""
 
 
 def _where(from_cli: bool) -> str:
@@ -276,6 +286,12 @@ def _bool(flag: str, value: Any, where: str) -> bool:
     raise UsageError(f"invalid {flag} {value!r} ({where}): expected true or false")
 
 
+def _file(flag: str, value: str, where: str) -> str:
+    if value and os.path.isdir(value):
+        raise UsageError(f"invalid {flag} {value!r} ({where}): it is a directory; give a file name")
+    return str(value)
+
+
 def _directory(flag: str, value: str, where: str) -> str:
     if value and os.path.exists(value) and not os.path.isdir(value):
         raise UsageError(
@@ -302,6 +318,7 @@ def read_settings(get: Callable[[OptionDef], tuple[Any, bool]]) -> Settings:
         python=_python(*value("--rc-python")) if enabled else "",
         fail_on=_choice(*value("--rc-fail-on")),
         report=str(value("--rc-report")[1]),
+        html=_file(*value("--rc-html")),
         exercise=not _bool(*value("--rc-no-exercise")),
         max_runs=_int_in(*value("--rc-max-runs"), 1, 1000),
         repro_dir=_directory(*value("--rc-repro-dir")),

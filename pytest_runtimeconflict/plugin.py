@@ -414,6 +414,7 @@ class Reporter:
         self.state = state
         self.reproducers: list[Any] = []  # report.repro_verify.Written
         self.repro_error = ""
+        self.html_error = ""
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         # user_properties ride on every phase's report; the call phase carries the results.
@@ -466,6 +467,8 @@ class Reporter:
                 )
         if self.repro_error:
             terminalreporter.write_line(f"reproducers not written: {self.repro_error}", red=True)
+        if self.html_error:
+            terminalreporter.write_line(f"HTML report not written: {self.html_error}", red=True)
 
     def _path(self, value: str) -> Path:
         """An option's path, relative to the directory pytest was invoked from."""
@@ -488,11 +491,20 @@ class Reporter:
                 )
             except RuntimeConflictError as exc:
                 self.repro_error = str(exc)
-        if not self.state.settings.report:
+        settings = self.state.settings
+        if not (settings.report or settings.html):
             return
-        path = self._path(self.state.settings.report)
-        report = json.dumps(self.state.report_json(), indent=2, default=str)
-        replace_atomically(path, report.encode())
+        data = self.state.report_json()
+        if settings.report:
+            report = json.dumps(data, indent=2, default=str)
+            replace_atomically(self._path(settings.report), report.encode())
+        if settings.html:
+            from pytest_runtimeconflict.report.html import write_html
+
+            try:
+                write_html(self._path(settings.html), data, "--rc-html")
+            except RuntimeConflictError as exc:
+                self.html_error = str(exc)
 
 
 # ---------------------------------------------------------------- fixture

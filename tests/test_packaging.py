@@ -61,7 +61,7 @@ def _readme_install_target() -> str:
     demo = next(
         line for line in readme.splitlines() if line.endswith("pytest_runtimeconflict demo")
     )
-    match = re.search(r"pip install '([^']+)'", demo)
+    match = re.search(r"pip install (?:-q )?'([^']+)'", demo)
     assert match and "-e " not in demo, f"the README's demo command is not a plain install: {demo}"
     return match.group(1)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -72,6 +73,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="only scenarios/runs matching this pytest -k expression",
     )
     parser.add_argument(
+        "--html",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="write part 2's HTML report (runtime map, a card per conflict) to FILE",
+    )
+    parser.add_argument(
         "--no-plan",
         action="store_true",
         help="skip part 2: planned import orders over every zoo module, without manifests",
@@ -113,7 +121,10 @@ def main(args: argparse.Namespace) -> int:
             _say("conflict found is one failure. Conflicts are the point here, so this part is")
             _say("shown, not judged.")
             _run_plan(python, args, Path(tmp))
-            _say_classes(load_scenarios(scenarios), Path(tmp) / "plan-report.json", skipped)
+            plan_report = Path(tmp) / "plan-report.json"
+            if plan_report.exists():
+                _say_found(json.loads(plan_report.read_text()))
+            _say_classes(load_scenarios(scenarios), plan_report, skipped)
     verdict = "every scenario behaved as its manifest says" if code == 0 else "MISMATCH"
     _say(f"\ndemo finished: {verdict} (pytest exit code {code})")
     return 0 if code == 0 else 1
@@ -170,9 +181,7 @@ def _run_pytest(
         cmd += ["-n", str(args.workers)]
     if args.select:
         cmd += ["-k", args.select]
-    _say("running: " + " ".join(cmd))
-    sys.stdout.flush()
-    return subprocess.call(cmd, cwd=tmp)
+    return _run_quietly(cmd, tmp, tmp / "part1.log", "part 1")
 
 
 def _run_plan(python: Path, args: argparse.Namespace, tmp: Path) -> int:
@@ -187,9 +196,74 @@ def _run_plan(python: Path, args: argparse.Namespace, tmp: Path) -> int:
     ]  # fmt: skip
     if args.workers not in ("0", 0, None):
         cmd += ["-n", str(args.workers)]
+    if args.html:
+        cmd.append(f"--rc-html={args.html.resolve()}")
+    return _run_quietly(cmd, tmp, tmp / "part2.log", "part 2")
+
+
+def _run_quietly(cmd: list[str], cwd: Path, log: Path, label: str) -> int:
+    """Run pytest with its output in ``log`` (the demo prints what it found from the report,
+    not pytest's progress, warnings summary and per-failure text); on a terminal a progress
+    line shows pytest's latest line meanwhile. Prints pytest's closing line, and its last lines
+    when it did not finish its run (exit code over 1: interrupted, internal or usage error)."""
+    import time
+
     _say("running: " + " ".join(cmd))
-    sys.stdout.flush()
-    return subprocess.call(cmd, cwd=tmp)
+    with open(log, "w+b") as out, progress_line() as line:
+        proc = subprocess.Popen(cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
+        while proc.poll() is None:
+            if line is not None:
+                line.show(f"{label}: pytest", _last_line(log))
+            time.sleep(0.5)
+    lines = log.read_text(errors="replace").splitlines()
+    closing = next((ln.strip("= ") for ln in reversed(lines) if _CLOSING.search(ln)), "")
+    _say(f"pytest ({label}): {closing or f'exit code {proc.returncode}'}")
+    if proc.returncode > 1:
+        for text in lines[-20:]:
+            _say("  " + text)
+    return proc.returncode
+
+
+_CLOSING = re.compile(r"^=*\s*\d+ \w+.* in \d+(?:\.\d+)?s\b")
+
+
+def _last_line(log: Path) -> str:
+    try:
+        with open(log, "rb") as fh:
+            fh.seek(max(0, fh.seek(0, os.SEEK_END) - 400))
+            tail = fh.read().decode(errors="replace")
+    except OSError:
+        return ""
+    lines = [ln for ln in tail.splitlines() if ln.strip()]
+    return lines[-1].strip() if lines else ""
+
+
+def _say_found(report: dict[str, Any]) -> None:
+    """What part 2 found: one line per distinct conflict, the latent sets and the coverage."""
+    from pytest_runtimeconflict.report.aggregate import coverage, latent_sets
+    from pytest_runtimeconflict.report.html import conflict_cards, minimal_order
+
+    collected = [(str(e.get("nodeid", "")), e) for e in report.get("scenarios", [])]
+    cards = conflict_cards(collected)
+    _say(f"\n{len(cards)} distinct conflict(s):")
+    for _, entry, _, members in cards:
+        verdict = entry.get("verdict") or {}
+        what = " ".join(x for x in (entry.get("outcome"), entry.get("signal")) if x)
+        order = _clip(minimal_order(entry), 90)
+        seen = len({n for n, _ in members})
+        _say(f"- {verdict.get('rule') or 'unattributed'}: {what}, {order} ({seen} item(s))")
+    latent = latent_sets(e for _, e in collected if e.get("outcome") == "latent")
+    families = sorted({family for family, _ in latent})
+    _say(f"latent: {len(latent)} set(s) of runtime copies mapped together without a crash"
+         + (f" ({', '.join(families)})" if families else ""))  # fmt: skip
+    covered = coverage(collected)
+    if covered is not None:
+        _say(covered.describe())
+
+
+def _clip(text: str, limit: int) -> str:
+    text = text.replace("\n", " ")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _say_classes(scenarios: Any, report: Path, skipped: dict[str, str]) -> None:

@@ -9,6 +9,7 @@ import os
 import sys
 
 from pytest_runtimeconflict.report import annotate
+from pytest_runtimeconflict.report.html import write_html
 from pytest_runtimeconflict.report.jsonreport import write_report
 from pytest_runtimeconflict.report.merge import exit_code, load_report, merge_reports, summary_lines
 from pytest_runtimeconflict.vocabulary import ANNOTATION_CHOICES
@@ -20,6 +21,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "reports", nargs="+", metavar="REPORT.json", help="the shards' --rc-report files"
     )
     parser.add_argument("--json", metavar="FILE", help="write the merged report to FILE")
+    parser.add_argument(
+        "--html",
+        metavar="FILE",
+        help="write the merged report as one self-contained HTML page to FILE (as --rc-html)",
+    )
     parser.add_argument(
         "--annotations",
         choices=ANNOTATION_CHOICES,
@@ -35,6 +41,8 @@ def main(args: argparse.Namespace) -> int:
     merged = merge_reports([load_report(path) for path in args.reports])
     if args.json:
         write_report(args.json, merged.data)
+    if args.html:
+        write_html(args.html, merged.data, "--html")
     for line in summary_lines(merged):
         print(line)
     if annotate.enabled(args.annotations, os.environ):

@@ -151,7 +151,7 @@ class RCState:
         if context is not None and context.not_importable:
             data["not_importable"] = dict(context.not_importable)
         if self.skip_reasons:
-            data["skipped_items"] = dict(sorted(self.skip_reasons.items()))
+            data["item_skip_reasons"] = dict(sorted(self.skip_reasons.items()))
         status = self.baseline_status()
         data.update(ci.report_keys(self.settings.fail_on, self.item_outcomes, self.scope, status))
         return data

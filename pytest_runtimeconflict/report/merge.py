@@ -143,10 +143,14 @@ def _merged_data(
     first = reports[0].data
     data = aggregate.report_json(collected)
     outcomes: dict[str, str] = {}
+    reasons: dict[str, str] = {}
     for report in reports:
         outcomes.update(report.data.get("item_outcomes", {}))
+        reasons.update(report.data.get("item_skip_reasons", {}))
     data["fail_on"] = first.get("fail_on")
     data["item_outcomes"] = dict(sorted(outcomes.items()))
+    if reasons:
+        data["item_skip_reasons"] = dict(sorted(reasons.items()))
     data["plan"] = dict(first["plan"])
     data["merged"] = {
         "count": reports[0].count,
