@@ -78,13 +78,16 @@ def summary_lines(collected: Collected) -> list[str]:
             "latent: runtimes mapped more than once without a crash "
             "(a warning; --rc-fail-on=latent fails on it):"
         )
-        lines += [f"- {family}: " + ", ".join(files) for family, files in latent]
+        for family, files in latent:
+            line = f"- {family}: " + ", ".join(files)
+            fits = len(line) <= DETAIL_WIDTH
+            lines += [line] if fits else [f"- {family}:", *(f"    {f}" for f in files)]
     lines += static_lines(e for _, e in collected)
     covered = coverage(collected)
     if covered is not None:
         lines.append(covered.describe())
         lines += covered.detail_lines()
-    return lines
+    return [clip(line, DETAIL_WIDTH) if len(line) > DETAIL_WIDTH else line for line in lines]
 
 
 def skipped_lines(reasons: dict[str, str]) -> list[str]:
