@@ -130,3 +130,99 @@ def test_os_putenv_shows_in_the_c_view_only(envset_dir: Path) -> None:
     result = run_spec(spec)
     assert result.outcome == "passed", result.message
     assert EnvChange(1, "RC_TEST_HOME", None, "/h", "c") in result.env_changes
+
+
+# ---------------------------------------------------------------- which changes count
+
+
+@pytest.mark.parametrize(
+    ("name", "after", "read"),
+    [
+        ("QT_PLUGIN_PATH", "/x/plugins", True),
+        ("LD_LIBRARY_PATH", None, True),
+        ("GDAL_DATA_DIR", "/x", True),
+        ("MYLIB_HOME", "/x", True),
+        ("OMP_NUM_THREADS", "1", True),
+        ("KMP_AFFINITY", "compact", False),
+        ("FEATURE_FLAG", "1", False),
+        ("FEATURE_FLAG", None, False),
+    ],
+)
+def test_read_by_libraries_by_name(name: str, after: str | None, read: bool) -> None:
+    from pytest_runtimeconflict.static.rules.environment import read_by_libraries
+
+    assert read_by_libraries(name, after) is read
+
+
+def test_read_by_libraries_by_a_value_inside_a_distribution(tmp_path: Path) -> None:
+    from pytest_runtimeconflict.static.rules.environment import read_by_libraries
+
+    inside, outside = tmp_path / "pkg" / "fonts", tmp_path / "elsewhere"
+
+    def owner_of(path: str) -> str | None:
+        return "pkg-dist" if path.startswith(str(tmp_path / "pkg")) else None
+
+    assert read_by_libraries("FONTCONFIG_FILE", f"{outside}:{inside}", owner_of)
+    assert not read_by_libraries("FONTCONFIG_FILE", str(outside), owner_of)
+    assert not read_by_libraries("FONTCONFIG_FILE", "relative/pkg", owner_of)
+
+
+def test_restore_statement_puts_both_views_back() -> None:
+    from pytest_runtimeconflict.static.rules.environment import restore_statement
+
+    code = "\n".join(
+        [
+            "import os",
+            "os.environ['RC_A'] = 'new'",
+            "os.putenv('RC_B', 'native')",  # C environ only, like setenv in a library
+            restore_statement("RC_A", "old"),
+            restore_statement("RC_B", None),
+            "assert os.environ['RC_A'] == 'old'",
+            "import ctypes; getenv = ctypes.CDLL(None).getenv",
+            "getenv.restype = ctypes.c_char_p",
+            "assert getenv(b'RC_A') == b'old' and getenv(b'RC_B') is None",
+        ]
+    )
+    result = run_spec(_spec(code))
+    assert result.outcome == "passed", result.message + result.stderr_tail
+
+
+# ---------------------------------------------------------------- the restore experiment
+
+
+def test_restoring_the_variable_names_the_environment_rule() -> None:
+    from pytest_runtimeconflict.diagnosis import diagnose
+
+    spec = _spec(
+        "import os; os.environ['RC_TEST_PLUGIN_PATH'] = '/a/plugins'; os.environ['RC_FLAG'] = '1'",
+        "x = 1",
+        "import os; assert os.environ.get('RC_TEST_PLUGIN_PATH') != '/a/plugins', 'wrong plugins'",
+    )
+    result = run_spec(spec)
+    assert result.outcome == "failed" and result.failed_step == 2
+    d = diagnose(spec, result)
+    assert d.rule == "environment-rewritten", d.cause
+    assert "RC_TEST_PLUGIN_PATH" in d.cause and "'/a/plugins'" in d.cause and "unset" in d.cause
+    assert d.user_advice.startswith("restore RC_TEST_PLUGIN_PATH right after")
+    assert d.confidence == "high"
+    restores = [e for e in d.experiments if e.change.startswith("restore ")]
+    # RC_FLAG is no variable libraries read: no run is spent restoring it
+    assert [e.avoided for e in restores] == [True]
+    assert restores[0].change.startswith("restore RC_TEST_PLUGIN_PATH right after")
+    assert d.key.startswith("environment-rewritten:")
+
+
+def test_a_restore_that_does_not_avoid_it_leaves_the_verdict() -> None:
+    from pytest_runtimeconflict.diagnosis import diagnose
+
+    spec = _spec(
+        "import os; os.environ['RC_TEST_DATA_DIR'] = '/a/data'",
+        "import os; raise RuntimeError('broken ' + os.environ.get('RC_TEST_DATA_DIR', 'x'))",
+    )
+    result = run_spec(spec)
+    assert result.outcome == "failed"
+    d = diagnose(spec, result)
+    assert d.rule != "environment-rewritten"
+    tried = [e for e in d.experiments if "RC_TEST_DATA_DIR" in e.change]
+    assert tried and not tried[0].avoided
+    assert not d.user_advice.startswith("restore")

@@ -74,7 +74,7 @@ def _restores(spec: RunSpec, evidence: Evidence) -> list[tuple[EnvChange, Experi
             owners[path] = _owner_of(path)
         return owners[path]
 
-    out = []
+    out: list[tuple[EnvChange, Experiment]] = []
     for change in result.env_changes:
         if change.step >= min(end, len(spec.steps)) or len(out) >= MAX_RESTORES:
             continue

@@ -133,7 +133,7 @@ class EnvTracker:
     def _read_c(self) -> dict:
         c = self._ctypes
         array = c.POINTER(c.c_char_p).in_dll(c.CDLL(None), "environ")
-        out = {}
+        out = {}  # type: dict
         index = 0
         while array and array[index] is not None:
             name, _, value = array[index].partition(b"=")
