@@ -6,7 +6,8 @@ Python 3.8 syntax. It never imports the plugin.
 
 It appends one JSON line per event to the progress file named in the spec (flushed at once, so
 the lines survive a crash): ``start``, ``preload``, ``step`` (``begin`` then ``ok``/``error``),
-``exercise`` (``begin`` then ``ok``/``error`` per runtime) and ``done``. Each finished event
+``sandbox`` (objects the sandbox's own ctypes import mapped), ``exercise`` (``begin`` then
+``ok``/``error`` per runtime) and ``done``. Each finished event
 carries ``new``: the ELF objects that appeared in ``/proc/self/maps`` since the previous event;
 a finished step also carries ``env`` when it set, changed or removed environment variables.
 The parent (sandbox.runner and sandbox.assess) turns these lines into a ``RunResult``.
@@ -106,10 +107,6 @@ class MapTracker:
         self.order.extend(fresh)
         return fresh
 
-    def hide(self) -> None:
-        """Count what is mapped now as seen without reporting it (the sandbox's own ctypes)."""
-        self._seen.update(mapped_objects())
-
 
 class EnvTracker:
     """Which environment variables each step set, changed or removed.
@@ -123,8 +120,8 @@ class EnvTracker:
     is ``both``, ``c``: native code only, or ``python``: ``os.environ`` only).
     """
 
-    def __init__(self, tracker: MapTracker) -> None:
-        self._maps = tracker
+    def __init__(self, tracker: MapTracker, progress: Progress) -> None:
+        self._maps, self._progress = tracker, progress
         self.own_ctypes = False  # True when the sandbox, not a step, imported ctypes
         self._ctypes = sys.modules.get("ctypes")  # type: Any
         self._python = dict(os.environ)
@@ -148,7 +145,8 @@ class EnvTracker:
             import ctypes
 
             self._ctypes = ctypes
-            self._maps.hide()
+            # what importing ctypes mapped is the sandbox's, not the step's: an event of its own
+            self._progress.write(event="sandbox", what="ctypes", new=self._maps.new())
         python = dict(os.environ)
         c_now = self._read_c() if self._ctypes is not None else dict(python)
         out = []
@@ -543,7 +541,7 @@ def main(argv: list) -> int:
     )
     if not preload(spec.get("preload", []), spec.get("preload_mode", "global"), progress, tracker):
         return 1
-    env = EnvTracker(tracker)
+    env = EnvTracker(tracker, progress)
     if not run_steps(spec["steps"], progress, tracker, env, tuple(spec.get("global_imports", ()))):
         return 1
     if spec.get("exercise", True):
