@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import json
 import os
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from pytest_runtimeconflict.sandbox.runner import run_spec
 from pytest_runtimeconflict.scenario import Scenario, load_scenario
 
 pytestmark = pytest.mark.slow
+pytest_plugins = ["pytester"]
 
 NAMES = ("plugin-path-rewritten", "version-check-mismatch", "thread-pool-fork-hang")
 SCENARIOS = {n: load_scenario(SCENARIOS_DIR / n / "scenario.toml") for n in NAMES}
@@ -123,3 +125,46 @@ def test_version_check_diagnosis_names_the_checked_library(python: str) -> None:
     assert _named(d.libraries, SCENARIOS["version-check-mismatch"])
     assert "zimg_create" in d.cause
     assert any(e.kind == "load_mode" for e in d.avoided_by)
+
+
+def _planned(pytester: pytest.Pytester, python: str, *args: str) -> tuple[object, dict]:  # type: ignore[type-arg]
+    report = pytester.path / "report.json"
+    result = pytester.runpytest_subprocess(
+        "--runtime-conflicts", f"--rc-python={python}", f"--rc-report={report}",
+        "-p", "no:cacheprovider", "--rc-timeout=60", *args,
+    )  # fmt: skip
+    return result, json.loads(report.read_text())
+
+
+def test_planned_run_names_the_rewritten_plugin_path(
+    pytester: pytest.Pytester, python: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PYTEST_RUNTIMECONFLICT_NO_GDB", "1")
+    result, data = _planned(
+        pytester, python, "--rc-modules=zoo_ppr_a,zoo_ppr_b", "--rc-variants=none",
+        "--rc-workload=zoo_ppr_a=zoo_ppr_a.render()", "--rc-workload=zoo_ppr_b=zoo_ppr_b.render()",
+    )  # fmt: skip
+    result.assert_outcomes(failed=1, skipped=1)  # type: ignore[attr-defined]
+    result.stdout.fnmatch_lines(  # type: ignore[attr-defined]
+        ["- environment-rewritten: importing zoo_ppr_a set ZPLUG_PLUGIN_PATH (before: unset*",
+         "    avoid: restore ZPLUG_PLUGIN_PATH right after 'zoo_ppr_a'*"]
+    )  # fmt: skip
+    failing = [e for e in data["scenarios"] if e.get("verdict")]
+    assert failing[0]["verdict"]["rule"] == "environment-rewritten"
+    changes = {c["name"]: c for c in failing[0]["env_changes"]}
+    assert changes["ZPLUG_PLUGIN_PATH"]["before"] is None
+    assert changes["ZPLUG_PLUGIN_PATH"]["view"] == "c"
+
+
+def test_planned_run_names_the_version_checked_library(
+    pytester: pytest.Pytester, python: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PYTEST_RUNTIMECONFLICT_NO_GDB", "1")
+    result, data = _planned(
+        pytester, python, "--rc-modules=zoo_vcm_a,zoo_vcm_b",
+        "--rc-workload=zoo_vcm_a=zoo_vcm_a.decode()", "--rc-workload=zoo_vcm_b=zoo_vcm_b.decode()",
+    )  # fmt: skip
+    text = result.stdout.str()  # type: ignore[attr-defined]
+    assert "- symbol-interposition:" in text and "zimg_create" in text
+    rules = {e["verdict"]["rule"] for e in data["scenarios"] if e.get("verdict")}
+    assert rules == {"symbol-interposition"}
