@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import re
 from collections.abc import Iterable, Sequence
 
 from pytest_runtimeconflict import families as family_registry
@@ -140,21 +141,45 @@ def confirm_environment(
 def _environment_libraries(
     verdict: Verdict, evidence: Evidence, change: EnvChange
 ) -> list[LibraryRole]:
-    """The libraries the verdict named, then the mapped objects the new value points at
-    (a plugin loaded from the directory the variable now names)."""
-    out = list(verdict.libraries)
+    """The mapped objects the new value points at (a plugin loaded from the directory the
+    variable now names), then the libraries two distributions each bring a copy of, one of
+    them the found objects' (the toolkit whose other copy loaded them; system libraries are no
+    distribution's copy). Without found objects: the libraries the verdict named."""
+    order = sorted(evidence.objects, key=evidence.order_of)
     roots = [
-        os.path.realpath(p)
+        os.path.realpath(p).rstrip("/") + "/"
         for p in (change.after or "").split(os.pathsep)
         if os.path.isabs(p) and os.path.exists(p)
     ]
-    known = {os.path.realpath(lib.path) for lib in out}
-    for path, info in sorted(evidence.objects.items(), key=lambda kv: evidence.order_of(kv[0])):
-        inside = any(path == r or path.startswith(r.rstrip("/") + "/") for r in roots)
-        if inside and path not in known:
-            role = f"found through {change.name}"
-            out.append(LibraryRole(path, info.distribution, None, None, role))
-    return out
+    found = [p for p in order if any(p.startswith(r) for r in roots)]
+    if not found:
+        return list(verdict.libraries)
+    dist = {p: evidence.objects[p].distribution for p in order}
+    owners = {dist[p] for p in found} - {None}
+    by_stem: dict[str, list[str]] = {}
+    for path in order:
+        stem = _library_stem(path)
+        if stem is not None and path not in found:
+            by_stem.setdefault(stem, []).append(path)
+    copies = [
+        p
+        for paths in by_stem.values()
+        if len({dist[p] for p in paths} - {None}) > 1 and owners & {dist[p] for p in paths}
+        for p in paths
+    ]
+    roles = [(p, f"found through {change.name}") for p in found] + [(p, "copy") for p in copies]
+    return [LibraryRole(p, dist[p], None, None, role) for p, role in roles]
+
+
+_VENDORED = re.compile(r"^(lib[^.]+?)(-[0-9a-f]{8})?\.so")
+
+
+def _library_stem(path: str) -> str | None:
+    """``libQt5Core`` for ``libQt5Core.so.5`` and an auditwheel copy
+    ``libQt5Core-0a1b2c3d.so.5.15``; None for extension modules and other files."""
+    name = os.path.basename(path)
+    match = _VENDORED.match(name)
+    return match.group(1) if match and ".cpython-" not in name else None
 
 
 def _drop_global(spec: RunSpec) -> list[Experiment]:
