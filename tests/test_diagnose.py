@@ -229,13 +229,16 @@ MUST_TRY = {
 }
 
 
-def _zoo_cases() -> list[tuple[str, str]]:
-    cases = []
+def _zoo_cases() -> list[object]:
+    cases: list[object] = []
+    # A failing scenario with no rule yet: the diagnosis has no libraries to name.
+    unruled = pytest.mark.xfail(reason="no registered rule names this conflict yet", strict=True)
     for scenario in load_scenarios(SCENARIOS_DIR):
         for run in scenario.runs:
             plain = not run.spec.env and not run.spec.preload and not run.spec.ld_preload
             if run.expect.outcome != "passed" and plain:
-                cases.append((scenario.name, run.id))
+                marks = () if scenario.rule else (unruled,)
+                cases.append(pytest.param(scenario.name, run.id, marks=marks))
                 break
     return cases
 

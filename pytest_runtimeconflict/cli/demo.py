@@ -238,7 +238,7 @@ def _last_line(log: Path) -> str:
     return lines[-1].strip() if lines else ""
 
 
-def _say_found(report: dict[str, Any]) -> None:
+def _say_found(report: JsonObject) -> None:
     """What part 2 found: one line per distinct conflict, the latent sets and the coverage."""
     from pytest_runtimeconflict.report.aggregate import coverage, latent_sets
     from pytest_runtimeconflict.report.html import conflict_cards, minimal_order

@@ -22,7 +22,11 @@ import dataclasses
 from pytest_runtimeconflict.diagnosis.advice import advice, confidence
 from pytest_runtimeconflict.diagnosis.attribution import attribute, conflict_key
 from pytest_runtimeconflict.diagnosis.evidence import gather_evidence
-from pytest_runtimeconflict.diagnosis.experiments import plan_experiments, run_experiments
+from pytest_runtimeconflict.diagnosis.experiments import (
+    confirm_environment,
+    plan_experiments,
+    run_experiments,
+)
 from pytest_runtimeconflict.diagnosis.interposition import evidence_lines
 from pytest_runtimeconflict.diagnosis.minimise import RunFn, Runner, minimise
 from pytest_runtimeconflict.diagnosis.signature import failure_signature
@@ -67,9 +71,12 @@ def diagnose(
     verdict = _with_load_mode(attribute(evidence), steps)
     tried: list[AvoidedBy] = []
     planned: list[Experiment] = []
+    restored = ""  # the advice when restoring a variable an import changed avoided it
     if experiments and result.outcome != "passed":
         planned = plan_experiments(dataclasses.replace(spec, steps=steps), evidence, verdict)
         tried = run_experiments(planned, minimal, runner)
+        minimal_spec = dataclasses.replace(spec, steps=steps)
+        verdict, restored = confirm_environment(minimal_spec, evidence, verdict, tried)
     return Diagnosis(
         minimal_steps=steps,
         minimal_result=minimal,
@@ -82,7 +89,7 @@ def diagnose(
         confidence=confidence(verdict, tried),
         cause=verdict.cause,
         author_advice=verdict.author_advice,
-        user_advice=advice(verdict, evidence, tried, experiments, bool(planned)),
+        user_advice=restored or advice(verdict, evidence, tried, experiments, bool(planned)),
         key=verdict.key,
         evidence_lines=tuple(evidence_lines(evidence, [lib.path for lib in verdict.libraries])),
     )

@@ -13,9 +13,11 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import re
 from collections.abc import Iterable, Sequence
 
 from pytest_runtimeconflict import families as family_registry
+from pytest_runtimeconflict.diagnosis.attribution import conflict_key
 from pytest_runtimeconflict.diagnosis.candidates import dedupe, newest_candidate, system_libraries
 from pytest_runtimeconflict.diagnosis.evidence import backtrace_library, describe
 from pytest_runtimeconflict.diagnosis.minimise import CapReached, Runner, reversed_imports
@@ -23,25 +25,34 @@ from pytest_runtimeconflict.model import (
     AvoidedBy,
     Evidence,
     Experiment,
+    LibraryRole,
     RunResult,
     RunSpec,
     Verdict,
 )
+from pytest_runtimeconflict.model.run import EnvChange
+from pytest_runtimeconflict.static.records import distributions_of
 from pytest_runtimeconflict.static.rules import rule_of
+from pytest_runtimeconflict.static.rules.environment import read_by_libraries, restore_statement
 from pytest_runtimeconflict.vocabulary import is_import_step
 
 log = logging.getLogger(__name__)
 
 # At most this many candidates of one family are preloaded (each costs two child runs).
 MAX_CANDIDATES = 2
+# At most this many environment changes are restored, one child run each.
+MAX_RESTORES = 3
+ENVIRONMENT_RULE = "environment-rewritten"
 
 
 def plan_experiments(spec: RunSpec, evidence: Evidence, verdict: Verdict) -> list[Experiment]:
     """The counter-experiments relevant to the failure and the families involved."""
     rule = rule_of(verdict.rule)
+    restores = [experiment for _change, experiment in _restores(spec, evidence)]
     if rule is not None and rule.load_independent:
-        return _unique([e for f in verdict.families for e in _settings(spec, evidence, verdict, f)])
-    planned = _reverse_order(spec, evidence, verdict)
+        settings = [e for f in verdict.families for e in _settings(spec, evidence, verdict, f)]
+        return _unique(restores + settings)
+    planned = restores + _reverse_order(spec, evidence, verdict)
     if rule is not None and "preload-newest-soname" in rule.experiments and verdict.soname:
         newest = newest_candidate(verdict.soname, verdict.version, evidence)
         planned += _preloads(spec, [newest or verdict.soname], evidence)
@@ -50,6 +61,125 @@ def plan_experiments(spec: RunSpec, evidence: Evidence, verdict: Verdict) -> lis
     for family in verdict.families:
         planned += _family_experiments(spec, evidence, verdict, family)
     return _unique(planned)
+
+
+def _restores(spec: RunSpec, evidence: Evidence) -> list[tuple[EnvChange, Experiment]]:
+    """For each variable libraries read that a step before the failing one changed: the same
+    run with a step inserted right after that one, putting the variable back as it was."""
+    result = evidence.result
+    end = result.failed_step if result.failed_step is not None else len(spec.steps)
+    owners: dict[str, str | None] = {}
+
+    def owner_of(path: str) -> str | None:
+        if path not in owners:
+            owners[path] = _owner_of(path)
+        return owners[path]
+
+    out: list[tuple[EnvChange, Experiment]] = []
+    for change in result.env_changes:
+        if change.step >= min(end, len(spec.steps)) or len(out) >= MAX_RESTORES:
+            continue
+        if not read_by_libraries(change.name, change.after, owner_of):
+            continue
+        steps = list(spec.steps)
+        steps.insert(change.step + 1, restore_statement(change.name, change.before))
+        what = "unset it" if change.before is None else f"set it back to {change.before!r}"
+        text = (
+            f"restore {change.name} right after {spec.steps[change.step]!r}, which set it to "
+            f"{change.after!r} ({what}: {steps[change.step + 1]})"
+        )
+        out.append((change, Experiment(text, "env", dataclasses.replace(spec, steps=tuple(steps)))))
+    return out
+
+
+def _owner_of(path: str) -> str | None:
+    """The distribution that installed ``path`` (for a directory: one of its files)."""
+    if os.path.isdir(path):
+        try:
+            files = sorted(e.path for e in os.scandir(path) if e.is_file())
+        except OSError:
+            return None
+        return next((owner for f in files[:3] if (owner := distributions_of([f]).get(f))), None)
+    return distributions_of([path]).get(path) if os.path.isfile(path) else None
+
+
+def confirm_environment(
+    spec: RunSpec, evidence: Evidence, verdict: Verdict, tried: Sequence[AvoidedBy]
+) -> tuple[Verdict, str]:
+    """The verdict and the user's advice when restoring a changed variable avoided the
+    failure: the environment rule, naming the step, the variable and both values; otherwise
+    ``verdict`` unchanged and no advice."""
+    avoided = {e.change for e in tried if e.avoided}
+    found = next(((c, e) for c, e in _restores(spec, evidence) if e.change in avoided), None)
+    rule = rule_of(ENVIRONMENT_RULE)
+    if found is None or rule is None:
+        return verdict, ""
+    change, experiment = found
+    texts = {
+        "module": spec.steps[change.step],
+        "variable": change.name,
+        "before": "unset" if change.before is None else repr(change.before),
+        "after": "unset" if change.after is None else repr(change.after),
+    }
+    libraries = _environment_libraries(verdict, evidence, change)
+    texts["libs"] = ", ".join(os.path.basename(lib.path) for lib in libraries) or "(none named)"
+    key_paths = [lib.path for lib in libraries] or [change.name]
+    confirmed = dataclasses.replace(
+        verdict,
+        rule=ENVIRONMENT_RULE,
+        libraries=tuple(libraries),
+        findings=(),  # static findings on the copies are context here, not the cause
+        score=max(verdict.score, 2),
+        cause=rule.cause.format_map(texts),
+        author_advice=rule.author_advice,
+        key=conflict_key(ENVIRONMENT_RULE, key_paths),
+        families=(),
+    )
+    return confirmed, f"{experiment.change} - found to avoid it"
+
+
+def _environment_libraries(
+    verdict: Verdict, evidence: Evidence, change: EnvChange
+) -> list[LibraryRole]:
+    """The mapped objects the new value points at (a plugin loaded from the directory the
+    variable now names), then the libraries two distributions each bring a copy of, one of
+    them the found objects' (the toolkit whose other copy loaded them; system libraries are no
+    distribution's copy). Without found objects: the libraries the verdict named."""
+    order = sorted(evidence.objects, key=evidence.order_of)
+    roots = [
+        os.path.realpath(p).rstrip("/") + "/"
+        for p in (change.after or "").split(os.pathsep)
+        if os.path.isabs(p) and os.path.exists(p)
+    ]
+    found = [p for p in order if any(p.startswith(r) for r in roots)]
+    if not found:
+        return list(verdict.libraries)
+    dist = {p: evidence.objects[p].distribution for p in order}
+    owners = {dist[p] for p in found} - {None}
+    by_stem: dict[str, list[str]] = {}
+    for path in order:
+        stem = _library_stem(path)
+        if stem is not None and path not in found:
+            by_stem.setdefault(stem, []).append(path)
+    copies = [
+        p
+        for paths in by_stem.values()
+        if len({dist[p] for p in paths} - {None}) > 1 and owners & {dist[p] for p in paths}
+        for p in paths
+    ]
+    roles = [(p, f"found through {change.name}") for p in found] + [(p, "copy") for p in copies]
+    return [LibraryRole(p, dist[p], None, None, role) for p, role in roles]
+
+
+_VENDORED = re.compile(r"^(lib[^.]+?)(-[0-9a-f]{8})?\.so")
+
+
+def _library_stem(path: str) -> str | None:
+    """``libQt5Core`` for ``libQt5Core.so.5`` and an auditwheel copy
+    ``libQt5Core-0a1b2c3d.so.5.15``; None for extension modules and other files."""
+    name = os.path.basename(path)
+    match = _VENDORED.match(name)
+    return match.group(1) if match and ".cpython-" not in name else None
 
 
 def _drop_global(spec: RunSpec) -> list[Experiment]:

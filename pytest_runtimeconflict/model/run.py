@@ -98,6 +98,29 @@ class MappedRuntime:
 
 
 @dataclass(frozen=True)
+class EnvChange:
+    """An environment variable a step set (``before`` None), changed, or removed (``after``
+    None). ``view``: where the change shows: ``both`` (``os.environ`` and the C-level
+    ``environ``), ``c`` (native code's ``setenv``/``unsetenv``, unseen by ``os.environ``) or
+    ``python`` (``os.environ`` only)."""
+
+    step: int
+    name: str
+    before: str | None
+    after: str | None
+    view: str = "both"
+
+    def to_json(self) -> JsonObject:
+        return {
+            "step": self.step,
+            "name": self.name,
+            "before": self.before,
+            "after": self.after,
+            "view": self.view,
+        }
+
+
+@dataclass(frozen=True)
 class RunResult:
     """Everything one child run left behind; ``to_json()`` gives the issue's report keys.
 
@@ -132,6 +155,7 @@ class RunResult:
     findings: tuple[Finding, ...] = ()
     bindings: tuple[Binding, ...] = ()
     objects: tuple[ObjectInfo, ...] = field(default=(), compare=False, repr=False)
+    env_changes: tuple[EnvChange, ...] = ()
 
     def to_json(self) -> JsonObject:
         """The report record (contract keys first, then the post-mortem extras)."""
@@ -170,6 +194,7 @@ class RunResult:
             "bindings_total": len(self.bindings),
             "global_imports": list(self.spec.global_imports),
             "probes": list(self.spec.probes),
+            "env_changes": [c.to_json() for c in self.env_changes],
         }
 
     def duplicated_families(self) -> tuple[str, ...]:

@@ -20,7 +20,7 @@ from pytest_runtimeconflict.model import (
     RunSpec,
     RuntimeKind,
 )
-from pytest_runtimeconflict.model.run import duplicated_families
+from pytest_runtimeconflict.model.run import EnvChange, duplicated_families
 from pytest_runtimeconflict.sandbox import postmortem
 from pytest_runtimeconflict.static.objects import describe_paths
 from pytest_runtimeconflict.static.records import distributions_of
@@ -62,6 +62,7 @@ class Progress:
     step_new: list[list[str]] = field(default_factory=list)
     seen: list[str] = field(default_factory=list)
     exercised: list[JsonObject] = field(default_factory=list)
+    env_changes: list[EnvChange] = field(default_factory=list)
 
 
 def replay(events: list[JsonObject]) -> Progress:
@@ -82,12 +83,23 @@ def replay(events: list[JsonObject]) -> Progress:
                     state.step_new.append(list(ev.get("new", [])))
             if status == "error":
                 state.error = ev
+            if kind == "step" and status != "begin":
+                state.env_changes += _env_changes(ev)
         elif kind == "exercise":
             state.phase, state.index = "exercise", None
             _replay_exercise(state, ev)
         elif kind == "done":
             state.done, state.phase = True, "exit"
     return state
+
+
+def _env_changes(ev: JsonObject) -> list[EnvChange]:
+    """The environment changes a finished step reported."""
+    step = int(ev.get("index") or 0)
+    return [
+        EnvChange(step, str(c["name"]), c.get("before"), c.get("after"), c.get("view", "both"))
+        for c in ev.get("env", ())
+    ]
 
 
 def _replay_exercise(state: Progress, ev: JsonObject) -> None:
@@ -143,6 +155,7 @@ def assess(spec: RunSpec, raw: ChildRun) -> RunResult:
     fields["mapped"] = tuple(mapped)
     fields["step_libraries"] = tuple(tuple(s) for s in step_libraries)
     fields["exercised"] = tuple(state.exercised)
+    fields["env_changes"] = tuple(state.env_changes)
     fields.update(_describe(fields))
     if spec.trace_bindings:
         fields["bindings"] = _bindings(raw, fields["objects"])

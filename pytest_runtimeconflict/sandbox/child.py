@@ -6,8 +6,10 @@ Python 3.8 syntax. It never imports the plugin.
 
 It appends one JSON line per event to the progress file named in the spec (flushed at once, so
 the lines survive a crash): ``start``, ``preload``, ``step`` (``begin`` then ``ok``/``error``),
-``exercise`` (``begin`` then ``ok``/``error`` per runtime) and ``done``. Each finished event
-carries ``new``: the ELF objects that appeared in ``/proc/self/maps`` since the previous event.
+``sandbox`` (objects the sandbox's own ctypes import mapped), ``exercise`` (``begin`` then
+``ok``/``error`` per runtime) and ``done``. Each finished event
+carries ``new``: the ELF objects that appeared in ``/proc/self/maps`` since the previous event;
+a finished step also carries ``env`` when it set, changed or removed environment variables.
 The parent (sandbox.runner and sandbox.assess) turns these lines into a ``RunResult``.
 """
 
@@ -106,6 +108,60 @@ class MapTracker:
         return fresh
 
 
+class EnvTracker:
+    """Which environment variables each step set, changed or removed.
+
+    Two views: Python's ``os.environ`` (a copy taken at start, written through ``putenv``) and
+    the C-level ``environ`` array that native code reads (``getenv``) and writes (``setenv``)
+    without Python noticing. The C array is read through ctypes, imported only once native code
+    has run (a step mapped an ELF object, or preloads did): until then it can only have changed
+    through ``os.environ``, so the Python view stands for it and a plain run stays free of
+    ctypes. Each change is ``{"name", "before", "after", "view"}`` (``None`` for unset; the view
+    is ``both``, ``c``: native code only, or ``python``: ``os.environ`` only).
+    """
+
+    def __init__(self, tracker: MapTracker, progress: Progress) -> None:
+        self._maps, self._progress = tracker, progress
+        self.own_ctypes = False  # True when the sandbox, not a step, imported ctypes
+        self._ctypes = sys.modules.get("ctypes")  # type: Any
+        self._python = dict(os.environ)
+        self._c = self._read_c() if self._ctypes is not None else dict(self._python)
+
+    def _read_c(self) -> dict:
+        c = self._ctypes
+        array = c.POINTER(c.c_char_p).in_dll(c.CDLL(None), "environ")
+        out = {}  # type: dict
+        index = 0
+        while array and array[index] is not None:
+            name, _, value = array[index].partition(b"=")
+            out.setdefault(os.fsdecode(name), os.fsdecode(value))  # getenv takes the first
+            index += 1
+        return out
+
+    def changes(self, native: bool) -> list:
+        """The changes since the previous call; ``native``: the step mapped new objects."""
+        if self._ctypes is None and native:
+            self.own_ctypes = "ctypes" not in sys.modules
+            import ctypes
+
+            self._ctypes = ctypes
+            # what importing ctypes mapped is the sandbox's, not the step's: an event of its own
+            self._progress.write(event="sandbox", what="ctypes", new=self._maps.new())
+        python = dict(os.environ)
+        c_now = self._read_c() if self._ctypes is not None else dict(python)
+        out = []
+        for name in sorted(set(self._c) | set(c_now) | set(self._python) | set(python)):
+            c_old, c_new = self._c.get(name), c_now.get(name)
+            py_old, py_new = self._python.get(name), python.get(name)
+            if c_old == c_new and py_old == py_new:
+                continue
+            view = "python" if c_old == c_new else ("both" if py_old != py_new else "c")
+            before, after = (py_old, py_new) if view == "python" else (c_old, c_new)
+            out.append({"name": name, "before": before, "after": after, "view": view})
+        self._python, self._c = python, c_now
+        return out
+
+
 def _describe_exception(exc: BaseException) -> dict:
     import traceback
 
@@ -173,8 +229,19 @@ def preload(libs: list, mode: str, progress: Progress, tracker: MapTracker) -> b
     return True
 
 
+def _finished(tracker: MapTracker, env: EnvTracker) -> dict:
+    """What a finished step left: newly mapped objects and environment changes."""
+    new = tracker.new()
+    changes = env.changes(bool(new))
+    return {"new": new, "env": changes} if changes else {"new": new}
+
+
 def run_steps(
-    steps: list, progress: Progress, tracker: MapTracker, global_imports: tuple = ()
+    steps: list,
+    progress: Progress,
+    tracker: MapTracker,
+    env: EnvTracker,
+    global_imports: tuple = (),
 ) -> bool:
     """Run every step in one namespace; stop at the first exception (``error`` event)."""
     namespace = {"__name__": "__rc_steps__"}  # type: dict
@@ -187,11 +254,11 @@ def run_steps(
                 event="step",
                 index=index,
                 status="error",
-                new=tracker.new(),
+                **_finished(tracker, env),
                 **_describe_exception(exc),
             )
             return False
-        progress.write(event="step", index=index, status="ok", new=tracker.new())
+        progress.write(event="step", index=index, status="ok", **_finished(tracker, env))
     return True
 
 
@@ -405,14 +472,16 @@ def _exercise_one(ctypes: Any, path: str, progress: Progress, probes: list, extr
             progress.write(event="exercise", path=path, kind=kind, status="ok", detail=detail)
 
 
-def exercise(tracker: MapTracker, progress: Progress, probes: list, extra: list) -> None:
+def exercise(
+    tracker: MapTracker, progress: Progress, probes: list, extra: list, own_ctypes: bool = False
+) -> None:
     """Call into every mapped OpenMP runtime, OpenBLAS and libstdc++ copy, so latent
     duplicates show. Every mapped object is a candidate once one looks like a runtime (a
-    statically linked, exported libstdc++ lives in an ordinary extension module)."""
+    statically linked, exported libstdc++ lives in an ordinary extension module), or once the
+    steps imported ctypes (``own_ctypes``: the sandbox imported it, not the steps)."""
     candidates = tracker.order
-    if "ctypes" not in sys.modules and not any(
-        RUNTIME_NAME.search(os.path.basename(p)) for p in candidates
-    ):
+    steps_ctypes = "ctypes" in sys.modules and not own_ctypes
+    if not steps_ctypes and not any(RUNTIME_NAME.search(os.path.basename(p)) for p in candidates):
         return
     import ctypes
 
@@ -472,10 +541,12 @@ def main(argv: list) -> int:
     )
     if not preload(spec.get("preload", []), spec.get("preload_mode", "global"), progress, tracker):
         return 1
-    if not run_steps(spec["steps"], progress, tracker, tuple(spec.get("global_imports", ()))):
+    env = EnvTracker(tracker, progress)
+    if not run_steps(spec["steps"], progress, tracker, env, tuple(spec.get("global_imports", ()))):
         return 1
     if spec.get("exercise", True):
-        exercise(tracker, progress, spec.get("probes") or DEFAULT_PROBES, spec.get("extra", []))
+        probes = spec.get("probes") or DEFAULT_PROBES
+        exercise(tracker, progress, probes, spec.get("extra", []), env.own_ctypes)
     progress.write(event="done", new=tracker.new())
     fault_file.flush()
     return 0

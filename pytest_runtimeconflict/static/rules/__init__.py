@@ -19,6 +19,7 @@ from pytest_runtimeconflict.static.loader import LoaderModel
 from pytest_runtimeconflict.static.objects import FactsReader, info_of
 from pytest_runtimeconflict.static.rules import (  # noqa: F401  (each registers its rules)
     cxx,
+    environment,
     interposition,
     libstdcxx,
     loading,
