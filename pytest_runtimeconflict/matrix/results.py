@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from pytest_runtimeconflict.errors import UsageError
@@ -38,10 +38,20 @@ class RowConflict:
 
     @classmethod
     def from_entry(cls, conflict: Conflict, entry: Mapping[str, Any]) -> RowConflict:
-        order = entry.get("minimal_steps") or entry.get("steps") or ()
+        from pytest_runtimeconflict.planning.workloads import step_label
+
+        steps = entry.get("minimal_steps") or entry.get("steps") or ()
+        order = tuple(step_label(str(s)) for s in steps)
         reproduces = entry.get("reproduces")
-        return cls(
-            conflict, tuple(map(str, order)), None if reproduces is None else bool(reproduces)
+        return cls(conflict, order, None if reproduces is None else bool(reproduces))
+
+    def involves(self, distributions: Iterable[str], modules: Iterable[str]) -> bool:
+        """Whether a candidate takes part: one of its libraries, or one of its modules in the
+        minimal order."""
+        mine = set(distributions)
+        tops = {m.split(".")[0] for m in modules}
+        return any(d in mine for d, _ in self.conflict.libraries) or any(
+            s.split(".")[0] in tops for s in self.minimal_order
         )
 
     def to_json(self) -> JsonObject:
@@ -118,6 +128,22 @@ class Matrix:
         if self.shard is not None:
             data["shard"] = dict(self.shard.to_json(), partners=list(self.partners))
         return data
+
+
+def candidate_part(row: Row, distributions: Sequence[str], modules: Sequence[str]) -> Row:
+    """``row`` with only the conflicts and latent sets the candidate takes part in: a planned
+    run that imports both sides can still minimise to a conflict among the partner's own
+    packages (scipy's OpenBLAS with numpy's), which is not the candidate's to fix."""
+    if row.outcome == "error":
+        return row
+    conflicts = tuple(c for c in row.conflicts if c.involves(distributions, modules))
+    latent = tuple(
+        x
+        for x in row.latent
+        if any(lib.get("distribution") in distributions for lib in x["libraries"])
+    )
+    outcome = "conflict" if conflicts else "latent" if latent else "clean"
+    return replace(row, outcome=outcome, conflicts=conflicts, latent=latent)
 
 
 def new_conflicts(rows: Iterable[Row], known: frozenset[str]) -> list[str]:

@@ -24,7 +24,7 @@ from pytest_runtimeconflict.matrix.envs import (
     PairingError,
     ensure_env,
 )
-from pytest_runtimeconflict.matrix.results import Row, RowConflict
+from pytest_runtimeconflict.matrix.results import Row, RowConflict, candidate_part
 from pytest_runtimeconflict.report.aggregate import child_runs
 from pytest_runtimeconflict.report.baseline import conflicts_of, normalise_distribution
 from pytest_runtimeconflict.vocabulary import JsonObject, is_import_step
@@ -54,10 +54,14 @@ def run_row(partner: Partner, settings: RowSettings) -> Row:
         return Row(partner.requirement, None, "error", error=str(exc), seconds=_since(start))
     version = env.versions.get(partner.name)
     try:
-        report = _planned_run(env, partner, settings)
+        groups = pairing_modules(env, settings, partner)
+        report = _planned_run(env, groups, settings)
     except PairingError as exc:
         return Row(partner.requirement, version, "error", error=str(exc), seconds=_since(start))
-    return row_from_report(partner.requirement, version, report, _since(start), env.reused)
+    row = row_from_report(partner.requirement, version, report, _since(start), env.reused)
+    if settings.all_pairs:
+        return row
+    return candidate_part(row, [c.name for c in settings.candidates], groups[0])
 
 
 def _since(start: float) -> float:
@@ -115,8 +119,9 @@ def planned_run_command(
     return [*cmd, *settings.pytest_args]
 
 
-def _planned_run(env: PairEnv, partner: Partner, settings: RowSettings) -> JsonObject:
-    groups = pairing_modules(env, settings, partner)
+def _planned_run(
+    env: PairEnv, groups: Sequence[Sequence[str]], settings: RowSettings
+) -> JsonObject:
     with tempfile.TemporaryDirectory(prefix="rc-matrix-") as tmp:
         folder = Path(tmp)
         (folder / "pytest.ini").write_text("[pytest]\n")
