@@ -298,4 +298,7 @@ def test_conflicts_among_the_partners_own_packages_are_left_out() -> None:
     assert [c.key for c in mine.conflicts] == [OMP_KEY] and mine.outcome == "conflict"
     only_theirs = row_from_report("scipy", "1", {"scenarios": [theirs, LATENT]}, 1.0)
     assert candidate_part(only_theirs, ["zoo-iomp-a"], ["zoo_iomp_a"]).outcome == "clean"
-    assert candidate_part(only_theirs, ["zoo-blas32"], ["zoo_blas32"]).outcome == "latent"
+    blas = {"rule": "latent-blas", "libraries": [{"distribution": "zoo-blas32", "file": "x.so"}]}
+    latent_row = Row("zoo-blas64", "1", "latent", latent=(blas,))
+    assert candidate_part(latent_row, ["zoo-blas32"], ["zoo_blas32"]).outcome == "latent"
+    assert candidate_part(latent_row, ["zoo-iomp-a"], ["zoo_iomp_a"]).outcome == "clean"
