@@ -185,6 +185,15 @@ OPTIONS: tuple[OptionDef, ...] = (
         "MODULE=STATEMENT",
         multiple=True,
     ),
+    OptionDef(
+        "--rc-pairs-between",
+        "runtime_conflicts_pairs_between",
+        "Keep only the plan items that import at least one module of each group, e.g. "
+        "'mywheel:numpy,scipy' (groups of --rc-modules separated by ':', modules by ','): "
+        "the pairings of a wheel with its partners, not each side on its own.",
+        "",
+        "A,B:C,D",
+    ),
 )
 
 
@@ -209,6 +218,7 @@ class Settings:
     variants: tuple[Any, ...] = ()  # variants.Request entries of --rc-variants
     workloads: tuple[tuple[str, str], ...] = ()  # (module, statement) of --rc-workload
     html: str = ""
+    pairs_between: tuple[tuple[str, ...], ...] = ()  # module groups of --rc-pairs-between
 
 
 def _where(from_cli: bool) -> str:
@@ -265,6 +275,19 @@ def _modules(flag: str, value: str, where: str) -> tuple[str, ...] | None:
                 "expected comma-separated dotted names like numpy,scipy.linalg"
             )
     return names
+
+
+def _groups(flag: str, value: str, where: str) -> tuple[tuple[str, ...], ...]:
+    if not str(value).strip():
+        return ()
+    parts = str(value).split(":")
+    groups = tuple(_modules(flag, part, where) or () for part in parts)
+    if len(groups) != 2 or not all(groups):
+        raise UsageError(
+            f"invalid {flag} {value!r} ({where}): expected two non-empty groups of modules "
+            "separated by ':', like mywheel:numpy,scipy"
+        )
+    return groups
 
 
 def _choice(flag: str, value: str, where: str) -> str:
@@ -324,6 +347,7 @@ def read_settings(get: Callable[[OptionDef], tuple[Any, bool]]) -> Settings:
         repro_dir=_directory(*value("--rc-repro-dir")),
         variants=parse_variants(*value("--rc-variants")),
         workloads=_workloads(*value("--rc-workload")),
+        pairs_between=_groups(*value("--rc-pairs-between")),
         **_ci_settings(value),
     )
 

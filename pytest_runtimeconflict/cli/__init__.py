@@ -1,4 +1,4 @@
-"""The command-line front door: ``python -m pytest_runtimeconflict scan|run|demo|merge``.
+"""The command-line front door: ``python -m pytest_runtimeconflict scan|run|demo|merge|matrix``.
 
 Each subcommand lives in its own module exposing ``add_arguments(parser)`` and ``main(args)``;
 this module only dispatches and turns the project's errors into one readable line.
@@ -22,6 +22,10 @@ SUBCOMMANDS = {
     "run": ("pytest_runtimeconflict.cli.run", "run steps in a fresh child interpreter"),
     "demo": ("pytest_runtimeconflict.cli.demo", "build the scenario zoo and run the plugin on it"),
     "merge": ("pytest_runtimeconflict.cli.merge", "merge the JSON reports of a plan's shards"),
+    "matrix": (
+        "pytest_runtimeconflict.cli.matrix",
+        "test candidate wheels against popular partner wheels, one cached environment each",
+    ),
 }
 
 

@@ -79,6 +79,7 @@ class RCState:
                 self.settings.variants,
                 workloads,
                 exercise=self.settings.exercise,
+                between=self.settings.pairs_between,
             )
         return self._plan
 

@@ -377,9 +377,11 @@ def build_plan(
     requests: Sequence[Request],
     workloads: Iterable[tuple[str, str]] = (),
     exercise: bool = True,
+    between: Sequence[Sequence[str]] = (),
 ) -> Plan:
     """The session's plan over ``context.modules`` (no fork probe items without runtime
-    exercising: the probe runs in the exercise phase)."""
+    exercising: the probe runs in the exercise phase); with ``between`` (module groups), only
+    the items that import a module of every group."""
     from pytest_runtimeconflict.planning.sequences import plan_sequences
     from pytest_runtimeconflict.planning.targets import fork_items, target_items
     from pytest_runtimeconflict.planning.workloads import unplanned, workload_steps
@@ -397,6 +399,8 @@ def build_plan(
     if modules:
         items += variant_items(PlanInput(context, sequences, tuple(requests)))
     _check_unique(items)
+    if between:
+        items = [item for item in items if meets_every_group(item, between)]
     user = tuple(workloads)
     notes = tuple(
         f"--rc-workload for {m}: not a planned module, not run" for m in unplanned(modules, user)
@@ -410,6 +414,13 @@ def build_plan(
         notes=notes,
         context=context,
     )
+
+
+def meets_every_group(item: PlannedItem, groups: Sequence[Sequence[str]]) -> bool:
+    """Whether ``item`` imports a module of every group (a planned module ``a.b`` belongs to
+    the group that names ``a.b`` or ``a``)."""
+    tops = {m for m in item.modules} | {m.split(".")[0] for m in item.modules}
+    return all(tops & set(group) for group in groups)
 
 
 def _check_unique(items: Sequence[PlannedItem]) -> None:
