@@ -8,8 +8,9 @@ Stages, each a function of the previous one's output (one direction for the data
    :class:`~pytest_runtimeconflict.model.Verdict`: a rule from the registry, the libraries with
    their roles and distributions, the cause.
 3. :mod:`.experiments` - counter-experiments relevant to the rule and the families involved,
-   each run in a child on the minimal sequence; :mod:`.advice` turns those that avoided the
-   failure into the user's advice.
+   each run in a child on the minimal sequence with every workload of its modules (the plan's
+   ``workloads`` table); :mod:`.advice` turns those that avoided the failure into the user's
+   advice.
 
 Every child run goes through one :class:`~.minimise.Runner`, which caches by spec and enforces
 the cap (``max_runs``) shared by minimisation and experiments.
@@ -22,7 +23,11 @@ import dataclasses
 from pytest_runtimeconflict.diagnosis.advice import advice, confidence
 from pytest_runtimeconflict.diagnosis.attribution import attribute, conflict_key
 from pytest_runtimeconflict.diagnosis.evidence import gather_evidence
-from pytest_runtimeconflict.diagnosis.experiments import plan_experiments, run_experiments
+from pytest_runtimeconflict.diagnosis.experiments import (
+    Workloads,
+    plan_experiments,
+    run_experiments,
+)
 from pytest_runtimeconflict.diagnosis.interposition import evidence_lines
 from pytest_runtimeconflict.diagnosis.minimise import RunFn, Runner, minimise
 from pytest_runtimeconflict.diagnosis.signature import failure_signature
@@ -50,12 +55,15 @@ def diagnose(
     run: RunFn | None = None,
     max_runs: int = 40,
     experiments: bool = True,
+    workloads: Workloads = (),
 ) -> Diagnosis:
     """Minimise a failing run, attribute it, and run the relevant counter-experiments.
 
     ``run`` runs one spec in a child (default: the sandbox's ``run_spec``); at most ``max_runs`` child
     runs are made in all (``LATENT_BUDGET`` for a latent result), and ``cap_hit`` says when
-    that cap cut work short.
+    that cap cut work short. ``workloads`` (the plan's table, module -> its workload steps):
+    each counter-experiment runs every workload of every module of its order, so a change is
+    reported as avoiding only when the modules' own code also runs through.
     """
     run = run or run_spec
     budget = min(max_runs, LATENT_BUDGET) if result.outcome == "latent" else max_runs
@@ -68,7 +76,8 @@ def diagnose(
     tried: list[AvoidedBy] = []
     planned: list[Experiment] = []
     if experiments and result.outcome != "passed":
-        planned = plan_experiments(dataclasses.replace(spec, steps=steps), evidence, verdict)
+        minimal_spec = dataclasses.replace(spec, steps=steps)
+        planned = plan_experiments(minimal_spec, evidence, verdict, workloads)
         tried = run_experiments(planned, minimal, runner)
     return Diagnosis(
         minimal_steps=steps,
