@@ -37,11 +37,22 @@ def _order_key(nodeid: str, entry: dict[str, Any]) -> tuple[int, int, str]:
 
 
 def report_json(collected: Collected) -> dict[str, Any]:
-    """The JSON report: every run plus the plan's coverage."""
-    data: dict[str, Any] = {
-        "schema": REPORT_SCHEMA,
-        "scenarios": [dict(entry, nodeid=nodeid) for nodeid, entry in collected],
+    """The JSON report: every run plus the plan's coverage. The entry that owns a conflict
+    (its group's first diagnosed run) carries ``failing_orders``: every distinct minimal order
+    and load mode the conflict's runs failed in, shortest first."""
+    owners = {
+        id(members[0][1]): failing_orders(members)
+        for members in conflict_groups(collected).values()
+        if "verdict" in members[0][1]
     }
+    scenarios = []
+    for nodeid, entry in collected:
+        out = dict(entry, nodeid=nodeid)
+        out.pop("failing_orders", None)  # a merged report's entry: recomputed here
+        if id(entry) in owners:
+            out["failing_orders"] = owners[id(entry)]
+        scenarios.append(out)
+    data: dict[str, Any] = {"schema": REPORT_SCHEMA, "scenarios": scenarios}
     covered = coverage(collected)
     if covered is not None:
         data["coverage"] = covered.to_json()
@@ -162,24 +173,63 @@ def static_lines(entries: Iterable[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def minimal_order(entry: dict[str, Any]) -> str:
+    """A diagnosed entry's minimal order in words, with its load mode and the probe its
+    failure needs: ``global(a) > b > workload b:user (preload libx.so)``."""
+    minimal = entry.get("minimal_steps") or []
+    mode = entry.get("load_mode") or {}
+    order = " > ".join(step_label(s) for s in minimal)
+    if mode.get("order"):
+        order = mode["order"].replace(">", " > ") + "".join(
+            f" > {step_label(s)}" for s in minimal if is_workload(s)
+        )
+        order += "".join(f" (preload {x})" for x in mode.get("preload", []))
+        order += "".join(f" (LD_PRELOAD {x})" for x in mode.get("ld_preload", []))
+        order += "".join(f" ({k}={v})" for k, v in sorted((mode.get("env") or {}).items()))
+    run = entry.get("minimal_run") or {}
+    probe = probe_label(run.get("phase"), run.get("exercised") or ())
+    return order + (f" > {probe}" if probe else "")
+
+
+def failing_orders(members: Sequence[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Every distinct minimal order (with its load mode) the diagnosed runs of one conflict
+    failed in, shortest first: ``order`` (in words), ``steps``, ``load_mode`` (RTLD_GLOBAL
+    imports, preloads, LD_PRELOAD, environment) and the ``nodeids`` that showed it."""
+    found: dict[str, dict[str, Any]] = {}
+    for nodeid, entry in members:
+        if not entry.get("minimal_steps"):
+            continue
+        mode = entry.get("load_mode") or {}
+        record = found.setdefault(
+            minimal_order(entry),
+            {
+                "order": minimal_order(entry),
+                "steps": list(entry["minimal_steps"]),
+                "load_mode": {
+                    k: mode.get(k) or ({} if k == "env" else [])
+                    for k in ("global_imports", "preload", "ld_preload", "env")
+                },
+                "nodeids": [],
+            },
+        )
+        if nodeid not in record["nodeids"]:
+            record["nodeids"].append(nodeid)
+    return sorted(found.values(), key=lambda r: (len(r["steps"]), r["order"]))
+
+
 def _conflict_lines(key: str, members: list[tuple[str, dict[str, Any]]]) -> list[str]:
     verdict = members[0][1]["verdict"]
     nodes = sorted({n for n, _ in members})
     lines = [f"- {verdict.get('rule') or 'unattributed'}: {verdict.get('cause', key)}"]
-    minimal = members[0][1].get("minimal_steps")
-    mode = members[0][1].get("load_mode") or {}
-    if minimal:
-        order = " > ".join(step_label(s) for s in minimal)
-        if mode.get("order"):
-            order = mode["order"].replace(">", " > ") + "".join(
-                f" > {step_label(s)}" for s in minimal if is_workload(s)
-            )
-            order += "".join(f" (preload {x})" for x in mode.get("preload", []))
-            order += "".join(f" (LD_PRELOAD {x})" for x in mode.get("ld_preload", []))
-        run = members[0][1].get("minimal_run") or {}
-        probe = probe_label(run.get("phase"), run.get("exercised") or ())
-        order += f" > {probe}" if probe else ""
-        lines.append(f"    minimal order: {order}")
+    orders = failing_orders(members)
+    if orders:
+        lines.append(f"    minimal order: {orders[0]['order']}")
+    if len(orders) > 1:
+        shown = "; ".join(o["order"] for o in orders[1:3])
+        more = f" and {len(orders) - 3} more" if len(orders) > 3 else ""
+        lines.append(
+            f"    also fails as: {shown}{more} (every one: failing_orders in the JSON report)"
+        )
     if verdict.get("user_advice"):
         lines.append(f"    avoid: {verdict['user_advice']}")
     # One node id a line, the first few only: plan node ids of long sequences are long.
