@@ -13,11 +13,12 @@ the helper directly, the reversed order passes for real."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import cbuild
 import pytest
-from venvs import make_venv
+from venvs import make_env, make_venv
 
 from pytest_runtimeconflict.diagnosis import diagnose
 from pytest_runtimeconflict.diagnosis.experiments import with_workloads
@@ -25,6 +26,8 @@ from pytest_runtimeconflict.model import RunSpec
 from pytest_runtimeconflict.planning.workloads import workload_steps
 from pytest_runtimeconflict.report.text import format_failure
 from pytest_runtimeconflict.sandbox.runner import run_spec
+
+pytest_plugins = ["pytester"]
 
 A_SOURCE = r"""
 #include <Python.h>
@@ -121,3 +124,50 @@ def test_reversal_that_survives_the_workloads_is_advised(python: str) -> None:
     reverse = next(e for e in d.experiments if e.kind == "order")
     assert reverse.avoided and reverse.workloads == ("workload rcwb:user",), reverse
     assert d.user_advice.startswith("reverse the import order"), d.user_advice
+
+
+# End to end through the plugin: rc_b crashes at import once rc_a is imported, and its
+# workload crashes too once rc_a is imported, so the reversed order fails once it runs.
+ORDER_THEN_WORKLOAD = {
+    "rc_a": "VALUE = 1\n",
+    "rc_b": """
+        import os, signal, sys
+        if "rc_a" in sys.modules:
+            os.kill(os.getpid(), signal.SIGSEGV)
+        def check():
+            if "rc_a" in sys.modules:
+                os.kill(os.getpid(), signal.SIGSEGV)
+            return True
+    """,
+}
+
+
+def test_the_planned_run_tries_the_reversal_with_the_workloads(
+    pytester: pytest.Pytester, tmp_path: Path
+) -> None:
+    python = make_env(tmp_path, ORDER_THEN_WORKLOAD)
+    report = pytester.path / "report.json"
+    result = pytester.runpytest_subprocess(
+        "--runtime-conflicts", f"--rc-python={python}", f"--rc-report={report}",
+        "-p", "no:cacheprovider", "--rc-timeout=60", "--rc-modules=rc_a,rc_b",
+        "--rc-variants=none", "--rc-workload=rc_b=rc_b.check()",
+    )  # fmt: skip
+    data = json.loads(report.read_text())
+    diagnosed = [e for e in data["scenarios"] if e.get("verdict")]
+    assert diagnosed, result.stdout.str()
+    owner = diagnosed[0]
+    assert owner["minimal_steps"] == ["rc_a", "rc_b"], owner["minimal_steps"]
+    reverse = [e for e in owner["experiments"] if e["kind"] == "order"]
+    assert reverse and not reverse[0]["avoided"], owner["experiments"]
+    assert reverse[0]["workloads"] == ["workload rc_b:user"], reverse
+    assert reverse[0]["effect"].startswith("fails once the workloads run"), reverse
+    assert "reverse the import order" not in owner["verdict"]["user_advice"]
+    orders = [o["order"] for o in owner["failing_orders"]]
+    # the other order fails in the workload: one conflict, both orders listed
+    assert orders == ["rc_a > rc_b", "rc_b > rc_a > workload rc_b:user"], orders
+    result.stdout.fnmatch_lines(
+        [
+            "*minimal order: rc_a > rc_b",
+            "*also fails as: rc_b > rc_a > workload rc_b:user (every one: failing_orders*",
+        ]
+    )
