@@ -164,3 +164,13 @@ def test_the_signalled_thread_is_chosen_over_the_first_and_over_an_idle_one() ->
     # without the core's note: gdb's current thread is idle, the handler's thread is chosen
     unsignalled = RunResult(RunSpec(steps=()), "crashed", gdb_backtrace=backtrace)
     assert crashing_thread_frames(unsignalled)[0].endswith("/y/libcrash.so")
+    # faulthandler's "Current thread" (a pthread id) names a thread gdb lists too
+    plain = backtrace.replace("<signal handler called>", "0x9 in other () from /z/libz.so")
+    named = RunResult(
+        RunSpec(steps=()),
+        "crashed",
+        gdb_backtrace=plain.replace("[Current thread is 1", "[Current thread is 9"),
+        python_traceback="Fatal Python error: Segmentation fault\n\n"
+        "Current thread 0x0000000000007f02 (most recent call first):\n  <no Python frame>",
+    )
+    assert crashing_thread_frames(named)[0].startswith("#0  0x2 in __pthread_kill")

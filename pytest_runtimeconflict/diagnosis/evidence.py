@@ -34,8 +34,8 @@ def crashing_thread_frames(result: RunResult) -> list[str]:
 
     The crashing thread is the one that received the signal: the core's NT_SIGINFO thread
     (the sandbox's ``threads`` record marked ``signalled``, else its first), gdb's
-    ``[Current thread is N ...]``, a thread whose stack holds ``<signal handler called>``,
-    else gdb's ``Thread 1``; a candidate stopped in a wait (an idle thread pool parked in a
+    ``[Current thread is N ...]``, faulthandler's ``Current thread 0x...``, a thread whose
+    stack holds ``<signal handler called>``, else gdb's ``Thread 1``; a candidate stopped in a wait (an idle thread pool parked in a
     futex) gives way to the next. Frames of the signal handler itself (faulthandler's dump,
     ``raise``, ``pthread_kill``) are not the crashing code and are left out.
     """
@@ -50,6 +50,8 @@ def crashing_thread_frames(result: RunResult) -> list[str]:
 
 _HANDLER = "<signal handler called>"
 _CURRENT = re.compile(r"^\[Current thread is (\d+) ", re.MULTILINE)
+_PY_CURRENT = re.compile(r"^Current thread 0x([0-9a-f]+)", re.MULTILINE)
+_GDB_PTHREAD = re.compile(r"^Thread \d+ \(Thread 0x([0-9a-f]+) ")
 _FRAME0_NAME = re.compile(r"^#0\s+(?:0x[0-9a-f]+ in )?(\S+)", re.MULTILINE)
 
 
@@ -62,9 +64,18 @@ def _signalled_blocks(result: RunResult, blocks: list[str]) -> list[str]:
     current = _CURRENT.search(result.gdb_backtrace or "")
     if current is not None:
         out += [b for b in blocks if b.startswith(f"Thread {current.group(1)} ")]
+    python = _PY_CURRENT.search(result.python_traceback or "")
+    if python is not None:  # faulthandler's "Current thread": the thread its handler ran in
+        ident = int(python.group(1), 16)
+        out += [b for b in blocks if _pthread_of(b) == ident]
     out += [b for b in blocks if _HANDLER in b]
     out += [b for b in blocks if b.startswith("Thread 1 ")]
     return out
+
+
+def _pthread_of(block: str) -> int | None:
+    match = _GDB_PTHREAD.match(block)
+    return int(match.group(1), 16) if match else None
 
 
 def _idle(block: str) -> bool:
