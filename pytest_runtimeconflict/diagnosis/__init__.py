@@ -8,8 +8,9 @@ Stages, each a function of the previous one's output (one direction for the data
    :class:`~pytest_runtimeconflict.model.Verdict`: a rule from the registry, the libraries with
    their roles and distributions, the cause.
 3. :mod:`.experiments` - counter-experiments relevant to the rule and the families involved,
-   each run in a child on the minimal sequence; :mod:`.advice` turns those that avoided the
-   failure into the user's advice.
+   each run in a child on the minimal sequence with every workload of its modules (the plan's
+   ``workloads`` table); :mod:`.advice` turns those that avoided the failure into the user's
+   advice.
 
 Every child run goes through one :class:`~.minimise.Runner`, which caches by spec and enforces
 the cap (``max_runs``) shared by minimisation and experiments.
@@ -23,6 +24,7 @@ from pytest_runtimeconflict.diagnosis.advice import advice, confidence
 from pytest_runtimeconflict.diagnosis.attribution import attribute, conflict_key
 from pytest_runtimeconflict.diagnosis.evidence import gather_evidence
 from pytest_runtimeconflict.diagnosis.experiments import (
+    Workloads,
     confirm_environment,
     plan_experiments,
     run_experiments,
@@ -54,12 +56,15 @@ def diagnose(
     run: RunFn | None = None,
     max_runs: int = 40,
     experiments: bool = True,
+    workloads: Workloads = (),
 ) -> Diagnosis:
     """Minimise a failing run, attribute it, and run the relevant counter-experiments.
 
     ``run`` runs one spec in a child (default: the sandbox's ``run_spec``); at most ``max_runs`` child
     runs are made in all (``LATENT_BUDGET`` for a latent result), and ``cap_hit`` says when
-    that cap cut work short.
+    that cap cut work short. ``workloads`` (the plan's table, module -> its workload steps):
+    each counter-experiment runs every workload of every module of its order, so a change is
+    reported as avoiding only when the modules' own code also runs through.
     """
     run = run or run_spec
     budget = min(max_runs, LATENT_BUDGET) if result.outcome == "latent" else max_runs
@@ -73,9 +78,9 @@ def diagnose(
     planned: list[Experiment] = []
     restored = ""  # the advice when restoring a variable an import changed avoided it
     if experiments and result.outcome != "passed":
-        planned = plan_experiments(dataclasses.replace(spec, steps=steps), evidence, verdict)
-        tried = run_experiments(planned, minimal, runner)
         minimal_spec = dataclasses.replace(spec, steps=steps)
+        planned = plan_experiments(minimal_spec, evidence, verdict, workloads)
+        tried = run_experiments(planned, minimal, runner)
         verdict, restored = confirm_environment(minimal_spec, evidence, verdict, tried)
     return Diagnosis(
         minimal_steps=steps,

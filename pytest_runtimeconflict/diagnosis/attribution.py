@@ -69,9 +69,38 @@ def _fork_after_openmp(evidence: Evidence) -> Verdict | None:
     return _verdict(evidence, "openmp-fork-hang", openmp, [], 2)
 
 
+def crash_pointer(evidence: Evidence) -> set[str] | None:
+    """The objects a crash points at: the crashing thread's frames outside glibc and the
+    interpreter, the library its program counter was in, the initialiser that was running
+    (realpaths); None when the run did not crash or nothing but glibc and Python ran there.
+    Idle threads of a pool parked elsewhere are no part of it."""
+    if evidence.outcome != "crashed":
+        return None
+    found = [*evidence.frame_libraries, evidence.crash_library, evidence.init_library]
+    real = {os.path.realpath(p) for p in found if p}
+    pointed = {p for p in real if not _LIBC_NAMES.match(os.path.basename(p))}
+    pointed = {p for p in pointed if not os.path.basename(p).startswith("libpython")}
+    return pointed or None
+
+
+def _pointed_or_bound(evidence: Evidence, pointer: set[str]) -> set[str]:
+    """``pointer`` with every object bound into it across distributions (the referrers of
+    the loader's bindings that another distribution's copy in the crash served)."""
+    bound = {os.path.realpath(b.referrer) for b in evidence.bindings if b.provider in pointer}
+    return pointer | bound
+
+
 def _finding_support(finding: Finding, evidence: Evidence) -> int:
-    """How strongly the run's own evidence supports a static finding (0 = not at all)."""
+    """How strongly the run's own evidence supports a static finding (0 = not at all).
+
+    A crash whose frames point elsewhere supports no finding over other objects (however
+    many idle threads those objects run) unless the output names the finding's mechanism."""
     libs = {os.path.realpath(p) for p in finding.libraries}
+    pointer = crash_pointer(evidence)
+    rule = rule_of(finding.rule)
+    fits = rule is not None and rule.fits(evidence.markers)
+    if pointer is not None and not fits and not libs & _pointed_or_bound(evidence, pointer):
+        return 0
     score = 0
     if libs & evidence.active:
         score += 1
@@ -79,8 +108,7 @@ def _finding_support(finding: Finding, evidence: Evidence) -> int:
     # steps mapped are implicated; a finding whose libraries they all are fits the failure.
     if libs and libs <= evidence.necessary and evidence.outcome != "passed":
         score += 1
-    rule = rule_of(finding.rule)
-    if rule is not None and rule.fits(evidence.markers):
+    if fits:
         score += 2
     duplicated = evidence.duplicated_families()
     if evidence.outcome == "latent" and rule and rule.duplicated_family in duplicated:
@@ -372,7 +400,9 @@ def _what_broke(evidence: Evidence) -> str:
 def _fallback(evidence: Evidence, ranked: list[Finding]) -> Verdict:
     """No static finding is confirmed by the run: objects the failure needs that export the
     same C++ symbols, duplicated families, or else whatever the evidence points at."""
-    shared = shared_cxx_exports(evidence)
+    pointer = crash_pointer(evidence)
+    near = _pointed_or_bound(evidence, pointer) if pointer is not None else None
+    shared = [p for p in shared_cxx_exports(evidence) if near is None or {*p[:2]} & near]
     if shared:
         first, second, symbols = shared[0]
         findings = [f for f in ranked if f.rule == "cxx-symbol-duplicate"]
@@ -380,7 +410,12 @@ def _fallback(evidence: Evidence, ranked: list[Finding]) -> Verdict:
         role = f"exports {len(symbols)} C++ symbols also exported by the other (e.g. {example})"
         roles = {first: role, second: role}
         return _verdict(evidence, "cxx-symbol-duplicate", [first, second], findings, 2, roles=roles)
-    dup = sorted(evidence.duplicated_families())
+    # a family's duplicate explains a crash only when the crash ran in one of its copies
+    dup = sorted(
+        f
+        for f in evidence.duplicated_families()
+        if near is None or any(p in near for p, (g, _r) in evidence.runtimes.items() if g == f)
+    )
     if dup:
         family = dup[0]
         paths = sorted(
@@ -395,6 +430,8 @@ def _fallback(evidence: Evidence, ranked: list[Finding]) -> Verdict:
     needed_runtimes = sorted(
         (p for p in evidence.runtimes if p in evidence.necessary), key=evidence.order_of
     )
+    if pointer is not None:
+        return _verdict(evidence, None, _crash_paths(evidence, pointer)[:4], [], 0)
     paths = _dedupe(
         p
         for p in (
@@ -407,6 +444,13 @@ def _fallback(evidence: Evidence, ranked: list[Finding]) -> Verdict:
         if p
     )
     return _verdict(evidence, None, paths[:4], [], 0)
+
+
+def _crash_paths(evidence: Evidence, pointer: set[str]) -> list[str]:
+    """The objects the crash points at, innermost frame first."""
+    ordered = [evidence.frame_library, *evidence.frame_libraries, evidence.crash_library]
+    paths = [os.path.realpath(p) for p in (*ordered, evidence.init_library) if p]
+    return [p for p in _dedupe(paths) if p in pointer]
 
 
 def shared_cxx_exports(evidence: Evidence) -> list[tuple[str, str, list[str]]]:

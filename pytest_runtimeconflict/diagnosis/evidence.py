@@ -14,6 +14,7 @@ from typing import Any
 from pytest_runtimeconflict.diagnosis.signature import failure_markers, failure_signature, text_of
 from pytest_runtimeconflict.errors import ElfReadError
 from pytest_runtimeconflict.model import Evidence, ObjectInfo, RunResult
+from pytest_runtimeconflict.sandbox.postmortem import is_idle
 from pytest_runtimeconflict.static.objects import describe_paths
 from pytest_runtimeconflict.static.records import distributions_of
 from pytest_runtimeconflict.static.rules import findings_for_mapped
@@ -28,19 +29,60 @@ _LIBC_NAMES = re.compile(r"^(libc|libpthread|libdl|ld-linux[-\w]*|librt|libm)[.-
 
 
 def crashing_thread_frames(result: RunResult) -> list[str]:
-    """The frame lines of the crashing thread in gdb's ``thread apply all bt`` text.
+    """The frame lines of the crashing thread in gdb's ``thread apply all bt`` text, from the
+    frame the signal interrupted outwards.
 
-    gdb lists threads highest number first; the crashing thread is the one whose LWP is the
-    core's first thread (the sandbox's ``threads[0]``), else gdb's ``Thread 1``.
+    The crashing thread is the one that received the signal: the core's NT_SIGINFO thread
+    (the sandbox's ``threads`` record marked ``signalled``, else its first), gdb's
+    ``[Current thread is N ...]``, faulthandler's ``Current thread 0x...``, a thread whose
+    stack holds ``<signal handler called>``, else gdb's ``Thread 1``; a candidate stopped in a wait (an idle thread pool parked in a
+    futex) gives way to the next. Frames of the signal handler itself (faulthandler's dump,
+    ``raise``, ``pthread_kill``) are not the crashing code and are left out.
     """
-    text = result.gdb_backtrace or ""
-    blocks = re.split(r"^(?=Thread \d+ )", text, flags=re.MULTILINE)
-    threads = result.threads or ()
-    wanted = f"(LWP {threads[0].get('tid')})" if threads else None
-    chosen = next((b for b in blocks if wanted and wanted in b.split("\n", 1)[0]), None)
-    if chosen is None:
-        chosen = next((b for b in blocks if b.startswith("Thread 1 ")), "")
-    return [line for line in chosen.splitlines() if line.startswith("#")]
+    blocks = re.split(r"^(?=Thread \d+ )", result.gdb_backtrace or "", flags=re.MULTILINE)
+    blocks = [b for b in blocks if b.startswith("Thread ")]
+    candidates = [b for b in _signalled_blocks(result, blocks) if b]
+    chosen = next((b for b in candidates if not _idle(b)), candidates[0] if candidates else "")
+    lines = [line for line in chosen.splitlines() if line.startswith("#")]
+    handler = next((i for i, line in enumerate(lines) if _HANDLER in line), None)
+    return lines if handler is None else lines[handler + 1 :]
+
+
+_HANDLER = "<signal handler called>"
+_CURRENT = re.compile(r"^\[Current thread is (\d+) ", re.MULTILINE)
+_PY_CURRENT = re.compile(r"^Current thread 0x([0-9a-f]+)", re.MULTILINE)
+_GDB_PTHREAD = re.compile(r"^Thread \d+ \(Thread 0x([0-9a-f]+) ")
+_FRAME0_NAME = re.compile(r"^#0\s+(?:0x[0-9a-f]+ in )?(\S+)", re.MULTILINE)
+
+
+def _signalled_blocks(result: RunResult, blocks: list[str]) -> list[str]:
+    """gdb's thread blocks that may be the crashing thread, the likeliest first."""
+    threads = list(result.threads or ())
+    ordered = [t for t in threads if t.get("signalled")] + threads[:1]
+    wanted = [f"(LWP {t.get('tid')})" for t in ordered]
+    out = [next((b for b in blocks if w in b.split("\n", 1)[0]), "") for w in wanted]
+    current = _CURRENT.search(result.gdb_backtrace or "")
+    if current is not None:
+        out += [b for b in blocks if b.startswith(f"Thread {current.group(1)} ")]
+    python = _PY_CURRENT.search(result.python_traceback or "")
+    if python is not None:  # faulthandler's "Current thread": the thread its handler ran in
+        ident = int(python.group(1), 16)
+        out += [b for b in blocks if _pthread_of(b) == ident]
+    out += [b for b in blocks if _HANDLER in b]
+    out += [b for b in blocks if b.startswith("Thread 1 ")]
+    return out
+
+
+def _pthread_of(block: str) -> int | None:
+    match = _GDB_PTHREAD.match(block)
+    return int(match.group(1), 16) if match else None
+
+
+def _idle(block: str) -> bool:
+    """A thread stopped in a wait (its innermost frame a futex, condition or sleep call) and
+    not in a signal handler."""
+    match = _FRAME0_NAME.search(block)
+    return _HANDLER not in block and match is not None and is_idle(match.group(1))
 
 
 def frame_libraries(result: RunResult) -> list[str]:

@@ -1,6 +1,12 @@
 """Counter-experiments: changes to the minimal failing run (the reverse import order,
 preloads, ``LD_PRELOAD``, environment settings) and what each did to the failure.
 
+Minimisation may drop the modules' workloads (a crash at import needs none), but a change that
+only lets the imports pass has avoided nothing if the modules' own code still fails once it
+runs. So every experiment runs, after its imports, every workload of every module its order
+involves (:func:`with_workloads`), as the failing run did; the spec's probes stay as they were.
+A change that passes the imports but fails in a workload is "fails once the workloads run".
+
 What to try comes from the registries: each runtime family says which copies to preload, which
 thread variables tame it and which settings only hide it (:mod:`pytest_runtimeconflict.families`),
 and a rule may ask for more (:data:`~pytest_runtimeconflict.static.rules.registry.EXPERIMENTS`).
@@ -31,6 +37,7 @@ from pytest_runtimeconflict.model import (
     Verdict,
 )
 from pytest_runtimeconflict.model.run import EnvChange
+from pytest_runtimeconflict.planning.workloads import step_label
 from pytest_runtimeconflict.static.records import distributions_of
 from pytest_runtimeconflict.static.rules import rule_of
 from pytest_runtimeconflict.static.rules.environment import read_by_libraries, restore_statement
@@ -44,14 +51,47 @@ MAX_CANDIDATES = 2
 MAX_RESTORES = 3
 ENVIRONMENT_RULE = "environment-rewritten"
 
+# Per planned module, its workload steps (the plan's table: ``Plan.workloads``).
+Workloads = tuple[tuple[str, tuple[str, ...]], ...]
 
-def plan_experiments(spec: RunSpec, evidence: Evidence, verdict: Verdict) -> list[Experiment]:
-    """The counter-experiments relevant to the failure and the families involved."""
+
+def plan_experiments(
+    spec: RunSpec, evidence: Evidence, verdict: Verdict, workloads: Workloads = ()
+) -> list[Experiment]:
+    """The counter-experiments relevant to the failure and the families involved, each with
+    the workloads of every module of its order (:func:`with_workloads`)."""
+    planned = _unique(_changes(spec, evidence, verdict))
+    return _unique([_with_workloads(e, workloads) for e in planned])
+
+
+def with_workloads(steps: Sequence[str], workloads: Workloads) -> tuple[str, ...]:
+    """``steps`` as a planned run of their modules would run them: the steps that are no
+    workload in their order (imports, statements), then every workload of every module they
+    involve (an import, or a workload kept without its import), module by module in that
+    order: what ``Plan.steps_for`` gives for the order."""
+    table = dict(workloads)
+    owner = {w: m for m, ws in workloads for w in ws}
+    modules = dict.fromkeys(owner.get(s, s) for s in steps if owner.get(s, s) in table)
+    rest = tuple(s for s in steps if s not in owner)
+    return (*rest, *(w for m in modules for w in table[m]))
+
+
+def _with_workloads(experiment: Experiment, workloads: Workloads) -> Experiment:
+    steps = with_workloads(experiment.spec.steps, workloads)
+    if steps == experiment.spec.steps:
+        return experiment
+    added = tuple(s for s in steps if s not in experiment.spec.steps)
+    spec = dataclasses.replace(experiment.spec, steps=steps)
+    return dataclasses.replace(experiment, spec=spec, workloads=added)
+
+
+def _changes(spec: RunSpec, evidence: Evidence, verdict: Verdict) -> list[Experiment]:
+    """The changes to try, before the workloads are added."""
     rule = rule_of(verdict.rule)
     restores = [experiment for _change, experiment in _restores(spec, evidence)]
     if rule is not None and rule.load_independent:
         settings = [e for f in verdict.families for e in _settings(spec, evidence, verdict, f)]
-        return _unique(restores + settings)
+        return restores + settings
     planned = restores + _reverse_order(spec, evidence, verdict)
     if rule is not None and "preload-newest-soname" in rule.experiments and verdict.soname:
         newest = newest_candidate(verdict.soname, verdict.version, evidence)
@@ -60,7 +100,7 @@ def plan_experiments(spec: RunSpec, evidence: Evidence, verdict: Verdict) -> lis
         planned += _drop_global(spec)
     for family in verdict.families:
         planned += _family_experiments(spec, evidence, verdict, family)
-    return _unique(planned)
+    return planned
 
 
 def _restores(spec: RunSpec, evidence: Evidence) -> list[tuple[EnvChange, Experiment]]:
@@ -344,18 +384,40 @@ def run_experiments(
         except CapReached:
             log.info("experiments stopped at the child-run cap after %d", len(tried))
             break
+        avoided = avoids(result, reference)
+        late = None if avoided else failed_in_workload(result, experiment.workloads)
         tried.append(
             AvoidedBy(
                 change=experiment.change,
                 kind=experiment.kind,
                 outcome=result.outcome,
                 unsafe=experiment.unsafe,
-                avoided=avoids(result, reference),
+                avoided=avoided,
                 signal=result.signal,
-                effect=effect(result, reference),
+                effect=_late_effect(result, late) if late else effect(result, reference),
+                workloads=tuple(step_label(w) for w in experiment.workloads),
             )
         )
     return tried
+
+
+def failed_in_workload(result: RunResult, added: Sequence[str]) -> str | None:
+    """When an experiment's run got through every import and failed once the workloads it
+    was given ran: the step (or phase) it failed in; else None."""
+    if not added:
+        return None
+    step = result.failed_step
+    if isinstance(step, int) and 0 <= step < len(result.spec.steps):
+        text = result.spec.steps[step]
+        return step_label(text) if text in added else None
+    if result.phase in ("exercise", "exit") and result.outcome in ("crashed", "failed", "hung"):
+        return "the probes after the workloads" if result.phase == "exercise" else "exit"
+    return None
+
+
+def _late_effect(result: RunResult, where: str) -> str:
+    what = result.signal if result.outcome == "crashed" and result.signal else result.outcome
+    return f"fails once the workloads run ({what} in {where})"
 
 
 def avoids(result: RunResult, reference: RunResult) -> bool:

@@ -7,6 +7,7 @@ copy in the global scope."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Callable, Sequence
@@ -85,6 +86,52 @@ def _roles_and_cause(
         )
     )
     return roles, cause
+
+
+def named_in_text(
+    hits: list[tuple[Binding, str]], text: str
+) -> tuple[tuple[Binding, str], str] | None:
+    """The hit whose copies the failure's own message names, and what named them: the
+    library's name (``Wrong JPEG library version`` names ``libjpeg-1a2b3c4d.so.62``), else
+    its version number (``caller expects 62``). The failing call ran in the library the
+    message is about; how many other names another copy served says nothing of that."""
+    text = _PATHS.sub(" ", text)  # a file's path names its directories, not the failure
+    for match in (_names_library, _names_version):
+        for hit in hits:
+            for path in (hit[0].provider, hit[1]):
+                said = match(path, text)
+                if said:
+                    return hit, f"{os.path.basename(path)} ({said})"
+    return None
+
+
+_PATHS = re.compile(r"\S*/\S*")
+_HASH_TAIL = re.compile(r"[-_.][0-9a-f]{8}$")
+_SONAME_VERSION = re.compile(r"\.so\.(\d+)")
+
+
+def library_stem(path: str) -> str:
+    """A library's name without ``lib``, the auditwheel hash and the version:
+    ``libjpeg-1a2b3c4d.so.62.3.0`` -> ``jpeg``."""
+    stem = os.path.basename(path).split(".so", 1)[0]
+    stem = stem[3:] if stem.startswith("lib") else stem
+    return _HASH_TAIL.sub("", stem).rstrip("-_.0123456789")
+
+
+def _names_library(path: str, text: str) -> str:
+    stem = library_stem(path)
+    if len(stem) < 3:
+        return ""
+    found = re.search(rf"(?<![A-Za-z0-9]){re.escape(stem)}(?![A-Za-z0-9])", text, re.IGNORECASE)
+    return f"'{found.group(0)}'" if found else ""
+
+
+def _names_version(path: str, text: str) -> str:
+    version = _SONAME_VERSION.search(os.path.basename(path))
+    if version is None or len(version.group(1)) < 2:
+        return ""
+    said = re.search(rf"(?<![\d.]){version.group(1)}(?![\d.])", text)
+    return f"version {version.group(1)}" if said else ""
 
 
 def _largest_pair(
@@ -171,10 +218,12 @@ def _pair_roles_and_cause(
         roles[binding.provider] += extra[1]
     cause = (
         f"{len(names)} references of {referrer} to names it defines itself "
-        f"(e.g. {example}) were served by {provider}: {why}{width}; the run failed "
-        "without a crash, so no frame names which of them went wrong"
+        f"(e.g. {example}) were served by {provider}: {why}{width}; {_NO_FRAME}"
     )
     return roles, cause
+
+
+_NO_FRAME = "the run failed without a crash, so no frame names which of them went wrong"
 
 
 def _width_texts(
@@ -295,11 +344,11 @@ def verdict(evidence: Evidence, make: VerdictFn, labels: Callable[[str], str]) -
     if not hits or _mechanism_named(evidence):
         return None
     in_frames = hits[0][0].provider in crashing_libraries(evidence)
-    binding, own = (
-        _matching_frame(evidence, hits)
-        if in_frames
-        else _largest_pair(hits, evidence.failing_libraries)
-    )
+    named = None if in_frames else named_in_text(hits, evidence.text)
+    if in_frames:
+        binding, own = _matching_frame(evidence, hits)
+    else:
+        binding, own = named[0] if named else _largest_pair(hits, evidence.failing_libraries)
     provider = evidence.objects.get(binding.provider)
     unique = binding.kind == "unique" or (
         provider is not None and binding.symbol in provider.facts.unique_symbols
@@ -318,6 +367,9 @@ def verdict(evidence: Evidence, make: VerdictFn, labels: Callable[[str], str]) -
     roles, cause = _roles_and_cause(binding, own, why, ran, labels)
     if not (in_frames or unique):
         roles, cause = _pair_roles_and_cause(evidence, hits, binding, why, labels)
+    if named is not None:
+        # the message says where the failing call ran: no frame was needed to name it
+        cause = cause.replace(_NO_FRAME, f"the failure's message names {named[1]}")
     paths = list(dict.fromkeys([binding.referrer, binding.provider, own]))
     rule = rule_for(binding)
     findings = [f for f in evidence.findings if f.rule == rule and binding.provider in f.libraries]
@@ -346,7 +398,7 @@ def evidence_lines(evidence: Evidence, paths: Sequence[str], limit: int = 6) -> 
     lines = [
         f"binding: {os.path.basename(b.referrer)} -> {os.path.basename(b.provider)}: "
         f"{b.kind} symbol '{b.symbol}'"
-        for b, _own in interposed(evidence)[:limit]
+        for b, _own in _into(interposed(evidence), paths)[:limit]
     ]
     if lines and evidence.trace_outcome:
         lines.append(
@@ -365,6 +417,12 @@ def evidence_lines(evidence: Evidence, paths: Sequence[str], limit: int = 6) -> 
                     f"{os.path.basename(second.path)} both export {shared.describe()}"
                 )
     return lines
+
+
+def _into(hits: list[tuple[Binding, str]], paths: Sequence[str]) -> list[tuple[Binding, str]]:
+    """``hits`` with those between the verdict's libraries first (stable otherwise)."""
+    named = {os.path.realpath(p) for p in paths}
+    return sorted(hits, key=lambda hit: not {hit[0].referrer, hit[0].provider} <= named)
 
 
 def shared_names(bindings: Sequence[Binding], referrer: str, provider: str) -> list[str]:

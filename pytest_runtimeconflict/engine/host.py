@@ -74,11 +74,19 @@ class ItemHost:
         max_runs: int | None = None,
     ) -> Diagnosis:
         """Minimise, attribute and (with ``experiments``) counter-experiment a failing run,
-        within ``--rc-max-runs`` child runs unless ``max_runs`` says otherwise."""
+        within ``--rc-max-runs`` child runs unless ``max_runs`` says otherwise; the
+        experiments run the plan's workloads of every module of their order."""
         from pytest_runtimeconflict.diagnosis import diagnose
 
         budget = self.settings.max_runs if max_runs is None else max_runs
-        return diagnose(spec, result, max_runs=budget, experiments=experiments, run=self.run)
+        return diagnose(
+            spec,
+            result,
+            max_runs=budget,
+            experiments=experiments,
+            run=self.run,
+            workloads=self.plan.workloads,
+        )
 
     def earlier_items(self, index: int) -> list[PlannedItem]:
         """The plan items before ``index`` that run in this job (owner candidates)."""

@@ -34,6 +34,7 @@ class AvoidedBy:
     avoided: bool = False
     signal: str | None = None
     effect: str = ""
+    workloads: tuple[str, ...] = ()  # workloads the run ran beyond the minimal order's steps
 
     def to_json(self) -> JsonObject:
         return {
@@ -44,6 +45,7 @@ class AvoidedBy:
             "avoided": self.avoided,
             "signal": self.signal,
             "effect": self.effect,
+            "workloads": list(self.workloads),
         }
 
 
@@ -69,6 +71,7 @@ class Experiment:
     kind: str
     spec: RunSpec
     unsafe: bool = False
+    workloads: tuple[str, ...] = ()  # workload steps added to the minimal order's steps
 
 
 @dataclass(frozen=True)

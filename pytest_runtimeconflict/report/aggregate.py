@@ -46,11 +46,22 @@ def _order_key(nodeid: str, entry: JsonObject) -> tuple[int, int, str]:
 
 
 def report_json(collected: Collected) -> JsonObject:
-    """The JSON report: every run plus the plan's coverage."""
-    data: JsonObject = {
-        "schema": REPORT_SCHEMA,
-        "scenarios": [dict(entry, nodeid=nodeid) for nodeid, entry in collected],
+    """The JSON report: every run plus the plan's coverage. The entry that owns a conflict
+    (its group's first diagnosed run) carries ``failing_orders``: every distinct minimal order
+    and load mode the conflict's runs failed in, shortest first."""
+    owners = {
+        id(members[0][1]): failing_orders(members)
+        for members in conflict_groups(collected).values()
+        if "verdict" in members[0][1]
     }
+    scenarios = []
+    for nodeid, entry in collected:
+        out = dict(entry, nodeid=nodeid)
+        out.pop("failing_orders", None)  # a merged report's entry: recomputed here
+        if id(entry) in owners:
+            out["failing_orders"] = owners[id(entry)]
+        scenarios.append(out)
+    data: JsonObject = {"schema": REPORT_SCHEMA, "scenarios": scenarios}
     covered = coverage(collected)
     if covered is not None:
         data["coverage"] = covered.to_json()
@@ -182,6 +193,52 @@ def static_lines(entries: Iterable[JsonObject]) -> list[str]:
     return lines
 
 
+def minimal_order(entry: JsonObject, shorten: bool = False) -> str:
+    """A diagnosed entry's minimal order in words, with its load mode and the probe its
+    failure needs: ``global(a) > b > workload b:user (preload libx.so)`` (library paths as
+    ``<site>/...`` with ``shorten``)."""
+    show = short_path if shorten else str
+    minimal = entry.get("minimal_steps") or []
+    mode = entry.get("load_mode") or {}
+    order = " > ".join(step_label(s) for s in minimal)
+    if mode.get("order"):
+        order = mode["order"].replace(">", " > ") + "".join(
+            f" > {step_label(s)}" for s in minimal if is_workload(s)
+        )
+        order += "".join(f" (preload {show(x)})" for x in mode.get("preload", []))
+        order += "".join(f" (LD_PRELOAD {show(x)})" for x in mode.get("ld_preload", []))
+        order += "".join(f" ({k}={v})" for k, v in sorted((mode.get("env") or {}).items()))
+    run = entry.get("minimal_run") or {}
+    probe = probe_label(run.get("phase"), run.get("exercised") or ())
+    return order + (f" > {probe}" if probe else "")
+
+
+def failing_orders(members: Sequence[tuple[str, JsonObject]]) -> list[JsonObject]:
+    """Every distinct minimal order (with its load mode) the diagnosed runs of one conflict
+    failed in, shortest first: ``order`` (in words), ``steps``, ``load_mode`` (RTLD_GLOBAL
+    imports, preloads, LD_PRELOAD, environment) and the ``nodeids`` that showed it."""
+    found: dict[str, JsonObject] = {}
+    for nodeid, entry in members:
+        if not entry.get("minimal_steps"):
+            continue
+        mode = entry.get("load_mode") or {}
+        record = found.setdefault(
+            minimal_order(entry),
+            {
+                "order": minimal_order(entry),
+                "steps": list(entry["minimal_steps"]),
+                "load_mode": {
+                    k: mode.get(k) or ({} if k == "env" else [])
+                    for k in ("global_imports", "preload", "ld_preload", "env")
+                },
+                "nodeids": [],
+            },
+        )
+        if nodeid not in record["nodeids"]:
+            record["nodeids"].append(nodeid)
+    return sorted(found.values(), key=lambda r: (len(r["steps"]), r["order"]))
+
+
 def _conflict_lines(key: str, members: list[tuple[str, JsonObject]]) -> list[str]:
     """One conflict: a headline (rule, the libraries by short name, what happened with the
     runtime's own message, how often), then indented details, each on one line."""
@@ -192,7 +249,15 @@ def _conflict_lines(key: str, members: list[tuple[str, JsonObject]]) -> list[str
     details = [("why", verdict.get("cause") or key)]
     libraries = "; ".join(_library(lib) for lib in first.get("library_details") or [])
     details.append(("libraries", libraries))
-    details.append(("minimal order", _minimal_order(first)))
+    orders = failing_orders(members)
+    short = {minimal_order(e): minimal_order(e, shorten=True) for _, e in members}
+    if orders:
+        details.append(("minimal order", short[orders[0]["order"]]))
+    if len(orders) > 1:
+        shown = "; ".join(short[o["order"]] for o in orders[1:3])
+        more = f" and {len(orders) - 3} more" if len(orders) > 3 else ""
+        also = f"{shown}{more} (every one: failing_orders in the JSON report)"
+        details.append(("also fails as", also))
     details.append(("avoid", verdict.get("user_advice") or ""))
     lines += [clip(f"    {name}: {text}", DETAIL_WIDTH) for name, text in details if text]
     # One node id a line, the first few only: plan node ids of long sequences are long.
@@ -232,24 +297,6 @@ def _happened(entry: JsonObject) -> str:
 def _library(lib: JsonObject) -> str:
     where = ", ".join(str(x) for x in (lib.get("distribution"), lib.get("role")) if x)
     return short_path(str(lib.get("path", ""))) + (f" ({where})" if where else "")
-
-
-def _minimal_order(entry: JsonObject) -> str:
-    """The minimal order as the summary shows it: load mode, steps by label, the probe."""
-    minimal = entry.get("minimal_steps")
-    if not minimal:
-        return ""
-    mode = entry.get("load_mode") or {}
-    order = " > ".join(step_label(s) for s in minimal)
-    if mode.get("order"):
-        order = mode["order"].replace(">", " > ") + "".join(
-            f" > {step_label(s)}" for s in minimal if is_workload(s)
-        )
-        order += "".join(f" (preload {short_path(x)})" for x in mode.get("preload", []))
-        order += "".join(f" (LD_PRELOAD {short_path(x)})" for x in mode.get("ld_preload", []))
-    run = entry.get("minimal_run") or {}
-    probe = probe_label(run.get("phase"), run.get("exercised") or ())
-    return order + (f" > {probe}" if probe else "")
 
 
 def latent_sets(entries: Iterable[JsonObject]) -> list[tuple[str, tuple[str, ...]]]:

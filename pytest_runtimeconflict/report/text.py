@@ -276,6 +276,8 @@ def _experiment_line(experiment: AvoidedBy) -> str:
     if experiment.outcome == "could-not-start" and experiment.effect:
         # why, in the loader's words (a preloaded library's dependency not found)
         outcome = experiment.effect
+    elif experiment.effect.startswith("fails once the workloads run"):
+        outcome = experiment.effect  # the imports passed; a module's own code did not
     return f"{mark:<16} {experiment.kind:<10} {experiment.change} -> {outcome}"
 
 

@@ -264,7 +264,8 @@ def _postmortem(
             core = postmortem.read_core(core_path)
             threads = postmortem.describe_threads(core)
             out["threads"] = tuple(threads)
-            out["crash_library"] = threads[0]["library"] if threads else None
+            crashing = postmortem.crashing_thread(threads)
+            out["crash_library"] = crashing["library"] if crashing else None
             crash_mapped = [p for p in core.files() if postmortem.is_elf(p)]
             if backtrace:
                 out["gdb_backtrace"] = postmortem.gdb_backtrace(executable, core_path)

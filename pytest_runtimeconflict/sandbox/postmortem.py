@@ -3,6 +3,8 @@
 - ``read_core``: the core's NT_FILE note (which file is mapped where) and every NT_PRSTATUS
   (one per thread: thread id and registers), so each thread's program counter is attributed to
   the library it was executing (the seed's dump showed two OpenBLAS thread servers this way).
+  NT_SIGINFO follows the NT_PRSTATUS of the thread that received the fatal signal: that
+  thread is the crashing one (put first), whatever the others (idle thread pools) were doing.
 - ``parse_loader_log``: glibc's ``LD_DEBUG=files`` output (``calling init:`` and ``file=``
   lines): which library was being loaded or initialised last.
 - ``gdb_backtrace``: ``thread apply all bt`` from the core when gdb is installed.
@@ -13,6 +15,7 @@ Everything here works on files left in the run directory; nothing touches a live
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import logging
 import os
 import re
@@ -70,6 +73,7 @@ class ThreadState:
     signal: int
     sp: int | None = None
     handler_pc: int | None = None  # where the thread stopped, when pc came from a signal frame
+    signalled: bool = False  # the thread the core's NT_SIGINFO belongs to
 
 
 @dataclass
@@ -81,6 +85,7 @@ class CoreInfo:
     machine: str = ""
     segments: list[tuple[int, int, int]] = field(default_factory=list)  # vaddr, filesz, offset
     path: str = ""
+    siginfo: dict[str, int] = field(default_factory=dict)  # signo, code, addr of NT_SIGINFO
 
     def read_memory(self, address: int, size: int) -> bytes:
         """Bytes of the crashed process's memory saved in the core ('' when not dumped)."""
@@ -142,8 +147,12 @@ def _parse_nt_file(desc: Any) -> list[Mapping]:
 
 
 def read_core(path: str) -> CoreInfo:
-    """Parse a core file's notes. Raises ``ELFError``/``OSError`` on an unreadable core."""
+    """Parse a core file's notes. Raises ``ELFError``/``OSError`` on an unreadable core.
+
+    The thread that received the signal (the one whose NT_PRSTATUS the NT_SIGINFO note
+    follows) comes first in ``threads``, marked ``signalled``."""
     info = CoreInfo()
+    signalled: int | None = None
     with open(path, "rb") as fh:
         elf = ELFFile(fh)
         if elf["e_type"] != "ET_CORE":
@@ -161,10 +170,25 @@ def read_core(path: str) -> CoreInfo:
                     thread = _parse_prstatus(bytes(note["n_descdata"]), info.machine)
                     if thread is not None:
                         info.threads.append(thread)
+                elif note["n_type"] == "NT_SIGINFO" and info.threads and signalled is None:
+                    signalled = len(info.threads) - 1
+                    info.siginfo = _parse_siginfo(bytes(note["n_descdata"]))
     info.mappings.sort(key=lambda m: m.start)
+    if signalled is not None:
+        thread = info.threads.pop(signalled)
+        info.threads.insert(0, dataclasses.replace(thread, signalled=True))
     if info.threads:
         info.threads[0] = _through_signal_frame(info, info.threads[0])
     return info
+
+
+def _parse_siginfo(desc: bytes) -> dict[str, int]:
+    """``si_signo``, ``si_code`` and (for a fault) ``si_addr`` of a 64-bit ``siginfo_t``."""
+    if len(desc) < 24:
+        return {}
+    signo, _errno, code = struct.unpack_from("<iii", desc, 0)
+    (addr,) = struct.unpack_from("<Q", desc, 16)
+    return {"signo": signo, "code": code, "addr": addr}
 
 
 def _through_signal_frame(core: CoreInfo, thread: ThreadState) -> ThreadState:
@@ -183,7 +207,7 @@ def _through_signal_frame(core: CoreInfo, thread: ThreadState) -> ThreadState:
     for frame in range(0, len(memory) - FRAME_FPSTATE - 8, 8):
         if _is_sigframe(core, memory, frame, thread.sp + frame):
             (rip,) = struct.unpack_from("<Q", memory, frame + FRAME_RIP)
-            return ThreadState(thread.tid, rip, thread.signal, thread.sp, handler_pc=thread.pc)
+            return dataclasses.replace(thread, pc=int(rip), handler_pc=thread.pc)
     return thread
 
 
@@ -317,7 +341,8 @@ def gdb_backtrace(python: str, core: str, timeout: float = GDB_TIMEOUT) -> str |
 
 def trim_backtrace(text: str, max_lines: int = GDB_MAX_LINES) -> str | None:
     """Keep gdb's thread/frame lines (drop the banner and symbol-loading chatter)."""
-    keep = [ln for ln in text.splitlines() if ln.startswith(("Thread ", "#", "Program terminated"))]
+    kept = ("Thread ", "#", "Program terminated", "[Current thread is")
+    keep = [ln for ln in text.splitlines() if ln.startswith(kept)]
     if not keep:
         return None
     if len(keep) > max_lines:
@@ -378,20 +403,46 @@ def _is_shared(path: str) -> bool:
         return True
 
 
+# Where a thread waits for work or time: a thread stopped here was idle at the crash (an
+# OpenBLAS or OpenMP thread server parked in a futex), never the crashing one.
+IDLE_FUNCTIONS = re.compile(
+    r"futex|cond_wait|cond_timedwait|nanosleep|epoll_wait|^poll$|__poll|^select$|sem_wait|"
+    r"sem_timedwait|pthread_join|sched_yield|^pause$|sigsuspend|sigtimedwait|^__GI___wait"
+)
+
+
+def is_idle(symbol: str | None) -> bool:
+    """Whether a thread stopped in ``symbol`` was waiting (not running code) at the crash."""
+    return bool(symbol) and IDLE_FUNCTIONS.search(symbol or "") is not None
+
+
 def describe_threads(core: CoreInfo) -> list[JsonObject]:
-    """One record per thread: ``tid``, ``pc`` (hex), ``library`` and ``symbol`` when known."""
+    """One record per thread, the one that received the signal first: ``tid``, ``pc``
+    (hex), ``library`` and ``symbol`` when known, ``signalled`` (the core's NT_SIGINFO
+    thread) and ``idle`` (stopped in a wait: futex, condition variable, sleep, poll)."""
     rows = []
     for thread in core.threads:
+        symbol = symbolize(core, thread.pc)
         rows.append(
             {
                 "tid": thread.tid,
                 "pc": None if thread.pc is None else f"0x{thread.pc:x}",
                 "library": core.library_at(thread.pc),
-                "symbol": symbolize(core, thread.pc),
+                "symbol": symbol,
                 "signal_frame": thread.handler_pc is not None,
+                "signalled": thread.signalled,
+                "idle": thread.handler_pc is None and is_idle(symbol),
             }
         )
     return rows
+
+
+def crashing_thread(threads: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """The thread record of the crash: the one that received the signal (NT_SIGINFO), else
+    the first that was not waiting (a core without that note), else the first."""
+    signalled = [t for t in threads if t.get("signalled")]
+    running = [t for t in threads if not t.get("idle")]
+    return next(iter(signalled or running or threads), None)
 
 
 def crashing_init(log_: LoaderLog, backtrace: str | None, candidates: Sequence[str]) -> str | None:
