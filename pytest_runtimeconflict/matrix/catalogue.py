@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_runtimeconflict.errors import UsageError
+from pytest_runtimeconflict.vocabulary import JsonObject
 
 _NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
 
@@ -97,7 +98,7 @@ def _configured(path: Path) -> list[Partner]:
     return base + extra
 
 
-def _matrix_table(path: Path) -> dict[str, Any]:
+def _matrix_table(path: Path) -> JsonObject:
     if not path.is_file():
         return {}
     try:
@@ -114,7 +115,7 @@ def _matrix_table(path: Path) -> dict[str, Any]:
     return table
 
 
-def _list(table: dict[str, Any], key: str, where: str) -> list[Any]:
+def _list(table: JsonObject, key: str, where: str) -> list[Any]:
     value = table.get(key, [])
     if not isinstance(value, list):
         raise UsageError(f"{where}: '{key}' must be a list")

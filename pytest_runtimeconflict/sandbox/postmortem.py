@@ -437,7 +437,7 @@ def describe_threads(core: CoreInfo) -> list[JsonObject]:
     return rows
 
 
-def crashing_thread(threads: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+def crashing_thread(threads: Sequence[JsonObject]) -> JsonObject | None:
     """The thread record of the crash: the one that received the signal (NT_SIGINFO), else
     the first that was not waiting (a core without that note), else the first."""
     signalled = [t for t in threads if t.get("signalled")]
