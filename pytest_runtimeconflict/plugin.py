@@ -13,6 +13,7 @@ import dataclasses
 import json
 import os
 import sys
+import uuid
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -147,7 +148,7 @@ def _run_id(config: pytest.Config) -> str:
     workerinput = getattr(config, "workerinput", None)
     if workerinput is not None:
         return str(workerinput["testrunuid"])
-    return str(config.getoption("testrunuid", None) or f"pid{os.getpid()}")
+    return str(config.getoption("testrunuid", None) or uuid.uuid4().hex)
 
 
 def _state(config: pytest.Config) -> session.RCState | None:

@@ -29,7 +29,7 @@ from pytest_runtimeconflict.engine.verdicts import (
     repairs,
 )
 from pytest_runtimeconflict.errors import InterpreterError, UsageError
-from pytest_runtimeconflict.files.locking import file_lock
+from pytest_runtimeconflict.files.locking import file_lock, replace_atomically
 from pytest_runtimeconflict.model import RunSpec
 from pytest_runtimeconflict.model.plan import Plan, PlanContext, PlannedItem, PlannedRun
 from pytest_runtimeconflict.options import Settings
@@ -144,7 +144,7 @@ class RCState:
             for old in self.cache_dir.glob("plan-context-*.json"):
                 if time.time() - old.stat().st_mtime > 86400:
                     old.unlink(missing_ok=True)
-            path.write_text(json.dumps(context.to_json()))
+            replace_atomically(path, json.dumps(context.to_json()).encode())
         return context
 
     # ------------------------------------------------------------ running

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pytest_runtimeconflict.errors import UsageError
+from pytest_runtimeconflict.files.atomic import write_atomically
 from pytest_runtimeconflict.vocabulary import BASELINE_SCHEMA
 
 _HASH_SUFFIX = re.compile(r"(?:-[0-9a-f]{8})+(?=\.so(?:\.|$))")
@@ -241,9 +242,7 @@ def write_baseline(path: str, conflicts: Iterable[Conflict], option: str) -> int
         "conflicts": [unique[k].to_json() for k in sorted(unique)],
     }
     try:
-        with open(path, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2)
-            fh.write("\n")
+        write_atomically(path, (json.dumps(data, indent=2) + "\n").encode())
     except OSError as exc:
         raise UsageError(f"cannot write {option} {path!r}: {exc.strerror}") from None
     return len(unique)

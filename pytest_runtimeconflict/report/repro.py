@@ -76,10 +76,11 @@ def write_reproducers(directory: str | Path, entries: Iterable[Entry], option: s
 def write_reproducer(path: str | Path, entry: Entry, option: str) -> Path:
     """Write the reproducer of ``entry`` to ``path`` (made executable); ``UsageError`` naming
     ``option`` when it cannot be written."""
+    from pytest_runtimeconflict.files.atomic import write_atomically
+
     path = Path(path)
     try:
-        path.write_text(reproducer(entry, path.name), encoding="utf-8")
-        path.chmod(0o755)
+        write_atomically(path, reproducer(entry, path.name).encode(), 0o755)
     except OSError as exc:
         raise UsageError(
             f"cannot write {option} {str(path)!r}: {exc.strerror}; check the directory"

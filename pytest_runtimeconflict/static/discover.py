@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_runtimeconflict.errors import InterpreterError, UsageError
+from pytest_runtimeconflict.files.atomic import checked_cache_dir, seal, unseal
 from pytest_runtimeconflict.files.locking import replace_atomically
 from pytest_runtimeconflict.static.paths import real_path
 from pytest_runtimeconflict.static.records import parse_record
@@ -148,13 +149,15 @@ class DiscoveryCache:
     The answer is reused only while the interpreter file, ``pyvenv.cfg``, every site dir and
     every ``*.dist-info``/``*.egg-info`` dir in them keep their mtime (installing, upgrading
     or removing a distribution changes the site dir). A listing is reused only while its
-    directory keeps its mtime. Stored as one JSON file per interpreter, replaced atomically."""
+    directory keeps its mtime. Stored as one JSON file per interpreter with a checksum of its
+    content, replaced atomically, in a folder only the user can write."""
 
     def __init__(self, root: Path | None, python: str) -> None:
         self.file = None
+        root = checked_cache_dir(root, "facts cache") if root is not None else None
         if root is not None:
-            digest = hashlib.sha256(os.path.abspath(python).encode()).hexdigest()[:32]
-            self.file = root / "discover-1" / f"{digest}.json"
+            digest = hashlib.sha256(os.fsencode(os.path.abspath(python))).hexdigest()[:32]
+            self.file = root / "discover-2" / f"{digest}.json"
         self.started = time.time_ns()
         self.data: dict[str, Any] = self._load()
         self.dirs: dict[str, list[Any]] = self.data.get("dirs", {})
@@ -165,7 +168,8 @@ class DiscoveryCache:
         if self.file is None:
             return {}
         try:
-            data = json.loads(self.file.read_text())
+            body = unseal(self.file.read_bytes())
+            data = json.loads(body) if body is not None else {}
         except (OSError, ValueError):
             return {}
         return data if isinstance(data, dict) else {}
@@ -198,7 +202,7 @@ class DiscoveryCache:
             site = {}  # an install is under way or just ended: do not trust the answer yet
         data = {"stamps": stamps, "site": site, "answer": answer, "dirs": self.new_dirs}
         try:
-            replace_atomically(self.file, json.dumps(data).encode())
+            replace_atomically(self.file, seal(json.dumps(data).encode()), 0o600)
         except OSError as exc:
             log.debug("cannot write the discovery cache %s: %s", self.file, exc)
 
