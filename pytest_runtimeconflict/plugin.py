@@ -26,11 +26,18 @@ from pytest_runtimeconflict.engine.verdicts import ItemVerdict
 from pytest_runtimeconflict.errors import RuntimeConflictError
 from pytest_runtimeconflict.files.locking import replace_atomically
 from pytest_runtimeconflict.model.plan import Plan
-from pytest_runtimeconflict.options import OPTIONS, OptionDef, Settings, read_settings
+from pytest_runtimeconflict.options import (
+    OPTIONS,
+    OptionDef,
+    Settings,
+    check_pyproject,
+    read_settings,
+)
 from pytest_runtimeconflict.vocabulary import PLAN_NODE
 
 STATE = pytest.StashKey["session.RCState"]()
 WARNED = pytest.StashKey[set[str]]()
+HANDLERS = pytest.StashKey[dict[int, Any]]()
 PROPERTY = "runtime_conflicts"
 SCOPE_KEY = "runtime_conflicts_scope"
 
@@ -104,6 +111,10 @@ def pytest_configure(config: pytest.Config) -> None:
         )
         return
     config.addinivalue_line("markers", "runtime_conflicts: items added by pytest-runtimeconflict")
+    try:
+        check_pyproject(Path(config.rootpath))
+    except RuntimeConflictError as exc:
+        raise pytest.UsageError(str(exc)) from None
     state = session.RCState(
         settings=settings,
         rootdir=Path(config.rootpath),
@@ -114,11 +125,19 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[STATE] = state
     if not hasattr(config, "workerinput"):
         config.pluginmanager.register(Reporter(config, state), "runtimeconflict-reporter")
+        from pytest_runtimeconflict.sandbox.runner import handle_termination
+
+        config.stash[HANDLERS] = handle_termination()  # SIGTERM/SIGHUP as Ctrl-C
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     if STATE in config.stash:
         del config.stash[STATE]
+    if HANDLERS in config.stash:
+        from pytest_runtimeconflict.sandbox.runner import restore_handlers
+
+        restore_handlers(config.stash[HANDLERS])
+        del config.stash[HANDLERS]
     reporter = config.pluginmanager.get_plugin("runtimeconflict-reporter")
     if reporter is not None:
         config.pluginmanager.unregister(reporter)
@@ -138,9 +157,23 @@ def _baseline(config: pytest.Config, settings: Settings) -> Any:
 
 
 def _cache_dir(config: pytest.Config) -> Path:
-    if getattr(config, "cache", None) is not None:
-        return Path(config.cache.mkdir("runtimeconflict"))
-    return Path(config.rootpath) / ".pytest_cache" / "d" / "runtimeconflict"
+    """pytest's cache folder, or the user's cache when the project folder is read-only."""
+    import tempfile
+
+    try:
+        if getattr(config, "cache", None) is not None:
+            path = Path(config.cache.mkdir("runtimeconflict"))
+        else:
+            path = Path(config.rootpath) / ".pytest_cache" / "d" / "runtimeconflict"
+            path.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=path).close()
+        return path
+    except OSError:
+        from pytest_runtimeconflict.static.factcache import default_cache_dir
+
+        uid = os.geteuid()
+        base = default_cache_dir() or Path(tempfile.gettempdir()) / f"pytest-runtimeconflict-{uid}"
+        return base / "projects"
 
 
 def _run_id(config: pytest.Config) -> str:
@@ -149,6 +182,17 @@ def _run_id(config: pytest.Config) -> str:
     if workerinput is not None:
         return str(workerinput["testrunuid"])
     return str(config.getoption("testrunuid", None) or uuid.uuid4().hex)
+
+
+def _internal_error(config: pytest.Config, exc: Exception, doing: str) -> None:
+    """End the session with one line naming what failed (the traceback only with -v)."""
+    if config.get_verbosity() > 0:
+        raise exc
+    pytest.exit(
+        f"pytest-runtimeconflict: internal error while {doing}: {type(exc).__name__}: {exc}; "
+        "run again with -v for the traceback, and please report it",
+        returncode=pytest.ExitCode.INTERNAL_ERROR,
+    )
 
 
 def _state(config: pytest.Config) -> session.RCState | None:
@@ -179,6 +223,8 @@ def pytest_collection_modifyitems(
         plan = state.plan()
     except RuntimeConflictError as exc:
         raise pytest.UsageError(str(exc)) from None
+    except Exception as exc:  # the catch-all of planning: one line, not INTERNALERROR
+        _internal_error(config, exc, "planning (scanning the environment)")
     if plan.items:
         collector = PlanCollector.from_parent(session, name=PLAN_NODE, nodeid=PLAN_NODE)
         collector.plan = plan
@@ -391,6 +437,11 @@ class Reporter:
         self.state = state
         self.reproducers: list[Path] = []
         self.repro_error = ""
+        self.signal_exit: int | None = None
+
+    def pytest_keyboard_interrupt(self, excinfo: pytest.ExceptionInfo[BaseException]) -> None:
+        """SIGTERM/SIGHUP end the session like Ctrl-C; the exit status says which (143/129)."""
+        self.signal_exit = getattr(excinfo.value, "exit_code", None)
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         # user_properties ride on every phase's report; the call phase carries the results.
@@ -448,6 +499,8 @@ class Reporter:
         scope = self.state.scope
         if exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED and scope and scope.empty_shard:
             session.exitstatus = pytest.ExitCode.OK  # its share of a small plan: nothing
+        if self.signal_exit is not None:
+            session.exitstatus = self.signal_exit
         self.state.baseline_note = self.state.write_baseline()
         if self.state.settings.repro_dir:
             from pytest_runtimeconflict.report.repro import write_reproducers
@@ -462,7 +515,14 @@ class Reporter:
             return
         path = self._path(self.state.settings.report)
         report = json.dumps(self.state.report_json(), indent=2, default=str)
-        replace_atomically(path, report.encode())
+        try:
+            replace_atomically(path, report.encode())
+        except OSError as exc:
+            sys.stderr.write(
+                f"pytest-runtimeconflict: error: cannot write --rc-report {str(path)!r}: "
+                f"{exc.strerror or exc}; give a writable path\n"
+            )
+            session.exitstatus = pytest.ExitCode.USAGE_ERROR
 
 
 # ---------------------------------------------------------------- fixture

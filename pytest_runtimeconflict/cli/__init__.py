@@ -10,12 +10,16 @@ import argparse
 import importlib
 import logging
 import sys
+import traceback
 from collections.abc import Sequence
 
 from pytest_runtimeconflict import __version__
 from pytest_runtimeconflict.errors import RuntimeConflictError
 
 PROG = "pytest-runtimeconflict"
+# Exit codes of every subcommand: 0 clean, 1 conflicts (findings for scan), 2 usage or input
+# error, 3 internal error (a bug); 130, 143, 129 after SIGINT, SIGTERM, SIGHUP.
+INTERNAL_ERROR = 3
 
 SUBCOMMANDS = {
     "scan": ("pytest_runtimeconflict.cli.scan", "list native runtimes and static conflicts"),
@@ -51,17 +55,46 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Parse ``argv``, run the subcommand, return its exit code (2 on usage/input errors)."""
+    """Parse ``argv``, run the subcommand, return its exit code: 0 clean, 1 conflicts or
+    findings, 2 usage or input error, 3 internal error, 128 + N after signal N (SIGINT,
+    SIGTERM, SIGHUP: children killed and run folders removed first)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(_chosen(argv))
     args = parser.parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format=f"{PROG}: %(levelname)s: %(message)s")
+    from pytest_runtimeconflict.sandbox.runner import handle_termination, restore_handlers
+
+    previous = handle_termination()
     try:
         return int(args._module.main(args))
     except RuntimeConflictError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        return _interrupted(exc)
+    except Exception as exc:  # the one catch-all: a bug, said in one line
+        return _internal_error(exc, argv, args.verbose)
+    finally:
+        restore_handlers(previous)
+
+
+def _interrupted(exc: KeyboardInterrupt) -> int:
+    """130 for Ctrl-C, 128 + the signal for SIGTERM (143) and SIGHUP (129)."""
+    code = getattr(exc, "exit_code", 130)
+    print(f"{PROG}: {exc if code != 130 else 'interrupted'}", file=sys.stderr)
+    return int(code)
+
+
+def _internal_error(exc: Exception, argv: Sequence[str], verbose: int) -> int:
+    """One line naming the command and the error, the traceback only with ``-v``; exit 3."""
+    command = " ".join(argv)
+    print(
+        f"{PROG}: internal error while running {command!r}: {type(exc).__name__}: {exc}; "
+        + ("the traceback follows" if verbose else "run again with -v for the traceback")
+        + ", and please report it",
+        file=sys.stderr,
+    )
+    if verbose:
+        traceback.print_exception(type(exc), exc, exc.__traceback__)
+    return INTERNAL_ERROR

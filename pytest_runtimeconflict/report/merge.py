@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pytest_runtimeconflict.errors import UsageError
+from pytest_runtimeconflict.options import MAX_SHARDS
 from pytest_runtimeconflict.report import aggregate
 from pytest_runtimeconflict.report.baseline import BaselineStatus, status_of
 from pytest_runtimeconflict.vocabulary import REPORT_SCHEMA
@@ -63,12 +64,20 @@ def load_report(path: str) -> ShardReport:
 def _shards_of(data: Mapping[str, Any], path: str) -> tuple[tuple[int, ...], int]:
     try:
         if "merged" in data:
-            return tuple(int(i) for i in data["merged"]["shards"]), int(data["merged"]["count"])
-        if "shard" in data:
-            return (int(data["shard"]["index"]),), int(data["shard"]["count"])
+            indices = tuple(int(i) for i in data["merged"]["shards"])
+            count = int(data["merged"]["count"])
+        elif "shard" in data:
+            indices, count = (int(data["shard"]["index"]),), int(data["shard"]["count"])
+        else:
+            return (1,), 1
     except (KeyError, TypeError, ValueError):
         raise UsageError(f'report {path!r} has a malformed "shard" key') from None
-    return (1,), 1
+    if not (1 <= count <= MAX_SHARDS and all(1 <= i <= count for i in indices)):
+        raise UsageError(
+            f"report {path!r}: shard numbers out of range (count {count}, shards "
+            f"{list(indices)[:5]}): expected 1 <= K <= N <= {MAX_SHARDS}; is it a report?"
+        )
+    return indices, count
 
 
 @dataclass(frozen=True)

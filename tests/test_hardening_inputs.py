@@ -1,0 +1,169 @@
+"""Odd input and unexpected errors end in one clear line and a documented exit code: names
+that are not UTF-8, numbers out of bounds, unknown configuration keys, a read-only project
+folder, and a bug (the catch-all at each entry point)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from cbuild import compile_shared
+
+from pytest_runtimeconflict import cli
+from pytest_runtimeconflict.errors import UsageError
+from pytest_runtimeconflict.options import parse_seconds
+from pytest_runtimeconflict.vocabulary import REPORT_SCHEMA
+
+pytest_plugins = ["pytester"]
+
+CLI = [sys.executable, "-m", "pytest_runtimeconflict"]
+
+
+def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CLI, *args], capture_output=True, text=True, env={**os.environ, **(env or {})}
+    )
+
+
+def test_object_name_that_is_not_utf8_with_the_cache_on(tmp_path: Path) -> None:
+    lib = compile_shared("int f(void) { return 1; }", "libf.so", outdir=tmp_path / "libs")
+    odd = os.fsencode(tmp_path / "libs") + b"/lib\xff\x01odd.so"
+    os.rename(lib, odd)
+    cache = str(tmp_path / "cache")
+    for _ in range(2):  # cold, then warm from the cache
+        done = _cli("scan", "--json", "-", str(tmp_path / "libs"), env={"RC_FACTS_CACHE": cache})
+        assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+        (obj,) = json.loads(done.stdout)["objects"]
+        assert os.fsencode(obj["path"]) == odd
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "-1", "0", "1e300", "abc"])
+def test_timeouts_are_finite_and_positive(value: str) -> None:
+    with pytest.raises(UsageError, match=f"invalid --rc-timeout '{value}'"):
+        parse_seconds("--rc-timeout", value, "from command line")
+    assert parse_seconds("--rc-timeout", "2.5", "from command line") == 2.5
+
+
+def test_run_cli_refuses_an_infinite_timeout() -> None:
+    done = _cli("run", "--timeout", "inf", "json")
+    assert done.returncode == 2 and "invalid --timeout 'inf'" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_huge_shard_count_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_ok="def test_ok():\n    pass\n")
+    result = pytester.runpytest_subprocess(
+        "--runtime-conflicts", "--rc-modules=none", "--rc-shard=1/1000000000000"
+    )
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*invalid --rc-shard 1/1000000000000*at most 10000 shards*"])
+    assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
+
+
+def _shard_report(path: Path, index: object, count: object) -> Path:
+    data = {
+        "schema": REPORT_SCHEMA,
+        "plan": {"id": "p"},
+        "shard": {"index": index, "count": count},
+        "scenarios": [],
+    }
+    path.write_text(json.dumps(data))
+    return path
+
+
+@pytest.mark.parametrize(("index", "count"), [(1, 1_000_000_000), (0, 2), (3, 2), (-1, -1)])
+def test_merge_bounds_shard_numbers(tmp_path: Path, index: int, count: int) -> None:
+    report = _shard_report(tmp_path / "r.json", index, count)
+    done = _cli("merge", str(report))
+    assert done.returncode == 2, done.stderr
+    assert "shard numbers out of range" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_unknown_pyproject_key_names_the_closest(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_ok="def test_ok():\n    pass\n")
+    pytester.makefile(".toml", pyproject="[tool.pytest-runtimeconflict]\nworkload = {}\n")
+    result = pytester.runpytest_subprocess("--runtime-conflicts", "--rc-modules=none")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*unknown key 'workload'*did you mean 'workloads'?*"])
+
+
+def test_pyproject_ini_option_is_pointed_to_its_table(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_ok="def test_ok():\n    pass\n")
+    toml = "[tool.pytest-runtimeconflict]\nruntime_conflicts_timeout = 5\n"
+    pytester.makefile(".toml", pyproject=toml)
+    result = pytester.runpytest_subprocess("--runtime-conflicts", "--rc-modules=none")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*options go in [[]tool.pytest.ini_options[]]*"])
+
+
+SCENARIO = """
+[scenario]
+name = "ro"
+description = "a project folder nobody can write"
+[[run]]
+id = "ok"
+steps = ["json"]
+"""
+
+
+def test_read_only_project_folder_works(tmp_path: Path) -> None:
+    if os.geteuid() == 0 and shutil.which("setpriv") is None:
+        pytest.skip("as root, read-only needs setpriv to drop CAP_DAC_OVERRIDE")
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "ro.scenario.toml").write_text(SCENARIO)
+    (project / "pytest.ini").write_text("[pytest]\n")
+    project.chmod(0o555)
+    args = [sys.executable, "-m", "pytest", "--runtime-conflicts", "--rc-modules=json",
+            "-p", "no:randomly", f"--rc-report={tmp_path / 'report.json'}"]  # fmt: skip
+    if os.geteuid() == 0:
+        args = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", *args]
+    env = {**os.environ, "RC_FACTS_CACHE": str(tmp_path / "cache")}
+    try:
+        done = subprocess.run(args, cwd=project, capture_output=True, text=True, env=env)
+    finally:
+        project.chmod(0o755)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr
+    assert "INTERNALERROR" not in done.stdout and "2 passed" in done.stdout
+    assert json.loads((tmp_path / "report.json").read_text())["scenarios"]
+    assert sorted(p.name for p in project.iterdir()) == ["pytest.ini", "ro.scenario.toml"]
+
+
+# ---------------------------------------------------------------- the catch-all
+
+
+def _broken_scan(*args: object, **kwargs: object) -> None:
+    raise RuntimeError("a bug in the scan")
+
+
+def test_cli_catch_all_is_one_line_and_exit_3(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from pytest_runtimeconflict.cli import scan
+
+    monkeypatch.setattr(scan, "scan_environment", _broken_scan)
+    assert cli.main(["scan", str(tmp_path)]) == 3
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "internal error while running 'scan" in err
+    assert "RuntimeError: a bug in the scan" in err and "-v" in err
+    assert cli.main(["-v", "scan", str(tmp_path)]) == 3
+    assert "Traceback" in capsys.readouterr().err
+
+
+def test_plugin_catch_all_is_one_line_and_exit_3(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(
+        "from pytest_runtimeconflict.engine import session\n"
+        "def broken(self, *a, **k):\n    raise RuntimeError('a bug in planning')\n"
+        "session.RCState._context = broken\n"
+    )
+    pytester.makepyfile(test_ok="def test_ok():\n    pass\n")
+    result = pytester.runpytest_subprocess("--runtime-conflicts", "--rc-modules=json")
+    assert result.ret == pytest.ExitCode.INTERNAL_ERROR
+    out = result.stdout.str() + result.stderr.str()
+    assert "internal error while planning" in out and "RuntimeError: a bug in planning" in out
+    assert "INTERNALERROR" not in out and "Traceback" not in out
