@@ -167,3 +167,32 @@ def test_plugin_catch_all_is_one_line_and_exit_3(pytester: pytest.Pytester) -> N
     out = result.stdout.str() + result.stderr.str()
     assert "internal error while planning" in out and "RuntimeError: a bug in planning" in out
     assert "INTERNALERROR" not in out and "Traceback" not in out
+
+
+# ---------------------------------------------------------------- RECORD and METADATA
+
+
+def _dist(site: Path, name: str, record: bytes, metadata: bytes | None = None) -> None:
+    info = site / f"{name}-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_bytes(metadata or f"Metadata-Version: 2.1\nName: {name}\n".encode())
+    (info / "RECORD").write_bytes(record)
+
+
+def test_undecodable_record_or_metadata_is_confined_to_its_package(tmp_path: Path) -> None:
+    from venvs import make_venv
+
+    python, site = make_venv(tmp_path / "venv")
+    lib = compile_shared("int g(void) { return 2; }", "libgood.so", outdir=site / "good")
+    _dist(site, "good", b"good/libgood.so,,\n")
+    _dist(site, "badrecord", b"bad/\xff\xfe.so,,\n")
+    _dist(site, "badmeta", b"x/y.so,,\n", metadata=b"Name: \xff\xfe\n")
+    _dist(site, "nul", b"nul/lib\x00x.so,,\nnul/other.py,,\n")
+    done = _cli("scan", "--python", python, "--json", "-", env={"RC_FACTS_CACHE": "0"})
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    objects = {o["path"]: o["distribution"] for o in json.loads(done.stdout)["objects"]}
+    assert objects[str(lib)] == "good"
+    warned = [line for line in done.stderr.splitlines() if "cannot be read" in line]
+    assert len(warned) == 2, done.stderr
+    assert any("badrecord-1.0.dist-info" in w for w in warned)
+    assert any("badmeta-1.0.dist-info" in w for w in warned)

@@ -114,7 +114,8 @@ status = os.waitpid(pid, 0)[1]
 if os.WIFSIGNALED(status):
     number = os.WTERMSIG(status)
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    signal.signal(number, signal.SIG_DFL)
+    if number not in (signal.SIGKILL, signal.SIGSTOP):
+        signal.signal(number, signal.SIG_DFL)
     os.kill(os.getpid(), number)
     os._exit(128 + number)
 os._exit(os.WEXITSTATUS(status) if os.WIFEXITED(status) else 1)

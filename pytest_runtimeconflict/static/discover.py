@@ -56,31 +56,41 @@ def record_paths(dist):
     text = dist.read_text("RECORD")
     return None if text is None else parse_record(text)
 
-dists = []
+def describe(dist, seen):
+    name = dist.metadata["Name"]
+    if not name or name.lower() in seen:
+        return None
+    seen.add(name.lower())
+    rels = record_paths(dist)
+    if rels is None:
+        rels = [str(f) for f in dist.files or []]
+    base = str(dist.locate_file(""))
+    files = [os.path.normpath(os.path.join(base, r)) for r in rels if is_elf(r)]
+    top = (dist.read_text("top_level.txt") or "").split()
+    if not top:
+        for rel in rels:
+            part = rel.split("/")[0]
+            if part.endswith((".dist-info", ".data", ".libs", ".pth")) or part == "..":
+                continue
+            mod = part.split(".")[0]
+            if mod and mod.isidentifier() and mod not in top and mod != "__pycache__":
+                top.append(mod)
+    return {"name": name, "files": files, "top_level": sorted(top)}
+
+# A distribution whose RECORD or METADATA cannot be decoded is skipped and named, alone.
+dists, broken = [], []
 if metadata is not None:
     seen = set()
     for dist in metadata.distributions(path=dirs):
-        name = dist.metadata["Name"]
-        if not name or name.lower() in seen:
+        try:
+            entry = describe(dist, seen)
+        except ValueError as exc:  # UnicodeDecodeError included
+            broken.append([str(getattr(dist, "_path", "?")), str(exc)[:200]])
             continue
-        seen.add(name.lower())
-        rels = record_paths(dist)
-        if rels is None:
-            rels = [str(f) for f in dist.files or []]
-        base = str(dist.locate_file(""))
-        files = [os.path.normpath(os.path.join(base, r)) for r in rels if is_elf(r)]
-        top = (dist.read_text("top_level.txt") or "").split()
-        if not top:
-            for rel in rels:
-                part = rel.split("/")[0]
-                if part.endswith((".dist-info", ".data", ".libs", ".pth")) or part == "..":
-                    continue
-                mod = part.split(".")[0]
-                if mod and mod.isidentifier() and mod not in top and mod != "__pycache__":
-                    top.append(mod)
-        dists.append({"name": name, "files": files, "top_level": sorted(top)})
+        if entry is not None:
+            dists.append(entry)
 print(json.dumps({"executable": sys.executable, "version": sys.version.split()[0],
-                  "site_dirs": dirs, "distributions": dists}))
+                  "site_dirs": dirs, "distributions": dists, "broken": broken}))
 """
 
 
@@ -292,6 +302,8 @@ def discover_environment(python: str | None = None, cache_dir: Path | None = Non
         data = _query_interpreter(python)
     env = Environment(str(data["executable"]), str(data["version"]), list(data["site_dirs"]))
     owner: dict[str, str] = {}
+    for where, why in data.get("broken", []):
+        log.warning("%s: skipped, its RECORD or METADATA cannot be read (%s)", where, why)
     for dist in data["distributions"]:
         env.distributions[dist["name"]] = list(dist["top_level"])
         for f in dist["files"]:
