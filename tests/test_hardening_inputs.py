@@ -196,3 +196,64 @@ def test_undecodable_record_or_metadata_is_confined_to_its_package(tmp_path: Pat
     assert len(warned) == 2, done.stderr
     assert any("badrecord-1.0.dist-info" in w for w in warned)
     assert any("badmeta-1.0.dist-info" in w for w in warned)
+
+
+# ---------------------------------------------------------------- declared sizes
+
+PADDING = 150 << 20
+
+
+def _elf_with_huge_dynamic(tmp_path: Path) -> bytes:
+    """A real object whose PT_DYNAMIC claims 140 MiB, padded with zeros so the claim fits."""
+    import struct
+
+    lib = compile_shared("int h(void) { return 3; }", "libhuge.so", outdir=tmp_path)
+    data = bytearray(lib.read_bytes())
+    phoff, phentsize, phnum = (
+        struct.unpack_from("<Q", data, 0x20)[0],
+        *struct.unpack_from("<HH", data, 0x36),
+    )
+    for i in range(phnum):
+        at = phoff + i * phentsize
+        if struct.unpack_from("<I", data, at)[0] == 2:  # PT_DYNAMIC
+            struct.pack_into("<Q", data, at + 32, PADDING - (10 << 20))
+    return bytes(data) + bytes(PADDING)
+
+
+def test_declared_dynamic_size_is_bounded(tmp_path: Path) -> None:
+    import zipfile
+
+    wheel = tmp_path / "huge-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("huge/libhuge.so", _elf_with_huge_dynamic(tmp_path))
+    assert wheel.stat().st_size < 1 << 20
+    code = (
+        "import sys\n"
+        "from pytest_runtimeconflict.static.scan import scan_environment\n"
+        "scan_environment(None, (sys.argv[1],), cache_dir=None)\n"
+        "peak = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0]\n"
+        "print(int(peak.split()[1]) // 1024)\n"
+    )
+    env = {**os.environ, "RC_FACTS_CACHE": "0"}
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(wheel)], capture_output=True, text=True, env=env
+    )
+    assert done.returncode == 0, done.stderr
+    # the tables are read through the first 64 MiB kept of the member, never 140 MiB at once
+    assert int(done.stdout) < 250, done.stdout
+
+
+def test_member_declaring_more_than_deflate_can_hold_is_skipped(tmp_path: Path) -> None:
+    import zipfile
+
+    from pytest_runtimeconflict.errors import ElfReadError
+    from pytest_runtimeconflict.static.wheelmember import read_wheel_member_facts
+
+    wheel = tmp_path / "liar-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("liar/libliar.so", b"\x7fELF" + bytes(10000))
+    with zipfile.ZipFile(wheel) as zf:
+        (info,) = zf.infolist()
+        info.file_size = 1_900_000_000  # what a forged central directory declares
+        with pytest.raises(ElfReadError, match="compressed bytes can hold"):
+            read_wheel_member_facts(zf, str(wheel), info, "liar/libliar.so")

@@ -80,6 +80,10 @@ class FileImage:
         return self
 
 
+# Bytes of PT_DYNAMIC read at most: 65,536 64-bit tags (real objects have under 100).
+MAX_DYNAMIC = 1 << 20
+
+
 def _check_range(offset: int, length: int, size: int) -> None:
     if offset < 0 or length < 0 or offset + length > size:
         raise ValueError(f"range {offset:#x}+{length:#x} is past the end ({size:#x})")
@@ -185,7 +189,9 @@ def _dynamic(image: Image, hdr: _Header, segments: list[_Segment]) -> _Dynamic:
     if dyn is None:
         return _Dynamic([], b"")
     fmt = hdr.end + ("qQ" if hdr.is64 else "iI")
-    data = image.read(dyn.offset, dyn.filesz - dyn.filesz % struct.calcsize(fmt))
+    # A declared size is not trusted beyond MAX_DYNAMIC: real tables end (DT_NULL) far sooner.
+    length = min(dyn.filesz, MAX_DYNAMIC)
+    data = image.read(dyn.offset, length - length % struct.calcsize(fmt))
     tags = []
     for tag, value in struct.iter_unpack(fmt, data):
         tags.append((tag, value))
