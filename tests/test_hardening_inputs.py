@@ -257,3 +257,29 @@ def test_member_declaring_more_than_deflate_can_hold_is_skipped(tmp_path: Path) 
         info.file_size = 1_900_000_000  # what a forged central directory declares
         with pytest.raises(ElfReadError, match="compressed bytes can hold"):
             read_wheel_member_facts(zf, str(wheel), info, "liar/libliar.so")
+
+
+SHRINK = """
+import os, sys
+from pytest_runtimeconflict.errors import ElfReadError
+from pytest_runtimeconflict.static import elffacts
+
+real = elffacts.facts_from_image
+def truncated_first(image, shown):
+    os.truncate(sys.argv[1], 4096)  # another process shrinks the file while it is read
+    return real(image, shown)
+elffacts.facts_from_image = truncated_first
+try:
+    elffacts.read_elf_facts(sys.argv[1])
+except ElfReadError as exc:
+    print(exc)
+"""
+
+
+def test_file_truncated_while_read_is_skipped_not_sigbus(tmp_path: Path) -> None:
+    source = "".join(f"int f{i}(void) {{ return {i}; }}\n" for i in range(3000))
+    lib = compile_shared(source, "libshrink.so", outdir=tmp_path)
+    assert lib.stat().st_size > 64 * 1024
+    done = subprocess.run([sys.executable, "-c", SHRINK, str(lib)], capture_output=True, text=True)
+    assert done.returncode == 0, (done.returncode, done.stderr)  # -7 was SIGBUS
+    assert "libshrink.so" in done.stdout and "skipped" in done.stdout
