@@ -283,3 +283,16 @@ def test_file_truncated_while_read_is_skipped_not_sigbus(tmp_path: Path) -> None
     done = subprocess.run([sys.executable, "-c", SHRINK, str(lib)], capture_output=True, text=True)
     assert done.returncode == 0, (done.returncode, done.stderr)  # -7 was SIGBUS
     assert "libshrink.so" in done.stdout and "skipped" in done.stdout
+
+
+def test_control_characters_never_reach_the_terminal_raw() -> None:
+    step = "import os; os._exit(3)  # \x1b[31mred\x07"
+    done = _cli("run", "--no-diagnose", step)
+    assert done.returncode == 1
+    assert "\x1b" not in done.stdout + done.stderr and "\x07" not in done.stdout
+    assert "# \\x1b[31mred\\x07" in done.stdout
+
+
+def test_terminal_safe_escapes_controls_and_undecodable_bytes() -> None:
+    name = os.fsdecode(b"lib\xff\x1b\xc2\x85.so") + "\u2028"
+    assert cli.terminal_safe(name + "\tok\n") == "lib\\xff\\x1b\\x85.so\\u2028\tok\n"

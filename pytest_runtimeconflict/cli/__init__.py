@@ -9,9 +9,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import re
 import sys
 import traceback
 from collections.abc import Sequence
+from typing import Any, TextIO
 
 from pytest_runtimeconflict import __version__
 from pytest_runtimeconflict.errors import RuntimeConflictError
@@ -62,14 +64,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser(_chosen(argv))
     args = parser.parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose, 2)
-    logging.basicConfig(level=level, format=f"{PROG}: %(levelname)s: %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(_SafeFormatter(f"{PROG}: %(levelname)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])
+    stdout, sys.stdout = sys.stdout, _SafeStream(sys.stdout)  # type: ignore[assignment]
+    try:
+        return _run(args, argv)
+    finally:
+        sys.stdout = stdout
+
+
+def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from pytest_runtimeconflict.sandbox.runner import handle_termination, restore_handlers
 
     previous = handle_termination()
     try:
         return int(args._module.main(args))
     except RuntimeConflictError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        print(terminal_safe(f"{PROG}: error: {exc}"), file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:
         return _interrupted(exc)
@@ -89,12 +101,52 @@ def _interrupted(exc: KeyboardInterrupt) -> int:
 def _internal_error(exc: Exception, argv: Sequence[str], verbose: int) -> int:
     """One line naming the command and the error, the traceback only with ``-v``; exit 3."""
     command = " ".join(argv)
-    print(
+    text = (
         f"{PROG}: internal error while running {command!r}: {type(exc).__name__}: {exc}; "
         + ("the traceback follows" if verbose else "run again with -v for the traceback")
-        + ", and please report it",
-        file=sys.stderr,
+        + ", and please report it"
     )
+    print(terminal_safe(text), file=sys.stderr)
     if verbose:
         traceback.print_exception(type(exc), exc, exc.__traceback__)
     return INTERNAL_ERROR
+
+
+# Control characters (but tab and newline), C1 controls, line/paragraph separators and the
+# surrogates that stand for undecodable bytes of a file name: never written raw.
+_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\udc80-\udcff]")
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    if 0xDC80 <= code <= 0xDCFF:  # os.fsdecode's stand-in for the byte code - 0xDC00
+        return f"\\x{code - 0xDC00:02x}"
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def terminal_safe(text: str) -> str:
+    """``text`` with every character that would act on a terminal (or cannot be encoded)
+    shown escaped: ``lib\\x1b[31m.so``, ``lib\\xff.so``."""
+    return _UNSAFE.sub(_escape, text)
+
+
+class _SafeStream:
+    """A text stream writing :func:`terminal_safe` text (JSON on stdout is unchanged: it
+    holds no raw control characters)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        return self._stream.write(terminal_safe(text))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+class _SafeFormatter(logging.Formatter):
+    """Log lines (which name files) with control characters escaped."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return terminal_safe(super().format(record))
+
