@@ -296,3 +296,29 @@ def test_control_characters_never_reach_the_terminal_raw() -> None:
 def test_terminal_safe_escapes_controls_and_undecodable_bytes() -> None:
     name = os.fsdecode(b"lib\xff\x1b\xc2\x85.so") + "\u2028"
     assert cli.terminal_safe(name + "\tok\n") == "lib\\xff\\x1b\\x85.so\\u2028\tok\n"
+
+
+MALFORMED_REPORTS = {
+    "scenarios-int": {"scenarios": 5},
+    "scenario-int": {"scenarios": [5]},
+    "outcomes-list": {"scenarios": [], "item_outcomes": [1]},
+    "plan-id-list": {"scenarios": [], "plan": {"id": [], "items": 1}},
+    "plan-no-items": {"scenarios": [], "plan": {"id": "p"}},
+}
+
+
+@pytest.mark.parametrize("name", list(MALFORMED_REPORTS))
+def test_malformed_report_shapes_are_input_errors(tmp_path: Path, name: str) -> None:
+    data = {"schema": REPORT_SCHEMA, "plan": {"id": "p", "items": 1}, **MALFORMED_REPORTS[name]}
+    (tmp_path / "r.json").write_text(json.dumps(data))
+    done = _cli("merge", str(tmp_path / "r.json"))
+    assert done.returncode == 2, done.stderr
+    assert "has a malformed" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("command", ["merge", "scan --baseline"])
+def test_undecodable_report_or_baseline_is_an_input_error(tmp_path: Path, command: str) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_bytes(b"\xff\xfe{")
+    done = _cli(*command.split(), str(bad), *([str(tmp_path)] if "scan" in command else []))
+    assert done.returncode == 2 and "not JSON text" in done.stderr, done.stderr

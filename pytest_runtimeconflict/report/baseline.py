@@ -187,6 +187,8 @@ def load_baseline(path: str, option: str = "--rc-baseline", *, create: bool = Fa
         ) from None
     except OSError as exc:
         raise UsageError(f"invalid {where}: cannot read it ({exc.strerror})") from None
+    except ValueError as exc:  # not UTF-8
+        raise UsageError(f"invalid {where}: not JSON text ({exc})") from None
     try:
         data = json.loads(text)
     except ValueError as exc:
