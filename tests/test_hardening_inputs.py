@@ -322,3 +322,10 @@ def test_undecodable_report_or_baseline_is_an_input_error(tmp_path: Path, comman
     bad.write_bytes(b"\xff\xfe{")
     done = _cli(*command.split(), str(bad), *([str(tmp_path)] if "scan" in command else []))
     assert done.returncode == 2 and "not JSON text" in done.stderr, done.stderr
+
+
+def test_plan_context_is_keyed_on_a_per_run_id_not_the_pid(pytester: pytest.Pytester) -> None:
+    from pytest_runtimeconflict.plugin import _run_id
+
+    first, second = (_run_id(pytester.parseconfig()) for _ in range(2))
+    assert first != second and str(os.getpid()) not in first + second
