@@ -68,7 +68,7 @@ def test_huge_shard_count_is_a_usage_error(pytester: pytest.Pytester) -> None:
 def _shard_report(path: Path, index: object, count: object) -> Path:
     data = {
         "schema": REPORT_SCHEMA,
-        "plan": {"id": "p"},
+        "plan": {"id": "p", "items": 1},
         "shard": {"index": index, "count": count},
         "scenarios": [],
     }
