@@ -11,6 +11,7 @@ import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pytest_runtimeconflict.errors import UsageError
@@ -196,6 +197,10 @@ OPTIONS: tuple[OptionDef, ...] = (
     ),
 )
 
+# Bounds on numbers from options: a week is longer than any CI job; no plan has more shards.
+MAX_SECONDS = 7 * 86400
+MAX_SHARDS = 10000
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -236,14 +241,66 @@ def _int_in(flag: str, value: str, where: str, lo: int, hi: int) -> int:
 
 
 def parse_seconds(flag: str, value: str, where: str) -> float:
-    """Seconds > 0 or a UsageError naming the option, the value and where it came from."""
+    """Seconds > 0 (at most :data:`MAX_SECONDS`: ``inf`` and ``nan`` are not timeouts) or a
+    UsageError naming the option, the value and where it came from."""
     try:
         number = float(value)
     except ValueError:
         number = -1.0
-    if not number > 0:
-        raise UsageError(f"invalid {flag} {value!r} ({where}): expected seconds > 0")
+    if not 0 < number <= MAX_SECONDS:
+        raise UsageError(
+            f"invalid {flag} {value!r} ({where}): expected seconds > 0 and <= {MAX_SECONDS}"
+        )
     return number
+
+
+def check_shard(shard: Shard | None, where: str) -> Shard | None:
+    """``shard`` when its count is at most :data:`MAX_SHARDS` (a plan is never split finer)."""
+    if shard is not None and shard.count > MAX_SHARDS:
+        raise UsageError(
+            f"invalid --rc-shard {shard.index}/{shard.count} ({where}): expected at most "
+            f"{MAX_SHARDS} shards"
+        )
+    return shard
+
+
+PYPROJECT_KEYS = ("workloads",)
+
+
+def check_pyproject(rootdir: Path) -> None:
+    """Every key of ``[tool.pytest-runtimeconflict]`` in ``rootdir/pyproject.toml`` is known;
+    else a UsageError naming the key and the closest valid one (a typo is not ignored)."""
+    path = rootdir / "pyproject.toml"
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python < 3.11
+        import tomli as tomllib  # type: ignore[no-redef]
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"{path}: cannot read it as TOML ({exc}); fix the file") from None
+    table = data.get("tool", {}).get("pytest-runtimeconflict", {})
+    if not isinstance(table, dict):
+        raise UsageError(f"{path}: [tool.pytest-runtimeconflict] must be a table")
+    for key in table:
+        if key not in PYPROJECT_KEYS:
+            raise UsageError(
+                f"{path}: unknown key {key!r} in [tool.pytest-runtimeconflict]; " + _closest(key)
+            )
+
+
+def _closest(key: str) -> str:
+    import difflib
+
+    ini = {option.ini: option.flag for option in OPTIONS}
+    if key in ini or key.replace("-", "_") in ini:
+        return f"options go in [tool.pytest.ini_options] (this one as {ini.get(key) or key})"
+    close = difflib.get_close_matches(key, PYPROJECT_KEYS, n=1, cutoff=0.5)
+    if close:
+        return f"did you mean {close[0]!r}?"
+    return f"valid keys: {', '.join(PYPROJECT_KEYS)}"
 
 
 def _python(flag: str, value: str, where: str) -> str:
@@ -354,7 +411,8 @@ def read_settings(get: Callable[[OptionDef], tuple[Any, bool]]) -> Settings:
 
 def _ci_settings(value: Callable[[str], tuple[Any, str, str]]) -> dict[str, Any]:
     """Sharding, baseline and annotations, checked against each other."""
-    shard = parse_shard(*value("--rc-shard"))
+    shard_value = value("--rc-shard")
+    shard = check_shard(parse_shard(*shard_value), shard_value[2])
     baseline = str(value("--rc-baseline")[1]).strip()
     update = _bool(*value("--rc-update-baseline"))
     if update and not baseline:

@@ -9,10 +9,10 @@ The pytest process itself never imports the modules under test.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import sys
+import uuid
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,15 +25,22 @@ from pytest_runtimeconflict.engine.verdicts import ItemVerdict
 from pytest_runtimeconflict.errors import RuntimeConflictError
 from pytest_runtimeconflict.files.locking import replace_atomically
 from pytest_runtimeconflict.model.plan import Plan
-from pytest_runtimeconflict.options import OPTIONS, OptionDef, Settings, read_settings
+from pytest_runtimeconflict.options import (
+    OPTIONS,
+    OptionDef,
+    Settings,
+    check_pyproject,
+    read_settings,
+)
+from pytest_runtimeconflict.sandbox.fixture import RuntimeSandbox
 from pytest_runtimeconflict.vocabulary import PLAN_NODE, JsonObject
 
 if TYPE_CHECKING:
-    from pytest_runtimeconflict.model import Diagnosis, RunResult
     from pytest_runtimeconflict.report.baseline import Baseline
 
 STATE = pytest.StashKey["session.RCState"]()
 WARNED = pytest.StashKey[set[str]]()
+HANDLERS = pytest.StashKey[dict[int, Any]]()
 PROPERTY = "runtime_conflicts"
 SCOPE_KEY = "runtime_conflicts_scope"
 
@@ -107,6 +114,10 @@ def pytest_configure(config: pytest.Config) -> None:
         )
         return
     config.addinivalue_line("markers", "runtime_conflicts: items added by pytest-runtimeconflict")
+    try:
+        check_pyproject(Path(config.rootpath))
+    except RuntimeConflictError as exc:
+        raise pytest.UsageError(str(exc)) from None
     state = session.RCState(
         settings=settings,
         rootdir=Path(config.rootpath),
@@ -118,6 +129,9 @@ def pytest_configure(config: pytest.Config) -> None:
     _plan_nodes_as_they_are(config)
     if not hasattr(config, "workerinput"):
         config.pluginmanager.register(Reporter(config, state), "runtimeconflict-reporter")
+        from pytest_runtimeconflict.sandbox.runner import handle_termination
+
+        config.stash[HANDLERS] = handle_termination()  # SIGTERM/SIGHUP as Ctrl-C
 
 
 def _plan_nodes_as_they_are(config: pytest.Config) -> None:
@@ -135,6 +149,11 @@ def _plan_nodes_as_they_are(config: pytest.Config) -> None:
 def pytest_unconfigure(config: pytest.Config) -> None:
     if STATE in config.stash:
         del config.stash[STATE]
+    if HANDLERS in config.stash:
+        from pytest_runtimeconflict.sandbox.runner import restore_handlers
+
+        restore_handlers(config.stash[HANDLERS])
+        del config.stash[HANDLERS]
     reporter = config.pluginmanager.get_plugin("runtimeconflict-reporter")
     if reporter is not None:
         config.pluginmanager.unregister(reporter)
@@ -154,9 +173,23 @@ def _baseline(config: pytest.Config, settings: Settings) -> Baseline | None:
 
 
 def _cache_dir(config: pytest.Config) -> Path:
-    if getattr(config, "cache", None) is not None:
-        return Path(config.cache.mkdir("runtimeconflict"))
-    return Path(config.rootpath) / ".pytest_cache" / "d" / "runtimeconflict"
+    """pytest's cache folder, or the user's cache when the project folder is read-only."""
+    import tempfile
+
+    try:
+        if getattr(config, "cache", None) is not None:
+            path = Path(config.cache.mkdir("runtimeconflict"))
+        else:
+            path = Path(config.rootpath) / ".pytest_cache" / "d" / "runtimeconflict"
+            path.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=path).close()
+        return path
+    except OSError:
+        from pytest_runtimeconflict.static.factcache import default_cache_dir
+
+        uid = os.geteuid()
+        base = default_cache_dir() or Path(tempfile.gettempdir()) / f"pytest-runtimeconflict-{uid}"
+        return base / "projects"
 
 
 def _run_id(config: pytest.Config) -> str:
@@ -164,7 +197,18 @@ def _run_id(config: pytest.Config) -> str:
     workerinput = getattr(config, "workerinput", None)
     if workerinput is not None:
         return str(workerinput["testrunuid"])
-    return str(config.getoption("testrunuid", None) or f"pid{os.getpid()}")
+    return str(config.getoption("testrunuid", None) or uuid.uuid4().hex)
+
+
+def _internal_error(config: pytest.Config, exc: Exception, doing: str) -> None:
+    """End the session with one line naming what failed (the traceback only with -v)."""
+    if config.get_verbosity() > 0:
+        raise exc
+    pytest.exit(
+        f"pytest-runtimeconflict: internal error while {doing}: {type(exc).__name__}: {exc}; "
+        "run again with -v for the traceback, and please report it",
+        returncode=pytest.ExitCode.INTERNAL_ERROR,
+    )
 
 
 def _state(config: pytest.Config) -> session.RCState | None:
@@ -195,6 +239,8 @@ def pytest_collection_modifyitems(
         plan = state.plan()
     except RuntimeConflictError as exc:
         raise pytest.UsageError(str(exc)) from None
+    except Exception as exc:  # the catch-all of planning: one line, not INTERNALERROR
+        _internal_error(config, exc, "planning (scanning the environment)")
     if plan.items:
         collector = PlanCollector.from_parent(session, name=PLAN_NODE, nodeid=PLAN_NODE)
         collector.plan = plan
@@ -415,6 +461,11 @@ class Reporter:
         self.reproducers: list[Any] = []  # report.repro_verify.Written
         self.repro_error = ""
         self.html_error = ""
+        self.signal_exit: int | None = None
+
+    def pytest_keyboard_interrupt(self, excinfo: pytest.ExceptionInfo[BaseException]) -> None:
+        """SIGTERM/SIGHUP end the session like Ctrl-C; the exit status says which (143/129)."""
+        self.signal_exit = getattr(excinfo.value, "exit_code", None)
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         # user_properties ride on every phase's report; the call phase carries the results.
@@ -479,6 +530,8 @@ class Reporter:
         scope = self.state.scope
         if exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED and scope and scope.empty_shard:
             session.exitstatus = pytest.ExitCode.OK  # its share of a small plan: nothing
+        if self.signal_exit is not None:
+            session.exitstatus = self.signal_exit
         self.state.baseline_note = self.state.write_baseline()
         if self.state.settings.repro_dir:
             from pytest_runtimeconflict.report.repro_verify import write_verified_reproducers
@@ -496,8 +549,16 @@ class Reporter:
             return
         data = self.state.report_json()
         if settings.report:
+            path = self._path(settings.report)
             report = json.dumps(data, indent=2, default=str)
-            replace_atomically(self._path(settings.report), report.encode())
+            try:
+                replace_atomically(path, report.encode())
+            except OSError as exc:
+                sys.stderr.write(
+                    f"pytest-runtimeconflict: error: cannot write --rc-report {str(path)!r}: "
+                    f"{exc.strerror or exc}; give a writable path\n"
+                )
+                session.exitstatus = pytest.ExitCode.USAGE_ERROR
         if settings.html:
             from pytest_runtimeconflict.report.html import write_html
 
@@ -508,36 +569,6 @@ class Reporter:
 
 
 # ---------------------------------------------------------------- fixture
-
-
-@dataclasses.dataclass
-class RuntimeSandbox:
-    """Run steps in a fresh child interpreter from a test: ``runtime_sandbox.run([...])``."""
-
-    python: str
-    timeout: float
-    exercise: bool = True
-
-    def run(self, steps: list[str] | tuple[str, ...], **kwargs: Any) -> RunResult:
-        """Run ``steps`` (dotted name = import, else a statement); returns the RunResult."""
-        from pytest_runtimeconflict.model import RunSpec
-        from pytest_runtimeconflict.sandbox.runner import run_spec
-
-        for key in ("preload", "ld_preload", "global_imports", "probes"):
-            if key in kwargs:
-                kwargs[key] = tuple(kwargs[key])
-        if "env" in kwargs and isinstance(kwargs["env"], dict):
-            kwargs["env"] = tuple(sorted(kwargs["env"].items()))
-        kwargs.setdefault("python", self.python)
-        kwargs.setdefault("timeout", self.timeout)
-        kwargs.setdefault("exercise", self.exercise)
-        return run_spec(RunSpec(steps=tuple(steps), **kwargs))
-
-    def diagnose(self, result: RunResult, **kwargs: Any) -> Diagnosis:
-        """Minimise a failing result and run the counter-experiments (a Diagnosis)."""
-        from pytest_runtimeconflict.diagnosis import diagnose
-
-        return diagnose(result.spec, result, **kwargs)
 
 
 @pytest.fixture

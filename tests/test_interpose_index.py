@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from zoo_support import ZooVenv
 
+from pytest_runtimeconflict.files.atomic import unseal
 from pytest_runtimeconflict.model import ObjectInfo
 from pytest_runtimeconflict.static import interpose
 from pytest_runtimeconflict.static.scan import scan_environment
@@ -111,7 +112,7 @@ def test_a_warm_scan_reads_the_interposition_cache(
     assert scan_environment(zoo_venv.python, cache_dir=tmp_path).findings == cold.findings
     stored.write_bytes(b"not marshal")
     assert scan_environment(zoo_venv.python, cache_dir=tmp_path).findings == cold.findings
-    identity, _names, entries, pairs = marshal.loads(stored.read_bytes())
+    identity, _names, entries, pairs = marshal.loads(unseal(stored.read_bytes()) or b"")
     stored.write_bytes(marshal.dumps((identity, (), entries, pairs)))  # indices point nowhere
     assert scan_environment(zoo_venv.python, cache_dir=tmp_path).findings == cold.findings
     assert len(calls) == 3

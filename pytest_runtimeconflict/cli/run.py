@@ -157,7 +157,13 @@ def main(args: argparse.Namespace) -> int:
             raise UsageError(f"--{option} {value!r} is a directory; give a file name")
     if args.max_runs < 0:
         raise UsageError(f"invalid --max-runs {args.max_runs}: expected a count >= 0")
-    result, diagnosis = _run_and_diagnose(spec, args)
+    done: list[RunResult] = []
+    try:
+        result, diagnosis = _run_and_diagnose(spec, args, done)
+    except KeyboardInterrupt as exc:
+        if args.json and done:  # interrupted while diagnosing: the run itself is reported
+            write_report(args.json, {**report_json([(done[0], None)]), "interrupted": str(exc)})
+        raise
     sys.stdout.write(format_result(result, diagnosis).rstrip() + "\n")
     report = report_json([(result, diagnosis)])
     if args.repro:  # first: its check is recorded in the report's entry
@@ -168,13 +174,15 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _run_and_diagnose(
-    spec: RunSpec, args: argparse.Namespace
+    spec: RunSpec, args: argparse.Namespace, done: list[RunResult]
 ) -> tuple[RunResult, Diagnosis | None]:
     """The run and, unless it passed or ``--no-diagnose``, its diagnosis; a progress line on
-    a terminal's stderr counts the child runs (at most the run plus the diagnosis's cap)."""
+    a terminal's stderr counts the child runs (at most the run plus the diagnosis's cap).
+    The run's result is appended to ``done`` as soon as it is known."""
     with progress_line() as line:
         runs = ChildRuns(run_spec, line, 1 + args.max_runs)
         result = runs(spec, keep_run_dir=args.keep_run_dir)
+        done.append(result)
         if result.outcome == "passed" or args.no_diagnose:
             return result, None
         from pytest_runtimeconflict.diagnosis import LATENT_BUDGET, diagnose

@@ -8,6 +8,7 @@ import json
 import sys
 
 from pytest_runtimeconflict.errors import UsageError
+from pytest_runtimeconflict.files.atomic import write_atomically
 from pytest_runtimeconflict.model import SEVERITIES, Finding
 from pytest_runtimeconflict.report.baseline import (
     Baseline,
@@ -83,8 +84,7 @@ def main(args: argparse.Namespace) -> int:
         sys.stdout.write("".join(f"{line}\n" for line in lines))
         if args.json:
             try:
-                with open(args.json, "w") as fh:
-                    json.dump(data, fh, indent=2)
+                write_atomically(args.json, json.dumps(data, indent=2).encode())
             except OSError as exc:
                 raise UsageError(f"--json {args.json}: cannot write ({exc.strerror})") from exc
     return 1 if failing else 0

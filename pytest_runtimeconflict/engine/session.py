@@ -21,7 +21,7 @@ from pathlib import Path
 from pytest_runtimeconflict.engine.host import ItemHost, node_id
 from pytest_runtimeconflict.engine.verdicts import ItemVerdict, PlanOutcome
 from pytest_runtimeconflict.errors import InterpreterError, UsageError
-from pytest_runtimeconflict.files.locking import file_lock
+from pytest_runtimeconflict.files.locking import file_lock, replace_atomically
 from pytest_runtimeconflict.model import Finding
 from pytest_runtimeconflict.model.entry import RunEntry
 from pytest_runtimeconflict.model.plan import Plan, PlanContext, PlannedItem
@@ -130,7 +130,7 @@ class RCState:
             for old in self.cache_dir.glob("plan-context-*.json"):
                 if time.time() - old.stat().st_mtime > 86400:
                     old.unlink(missing_ok=True)
-            path.write_text(json.dumps(context.to_json()))
+            replace_atomically(path, json.dumps(context.to_json()).encode())
         return context
 
     def _written_context(self) -> PlanContext | None:

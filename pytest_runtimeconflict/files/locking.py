@@ -10,24 +10,27 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from pytest_runtimeconflict.files.atomic import open_lock_file, write_atomically
+
 
 @contextlib.contextmanager
 def file_lock(path: str | Path) -> Iterator[None]:
     """Hold an exclusive ``fcntl`` lock on ``path`` (created, with its directory, if missing)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+b") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+    fd = open_lock_file(path)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
         try:
             yield
         finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
 
 
-def replace_atomically(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file of this process and ``os.replace``
-    (creating the directory): a concurrent reader never sees a partly written file."""
+def replace_atomically(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Write ``data`` to ``path`` with :func:`write_atomically` (creating the directory): a
+    concurrent reader never sees a partly written file, a planted link is never followed."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    write_atomically(path, data, mode)

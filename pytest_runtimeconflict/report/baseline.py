@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pytest_runtimeconflict.errors import UsageError
+from pytest_runtimeconflict.files.atomic import write_atomically
 from pytest_runtimeconflict.model.entry import BaselineMark, RunEntry
 from pytest_runtimeconflict.model.facts import Finding
 from pytest_runtimeconflict.vocabulary import BASELINE_SCHEMA, JsonObject
@@ -187,6 +188,8 @@ def load_baseline(path: str, option: str = "--rc-baseline", *, create: bool = Fa
         ) from None
     except OSError as exc:
         raise UsageError(f"invalid {where}: cannot read it ({exc.strerror})") from None
+    except ValueError as exc:  # not UTF-8
+        raise UsageError(f"invalid {where}: not JSON text ({exc})") from None
     try:
         data = json.loads(text)
     except ValueError as exc:
@@ -242,9 +245,7 @@ def write_baseline(path: str, conflicts: Iterable[Conflict], option: str) -> int
         "conflicts": [unique[k].to_json() for k in sorted(unique)],
     }
     try:
-        with open(path, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2)
-            fh.write("\n")
+        write_atomically(path, (json.dumps(data, indent=2) + "\n").encode())
     except OSError as exc:
         raise UsageError(f"cannot write {option} {path!r}: {exc.strerror}") from None
     return len(unique)

@@ -8,6 +8,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Union
 
 from pytest_runtimeconflict.errors import UsageError
+from pytest_runtimeconflict.files.atomic import write_atomically
 from pytest_runtimeconflict.model import Diagnosis, RunResult
 from pytest_runtimeconflict.vocabulary import REPORT_SCHEMA, JsonObject
 
@@ -41,11 +42,10 @@ def report_json(entries: Iterable[Entry]) -> JsonObject:
 
 
 def write_report(path: str, data: Mapping[str, Any], option: str = "--json") -> None:
-    """Write a JSON report to ``path``; ``UsageError`` naming ``option`` when it cannot."""
+    """Write a JSON report to ``path`` atomically (a link there is replaced, not followed);
+    ``UsageError`` naming ``option`` when it cannot."""
     try:
-        with open(path, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2)
-            fh.write("\n")
+        write_atomically(path, (json.dumps(data, indent=2) + "\n").encode())
     except OSError as exc:
         raise UsageError(
             f"cannot write {option} {path!r}: {exc.strerror}; check the directory"

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pytest_runtimeconflict.errors import UsageError
+from pytest_runtimeconflict.options import MAX_SHARDS
 from pytest_runtimeconflict.report import aggregate
 from pytest_runtimeconflict.report.baseline import BaselineStatus, status_of
 from pytest_runtimeconflict.vocabulary import REPORT_SCHEMA, JsonObject
@@ -39,6 +40,8 @@ def load_report(path: str) -> ShardReport:
             text = fh.read()
     except OSError as exc:
         raise UsageError(f"cannot read report {path!r}: {exc.strerror}") from None
+    except ValueError as exc:  # not UTF-8
+        raise UsageError(f"report {path!r} is not JSON text ({exc})") from None
     try:
         data = json.loads(text)
     except ValueError as exc:
@@ -56,19 +59,45 @@ def load_report(path: str) -> ShardReport:
             f'report {path!r} does not name its plan (no "plan" key: written by an older '
             "version?); re-run that shard with this version"
         )
+    _check_shape(data, path)
     indices, count = _shards_of(data, path)
     return ShardReport(path, data, indices, count)
+
+
+def _check_shape(data: Mapping[str, Any], path: str) -> None:
+    """The keys merging reads have the types --rc-report writes (else one UsageError)."""
+    plan = data["plan"]
+    wrong = (
+        "plan" if not isinstance(plan.get("id"), str) or not isinstance(plan.get("items"), int)
+        else "scenarios" if not isinstance(data.get("scenarios", []), list)
+        or not all(isinstance(s, dict) for s in data.get("scenarios", []))
+        else "item_outcomes" if not isinstance(data.get("item_outcomes", {}), dict)
+        else ""
+    )  # fmt: skip
+    if wrong:
+        raise UsageError(
+            f"report {path!r} has a malformed {wrong!r} key; give the files written by "
+            "pytest --runtime-conflicts --rc-report"
+        )
 
 
 def _shards_of(data: Mapping[str, Any], path: str) -> tuple[tuple[int, ...], int]:
     try:
         if "merged" in data:
-            return tuple(int(i) for i in data["merged"]["shards"]), int(data["merged"]["count"])
-        if "shard" in data:
-            return (int(data["shard"]["index"]),), int(data["shard"]["count"])
+            indices = tuple(int(i) for i in data["merged"]["shards"])
+            count = int(data["merged"]["count"])
+        elif "shard" in data:
+            indices, count = (int(data["shard"]["index"]),), int(data["shard"]["count"])
+        else:
+            return (1,), 1
     except (KeyError, TypeError, ValueError):
         raise UsageError(f'report {path!r} has a malformed "shard" key') from None
-    return (1,), 1
+    if not (1 <= count <= MAX_SHARDS and all(1 <= i <= count for i in indices)):
+        raise UsageError(
+            f"report {path!r}: shard numbers out of range (count {count}, shards "
+            f"{list(indices)[:5]}): expected 1 <= K <= N <= {MAX_SHARDS}; is it a report?"
+        )
+    return indices, count
 
 
 @dataclass(frozen=True)

@@ -17,9 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import re
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -95,21 +93,14 @@ def write_reproducers(directory: str | Path, entries: Iterable[Entry], option: s
 
 def write_reproducer(path: str | Path, entry: Entry, option: str, verified: str = "") -> Path:
     """Write the reproducer of ``entry`` to ``path`` (executable); ``UsageError`` naming
-    ``option`` when it cannot be written. Atomic: a temporary file created exclusively, never
-    through a link (``O_EXCL | O_NOFOLLOW``), in the same directory, then renamed over
-    ``path`` (a link planted at ``path`` is replaced, never followed)."""
+    ``option`` when it cannot be written. Atomic and link-safe (:mod:`..files.atomic`): a
+    link planted at ``path`` is replaced, never followed."""
+    from pytest_runtimeconflict.files.atomic import write_atomically
+
     path = Path(path)
     data = reproducer(entry, path.name, verified).encode("utf-8")
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                os.fchmod(handle.fileno(), 0o755)
-                handle.write(data)
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
+        write_atomically(path, data, 0o755)
     except OSError as exc:
         raise UsageError(
             f"cannot write {option} {str(path)!r}: {exc.strerror}; check the directory"

@@ -27,6 +27,7 @@ never lost to a re-run that might not reproduce it.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import logging
 import os
@@ -38,7 +39,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import psutil
 
@@ -75,8 +76,51 @@ KEPT_PYTHON_VARIABLES = frozenset(
     }
 )
 STACK_DUMP_WAIT = 2.0
+PR_SET_CHILD_SUBREAPER = 36
 # Exercise probes a spec may ask for beyond the families' own (implemented in child.py).
 EXTRA_PROBES = ("fork-after-parallel",)
+# Variables the intermediate process must not act on itself: renamed for it, restored for
+# the child (a preload that cannot load is the child's outcome, not the intermediate's).
+_SHIM_RENAMED = ("LD_PRELOAD", "LD_DEBUG", "LD_DEBUG_OUTPUT")
+_SHIM_PREFIX = "PYTEST_RUNTIMECONFLICT_SHIM_"
+CHILD_PID_FILE = "child.pid"
+# The child's parent is this small intermediate, not the tool: a step that signals its
+# parent (os.kill(os.getppid(), SIGKILL)) hits it, never the tool. It forwards the signals
+# the tool sends (SIGUSR1 for the stack dump), waits, and ends the way the child ended (same
+# exit code, or the same signal with core dumps off for itself), so the tool sees the
+# child's own status. Standard library only, Python 3.8+.
+SHIM = f"""
+import os, resource, signal, sys
+env = dict(os.environ)
+for key in {_SHIM_RENAMED!r}:
+    value = env.pop({_SHIM_PREFIX!r} + key, None)
+    if value is not None:
+        env[key] = value
+pid = os.fork()
+if pid == 0:
+    try:
+        os.execve(sys.argv[1], sys.argv[1:], env)
+    finally:
+        os._exit(127)
+with open({CHILD_PID_FILE!r}, "w") as fh:
+    fh.write(str(pid))
+def forward(signum, frame):
+    try:
+        os.kill(pid, signum)
+    except OSError:
+        pass
+for name in ("SIGUSR1", "SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT"):
+    signal.signal(getattr(signal, name), forward)
+status = os.waitpid(pid, 0)[1]
+if os.WIFSIGNALED(status):
+    number = os.WTERMSIG(status)
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    if number not in (signal.SIGKILL, signal.SIGSTOP):
+        signal.signal(number, signal.SIG_DFL)
+    os.kill(os.getpid(), number)
+    os._exit(128 + number)
+os._exit(os.WEXITSTATUS(status) if os.WIFEXITED(status) else 1)
+"""
 
 
 class _TailReader(threading.Thread):
@@ -229,10 +273,11 @@ def _execute(spec: RunSpec, python: str, run_dir: str) -> ChildRun:
     started_at = time.time() - 1.0  # create_time has clock-tick resolution
     global _started
     _started += 1
+    _become_subreaper()
     proc = subprocess.Popen(
-        [python, CHILD_SCRIPT, spec_path],
+        [python, "-I", "-S", "-c", SHIM, python, CHILD_SCRIPT, spec_path],
         cwd=run_dir,
-        env=env,
+        env=_shim_environment(env),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -248,8 +293,10 @@ def _execute(spec: RunSpec, python: str, run_dir: str) -> ChildRun:
         timed_out = True
         _dump_python_stacks(proc, fault_path)
     finally:
+        orphaned = _orphaned_child(proc, run_dir)
         kill_tree(proc)
         kill_marked(env[RUN_MARKER], started_at)
+        kill_adopted(started_at)
     duration = time.monotonic() - start
     for reader in readers:
         reader.join(timeout=5)
@@ -260,10 +307,73 @@ def _execute(spec: RunSpec, python: str, run_dir: str) -> ChildRun:
         timed_out=timed_out,
         duration_s=duration,
         stdout=readers[0].text(),
-        stderr=readers[1].text(),
+        stderr=orphaned + readers[1].text(),
         events=read_progress(os.path.join(run_dir, "progress.jsonl")),
         fault_text=_read_tail(fault_path),
     )
+
+
+def _shim_environment(env: dict[str, str]) -> dict[str, str]:
+    """``env`` with the loader's variables renamed (the intermediate restores them)."""
+    shim = {k: v for k, v in env.items() if k not in _SHIM_RENAMED}
+    shim.update({_SHIM_PREFIX + k: env[k] for k in _SHIM_RENAMED if k in env})
+    return shim
+
+
+def _orphaned_child(proc: subprocess.Popen[bytes], run_dir: str) -> str:
+    """A note when the intermediate died by a signal while the child still ran (a step
+    signalled its parent): the child is killed with its group, and the run says why."""
+    if proc.poll() is None or proc.returncode >= 0:
+        return ""
+    try:
+        with open(os.path.join(run_dir, CHILD_PID_FILE)) as fh:
+            child = psutil.Process(int(fh.read()))
+        if child.status() == psutil.STATUS_ZOMBIE:
+            return ""
+    except (OSError, ValueError, psutil.Error):
+        return ""
+    name = signal.Signals(-proc.returncode).name
+    return (
+        f"[pytest-runtimeconflict] the child's parent process was killed by {name} while "
+        "the child still ran (a step signalled its parent, os.getppid()); the child was "
+        "killed\n"
+    )
+
+
+_SUBREAPER = False
+
+
+def _become_subreaper() -> None:
+    """Make this process the subreaper of its descendants (``PR_SET_CHILD_SUBREAPER``): a
+    daemon a step starts that leaves the session and drops the run's marker is re-parented
+    here instead of to init, so :func:`kill_adopted` still finds it."""
+    global _SUBREAPER
+    if _SUBREAPER:
+        return
+    _SUBREAPER = True
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+            log.debug("PR_SET_CHILD_SUBREAPER failed: errno %d", ctypes.get_errno())
+    except (OSError, AttributeError) as exc:
+        log.debug("PR_SET_CHILD_SUBREAPER unavailable: %s", exc)
+
+
+def kill_adopted(since: float) -> None:
+    """SIGKILL and reap the processes this process adopted as subreaper during a run: its
+    descendants started after ``since`` (a run's daemons, whatever their environment).
+    Repeated while new ones appear, so a process that keeps re-forking is caught too."""
+    me = psutil.Process()
+    for _ in range(50):
+        found = []
+        for proc in me.children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                if proc.create_time() >= since:
+                    proc.kill()
+                    found.append(proc)
+        if not found:
+            return
+        psutil.wait_procs(found, timeout=5)
 
 
 def _dump_python_stacks(proc: subprocess.Popen[bytes], fault_path: str) -> None:
@@ -342,3 +452,52 @@ def read_progress(path: str) -> list[JsonObject]:
     except OSError:
         pass
     return events
+
+
+# ---------------------------------------------------------------- termination signals
+
+TERMINATION_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP (CI cancellation, ``timeout``, a closed terminal), raised in the main
+    thread as Ctrl-C's ``KeyboardInterrupt`` is: every cleanup that runs for Ctrl-C (children
+    killed, run folders removed, the partial report written) runs for it too."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"terminated by {signal.Signals(signum).name}")
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        """The shell's convention: 128 + the signal number (143 for SIGTERM, 129 for SIGHUP)."""
+        return 128 + self.signum
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    for number in TERMINATION_SIGNALS:  # a second signal must not cut the cleanup short
+        with contextlib.suppress(ValueError, OSError):
+            signal.signal(number, signal.SIG_IGN)
+    raise Terminated(signum)
+
+
+def handle_termination() -> dict[int, Any]:
+    """Turn SIGTERM and SIGHUP into :class:`Terminated` (main thread only; a signal the
+    process was started with ignored, like ``nohup``'s SIGHUP, stays ignored). Returns the
+    previous handlers for :func:`restore_handlers`."""
+    previous: dict[int, Any] = {}
+    if threading.current_thread() is not threading.main_thread():
+        return previous
+    for number in TERMINATION_SIGNALS:
+        current = signal.getsignal(number)
+        if current in (signal.SIG_DFL, None):
+            previous[number] = current
+            signal.signal(number, _raise_terminated)
+    return previous
+
+
+def restore_handlers(previous: dict[int, Any]) -> None:
+    """Put back the handlers :func:`handle_termination` replaced."""
+    for number, handler in previous.items():
+        with contextlib.suppress(ValueError, OSError, TypeError):
+            signal.signal(number, handler if handler is not None else signal.SIG_DFL)

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_runtimeconflict.errors import InterpreterError, UsageError
+from pytest_runtimeconflict.files.atomic import checked_cache_dir, seal, unseal
 from pytest_runtimeconflict.files.locking import replace_atomically
 from pytest_runtimeconflict.static.paths import real_path
 from pytest_runtimeconflict.static.records import parse_record
@@ -56,31 +57,41 @@ def record_paths(dist):
     text = dist.read_text("RECORD")
     return None if text is None else parse_record(text)
 
-dists = []
+def describe(dist, seen):
+    name = dist.metadata["Name"]
+    if not name or name.lower() in seen:
+        return None
+    seen.add(name.lower())
+    rels = record_paths(dist)
+    if rels is None:
+        rels = [str(f) for f in dist.files or []]
+    base = str(dist.locate_file(""))
+    files = [os.path.normpath(os.path.join(base, r)) for r in rels if is_elf(r)]
+    top = (dist.read_text("top_level.txt") or "").split()
+    if not top:
+        for rel in rels:
+            part = rel.split("/")[0]
+            if part.endswith((".dist-info", ".data", ".libs", ".pth")) or part == "..":
+                continue
+            mod = part.split(".")[0]
+            if mod and mod.isidentifier() and mod not in top and mod != "__pycache__":
+                top.append(mod)
+    return {"name": name, "files": files, "top_level": sorted(top)}
+
+# A distribution whose RECORD or METADATA cannot be decoded is skipped and named, alone.
+dists, broken = [], []
 if metadata is not None:
     seen = set()
     for dist in metadata.distributions(path=dirs):
-        name = dist.metadata["Name"]
-        if not name or name.lower() in seen:
+        try:
+            entry = describe(dist, seen)
+        except ValueError as exc:  # UnicodeDecodeError included
+            broken.append([str(getattr(dist, "_path", "?")), str(exc)[:200]])
             continue
-        seen.add(name.lower())
-        rels = record_paths(dist)
-        if rels is None:
-            rels = [str(f) for f in dist.files or []]
-        base = str(dist.locate_file(""))
-        files = [os.path.normpath(os.path.join(base, r)) for r in rels if is_elf(r)]
-        top = (dist.read_text("top_level.txt") or "").split()
-        if not top:
-            for rel in rels:
-                part = rel.split("/")[0]
-                if part.endswith((".dist-info", ".data", ".libs", ".pth")) or part == "..":
-                    continue
-                mod = part.split(".")[0]
-                if mod and mod.isidentifier() and mod not in top and mod != "__pycache__":
-                    top.append(mod)
-        dists.append({"name": name, "files": files, "top_level": sorted(top)})
+        if entry is not None:
+            dists.append(entry)
 print(json.dumps({"executable": sys.executable, "version": sys.version.split()[0],
-                  "site_dirs": dirs, "distributions": dists}))
+                  "site_dirs": dirs, "distributions": dists, "broken": broken}))
 """
 
 
@@ -149,13 +160,15 @@ class DiscoveryCache:
     The answer is reused only while the interpreter file, ``pyvenv.cfg``, every site dir and
     every ``*.dist-info``/``*.egg-info`` dir in them keep their mtime (installing, upgrading
     or removing a distribution changes the site dir). A listing is reused only while its
-    directory keeps its mtime. Stored as one JSON file per interpreter, replaced atomically."""
+    directory keeps its mtime. Stored as one JSON file per interpreter with a checksum of its
+    content, replaced atomically, in a folder only the user can write."""
 
     def __init__(self, root: Path | None, python: str) -> None:
         self.file = None
+        root = checked_cache_dir(root, "facts cache") if root is not None else None
         if root is not None:
-            digest = hashlib.sha256(os.path.abspath(python).encode()).hexdigest()[:32]
-            self.file = root / "discover-1" / f"{digest}.json"
+            digest = hashlib.sha256(os.fsencode(os.path.abspath(python))).hexdigest()[:32]
+            self.file = root / "discover-2" / f"{digest}.json"
         self.started = time.time_ns()
         self.data: JsonObject = self._load()
         self.dirs: dict[str, list[Any]] = self.data.get("dirs", {})
@@ -166,7 +179,8 @@ class DiscoveryCache:
         if self.file is None:
             return {}
         try:
-            data = json.loads(self.file.read_text())
+            body = unseal(self.file.read_bytes())
+            data = json.loads(body) if body is not None else {}
         except (OSError, ValueError):
             return {}
         return data if isinstance(data, dict) else {}
@@ -199,7 +213,7 @@ class DiscoveryCache:
             site = {}  # an install is under way or just ended: do not trust the answer yet
         data = {"stamps": stamps, "site": site, "answer": answer, "dirs": self.new_dirs}
         try:
-            replace_atomically(self.file, json.dumps(data).encode())
+            replace_atomically(self.file, seal(json.dumps(data).encode()), 0o600)
         except OSError as exc:
             log.debug("cannot write the discovery cache %s: %s", self.file, exc)
 
@@ -289,6 +303,8 @@ def discover_environment(python: str | None = None, cache_dir: Path | None = Non
         data = _query_interpreter(python)
     env = Environment(str(data["executable"]), str(data["version"]), list(data["site_dirs"]))
     owner: dict[str, str] = {}
+    for where, why in data.get("broken", []):
+        log.warning("%s: skipped, its RECORD or METADATA cannot be read (%s)", where, why)
     for dist in data["distributions"]:
         env.distributions[dist["name"]] = list(dist["top_level"])
         for f in dist["files"]:

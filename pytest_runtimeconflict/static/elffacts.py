@@ -8,8 +8,9 @@ Two readers produce the same :class:`ElfFacts`:
 - the fast path (:mod:`.elffast`, used by :func:`read_elf_facts`) reads the ELF header, the
   program headers and ``PT_DYNAMIC``, then the tables the dynamic tags point at, unpacking the
   dynamic symbol table in bulk and decoding only the names a fact needs. It works on any
-  ``Image`` (an mmap of a file, or a wheel member decompressed only as far as needed:
-  :mod:`.wheelmember`);
+  ``Image`` (a file read with ``pread``, never mapped, so a file truncated meanwhile is
+  skipped instead of killing the scan with SIGBUS; or a wheel member decompressed only as far
+  as needed: :mod:`.wheelmember`);
 - the reference path (:func:`read_elf_facts_plain`) walks sections and symbols with pyelftools.
   It is kept so tests can compare both over every object of a real environment.
 """
@@ -17,7 +18,6 @@ Two readers produce the same :class:`ElfFacts`:
 from __future__ import annotations
 
 import logging
-import mmap
 import os
 import stat
 import struct
@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple
 from pytest_runtimeconflict.errors import ElfReadError
 from pytest_runtimeconflict.families import identity_symbol_names
 from pytest_runtimeconflict.model import ElfFacts
-from pytest_runtimeconflict.static.elffast import FACTS_VERSION, FileImage, facts_from_image
+from pytest_runtimeconflict.static.elffast import FACTS_VERSION, DescriptorImage, facts_from_image
 from pytest_runtimeconflict.static.symbols import (
     _LIBSTDCXX_LOCAL_SYMBOL_PREFIXES,
     _LIBSTDCXX_RODATA_STRINGS,
@@ -157,9 +157,9 @@ def _has_hidden_libstdcxx(elf: ELFFile, stream: BinaryIO) -> bool:
 def _file_contains(stream: BinaryIO, offset: int, size: int) -> bool:
     if size <= 0:
         return False
-    with mmap.mmap(stream.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-        end = min(offset + size, len(mm))
-        return any(mm.find(needle, offset, end) >= 0 for needle in _LIBSTDCXX_RODATA_STRINGS)
+    image = DescriptorImage(stream.fileno(), os.fstat(stream.fileno()).st_size)
+    end = min(offset + size, image.size)
+    return any(image.find(needle, offset, end) >= 0 for needle in _LIBSTDCXX_RODATA_STRINGS)
 
 
 def _symbol_facts(elf: ELFFile) -> tuple[list[str], ...]:
@@ -264,8 +264,7 @@ def read_elf_facts(path: str, *, display_path: str | None = None) -> ElfFacts:
             raise ElfReadError(f"{shown}: not a regular file; skipped")
         if os.pread(fd, 4, 0) != b"\x7fELF":
             raise ElfReadError(f"{shown}: not an ELF file (no ELF magic); skipped")
-        with mmap.mmap(fd, 0, access=mmap.ACCESS_READ) as mm:
-            return facts_from_image(FileImage(mm), shown)
+        return facts_from_image(DescriptorImage(fd, os.fstat(fd).st_size), shown)
     except ElfReadError:
         raise
     except (struct.error, ValueError, IndexError, OverflowError) as exc:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import mmap
+import os
 import struct
 from collections.abc import Mapping
 from typing import Any, NamedTuple, Protocol
@@ -78,6 +79,38 @@ class FileImage:
 
     def whole(self) -> FileImage:
         return self
+
+
+class DescriptorImage(FileImage):
+    """An :class:`Image` over an open file read with ``pread``, not mapped: a file truncated
+    while it is read gives a short read (a ``ValueError``, the object is skipped) where a
+    mapping would kill the whole process with SIGBUS."""
+
+    def __init__(self, fd: int, size: int) -> None:
+        self._fd = fd
+        self.size = size
+
+    def read(self, offset: int, length: int) -> bytes:
+        _check_range(offset, length, self.size)
+        data = os.pread(self._fd, length, offset)
+        if len(data) != length:
+            raise ValueError(f"the file shrank while it was read (at {offset:#x})")
+        return data
+
+    def find(self, needle: bytes, start: int, end: int) -> int:
+        end = min(end, self.size)
+        step = max(FIND_CHUNK, 2 * len(needle))
+        for at in range(max(start, 0), end, step - len(needle) + 1):
+            chunk = os.pread(self._fd, min(step, end - at), at)
+            found = chunk.find(needle)
+            if found >= 0:
+                return at + found
+        return -1
+
+
+FIND_CHUNK = 8 << 20
+# Bytes of PT_DYNAMIC read at most: 65,536 64-bit tags (real objects have under 100).
+MAX_DYNAMIC = 1 << 20
 
 
 def _check_range(offset: int, length: int, size: int) -> None:
@@ -185,7 +218,9 @@ def _dynamic(image: Image, hdr: _Header, segments: list[_Segment]) -> _Dynamic:
     if dyn is None:
         return _Dynamic([], b"")
     fmt = hdr.end + ("qQ" if hdr.is64 else "iI")
-    data = image.read(dyn.offset, dyn.filesz - dyn.filesz % struct.calcsize(fmt))
+    # A declared size is not trusted beyond MAX_DYNAMIC: real tables end (DT_NULL) far sooner.
+    length = min(dyn.filesz, MAX_DYNAMIC)
+    data = image.read(dyn.offset, length - length % struct.calcsize(fmt))
     tags = []
     for tag, value in struct.iter_unpack(fmt, data):
         tags.append((tag, value))

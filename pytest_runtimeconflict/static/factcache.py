@@ -12,6 +12,11 @@ most of them, and loading a few large strings is a copy, not half a million obje
 an upgrade never reads old facts. An entry is used only when the file's size, mtime, inode
 and ctime all match, so a rewritten or touched file is read again.
 
+Trust: the cache folder is used only when the current user owns it and no one else can write
+to it (else one warning and no cache, :func:`~pytest_runtimeconflict.files.atomic.checked_cache_dir`);
+a shard carries the sha256 of its content and one that does not match is ignored (its objects
+are read again); shards are written 0600 through a random temporary name, never through a link.
+
 Concurrency (pytest-xdist workers, parallel CI jobs sharing a home): readers never lock; they
 see a complete old or new shard because writers write a temporary file and ``os.replace`` it.
 Writers merge under an ``fcntl.flock`` on ``<shard>.lock`` so no worker's entries are lost.
@@ -29,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_runtimeconflict.families import identity_symbol_names
+from pytest_runtimeconflict.files.atomic import checked_cache_dir, seal, unseal
 from pytest_runtimeconflict.files.locking import file_lock, replace_atomically
 from pytest_runtimeconflict.model import ElfFacts
 from pytest_runtimeconflict.static.elffacts import FACTS_VERSION, LIBSTDCXX_MARKERS
@@ -36,7 +42,7 @@ from pytest_runtimeconflict.vocabulary import env_setting
 
 log = logging.getLogger(__name__)
 
-FORMAT = 3
+FORMAT = 4
 ENV_VAR = "PYTEST_RUNTIMECONFLICT_FACTS_CACHE"
 _FIELDS = tuple(f.name for f in fields(ElfFacts))
 _NFIELDS = len(_FIELDS)
@@ -124,7 +130,8 @@ class FactsCache:
     or the path of a wheel; ``name`` the file name or the wheel member."""
 
     def __init__(self, root: Path | str | None) -> None:
-        self.root = Path(root) / cache_key() if root is not None else None
+        checked = checked_cache_dir(root, "facts cache") if root is not None else None
+        self.root = checked / cache_key() if checked is not None else None
         self._shards: dict[str, dict[str, Entry]] = {}
         self._dirty: dict[str, dict[str, Entry]] = {}
         self.hits = 0
@@ -162,7 +169,7 @@ class FactsCache:
         if self.root is None or not self._dirty:
             return
         try:
-            self.root.mkdir(parents=True, exist_ok=True)
+            self.root.mkdir(mode=0o700, exist_ok=True)
             for container, entries in self._dirty.items():
                 self._write_shard(container, entries)
         except OSError as exc:
@@ -171,7 +178,7 @@ class FactsCache:
 
     def _shard_path(self, container: str) -> Path:
         assert self.root is not None
-        return self.root / (hashlib.sha256(container.encode()).hexdigest()[:32] + ".marshal")
+        return self.root / (hashlib.sha256(os.fsencode(container)).hexdigest()[:32] + ".marshal")
 
     def _shard(self, container: str) -> dict[str, Entry]:
         shard = self._shards.get(container)
@@ -184,7 +191,7 @@ class FactsCache:
         with file_lock(path.with_suffix(".lock")):
             merged = _load(path, container)
             merged.update(entries)
-            replace_atomically(path, marshal.dumps((container, merged)))
+            replace_atomically(path, seal(marshal.dumps((container, merged))), 0o600)
         self._shards[container] = merged
 
 
@@ -204,7 +211,11 @@ def _facts_from_fields(values: tuple[Any, ...]) -> ElfFacts:
 
 def _load(path: Path, container: str) -> dict[str, Entry]:
     try:
-        data = marshal.loads(path.read_bytes())
+        body = unseal(path.read_bytes())
+        if body is None:
+            log.debug("ignoring facts cache shard %s: its checksum does not match", path)
+            return {}
+        data = marshal.loads(body)
     except FileNotFoundError:
         return {}
     except (OSError, ValueError, EOFError, TypeError) as exc:

@@ -4,7 +4,8 @@ unchanged environment does not intersect half a million exported names again.
 What two objects share is a function of their facts, which are a function of the files: the
 cache is valid for one exact set of objects, identified by each file's path, size, mtime,
 inode and ctime (the facts cache's stamp) and the facts format. One file per environment
-(``<facts cache>/interpose-<hash of the paths>.marshal``) holds that identity and the shared
+(``<facts cache>/interpose-<hash of the paths>.marshal``, sealed with a checksum of its
+content, in a folder the user owns: :mod:`pytest_runtimeconflict.files.atomic`) holds that identity and the shared
 names by pair, as indices into one name table; a changed, added or removed file changes the
 identity, and the next scan recomputes and replaces the file. Objects that are not plain files
 (wheel members) switch the cache off for that scan.
@@ -22,13 +23,14 @@ import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from pytest_runtimeconflict.files.atomic import checked_cache_dir, seal, unseal
 from pytest_runtimeconflict.files.locking import replace_atomically
 from pytest_runtimeconflict.model import ObjectInfo
 from pytest_runtimeconflict.static.factcache import cache_key
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1
+FORMAT = 2
 # The names two objects share, by kind, in interpose.KINDS order.
 Shared = tuple[tuple[str, ...], ...]
 
@@ -47,7 +49,11 @@ class Store:
         if self.path is None:
             return
         try:
-            identity, names, entries, pair_list = marshal.loads(self.path.read_bytes())
+            body = unseal(self.path.read_bytes())
+            if body is None:
+                log.debug("ignoring interposition cache %s: checksum mismatch", self.path)
+                return
+            identity, names, entries, pair_list = marshal.loads(body)
             if identity != self.identity:
                 return
             loaded = {
@@ -72,7 +78,7 @@ class Store:
         }
         data = (self.identity, tuple(table), entries, self.pair_list)
         try:
-            replace_atomically(self.path, marshal.dumps(data))
+            replace_atomically(self.path, seal(marshal.dumps(data)), 0o600)
         except OSError as exc:
             log.debug("cannot write the interposition cache %s: %s", self.path, exc)
 
@@ -104,9 +110,11 @@ def _identity(objects: Sequence[ObjectInfo]) -> tuple[str, str] | None:
         except OSError:
             return None
         line = f"{info.path}\0{info.distribution}\n"
-        paths.update(line.encode())
+        paths.update(os.fsencode(line))
         stamps.update(
-            f"{line}{st.st_size} {st.st_mtime_ns} {st.st_ino} {st.st_ctime_ns}\n".encode()
+            f"{line}{st.st_size} {st.st_mtime_ns} {st.st_ino} {st.st_ctime_ns}\n".encode(
+                errors="surrogateescape"
+            )
         )
     return paths.hexdigest()[:24], stamps.hexdigest()
 
@@ -116,6 +124,7 @@ def persisted(root: Path | None, objects: Sequence[ObjectInfo]) -> Iterator[None
     """Within the block, :mod:`.interpose` reads and records shared names in a cache under
     ``root`` (the facts cache's directory) valid for exactly ``objects``; written at the end.
     ``root`` None: no cache."""
+    root = checked_cache_dir(root, "facts cache") if root is not None else None
     identity = _identity(objects) if root is not None else None
     if root is None or identity is None:
         yield

@@ -9,8 +9,11 @@ and ``intel-openmp`` wheels install into ``<prefix>/lib``); they are resolved li
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterable
+
+log = logging.getLogger(__name__)
 
 
 def parse_record(text):  # type: ignore[no-untyped-def]  # runs in the target: 3.8 syntax
@@ -21,7 +24,7 @@ def parse_record(text):  # type: ignore[no-untyped-def]  # runs in the target: 3
         rel = line.rsplit(",", 2)[0] if line.count(",") >= 2 else line
         if rel.startswith('"') and rel.endswith('"'):
             rel = rel[1:-1].replace('""', '"')
-        if rel:
+        if rel and "\0" not in rel:  # a NUL is no file name: the line is damaged
             out.append(rel)
     return out
 
@@ -100,6 +103,9 @@ def _record_index(site: str) -> dict[str, list[tuple[str, str]]]:
                 rels = parse_record(fh.read())
         except OSError:
             continue
+        except ValueError as exc:  # not UTF-8: this distribution alone is skipped
+            log.warning("%s: RECORD skipped, it cannot be decoded (%s)", entry, exc)
+            continue
         for rel in rels:
             index.setdefault(rel.rpartition("/")[2], []).append((rel, name))
     _OWNERS[site] = index
@@ -115,6 +121,6 @@ def dist_name(dist_info: str) -> str:
                     return line.split(":", 1)[1].strip()
                 if not line.strip():
                     break
-    except OSError:
+    except (OSError, ValueError):  # unreadable or not UTF-8: the directory name serves
         pass
     return os.path.basename(dist_info).split("-")[0]

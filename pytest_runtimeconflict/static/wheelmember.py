@@ -22,6 +22,8 @@ SMALL_MEMBER = 4 << 20
 KEEP_HEAD = 64 << 20
 _RAW_CHUNK = 1 << 20
 _OUT_CHUNK = 1 << 20
+# Deflate cannot expand more than 1032:1: a member declaring more than that is lying.
+MAX_DEFLATE_RATIO = 1032
 
 
 class WheelMemberImage:
@@ -106,6 +108,8 @@ class WheelMemberImage:
                         raise ValueError("the compressed member ends early")
                     return out
                 out = self._inflate.decompress(data, _OUT_CHUNK)
+                if self._pos + len(out) > self.size:
+                    raise ValueError(f"the member inflates past its declared {self.size} bytes")
                 if out:
                     return out
         except zlib.error as exc:
@@ -123,6 +127,17 @@ class WheelMemberImage:
             self._spool_map = mmap.mmap(self._spool.fileno(), 0, access=mmap.ACCESS_READ)
             self._whole = FileImage(self._spool_map)
         return self._whole
+
+
+def _check_declared_size(info: zipfile.ZipInfo) -> None:
+    """A deflated member's declared size within what its compressed bytes can hold."""
+    if info.compress_type == zipfile.ZIP_DEFLATED:
+        limit = info.compress_size * MAX_DEFLATE_RATIO + 1024
+        if info.file_size > limit:
+            raise ValueError(
+                f"it declares {info.file_size} bytes, more than its {info.compress_size} "
+                "compressed bytes can hold"
+            )
 
 
 def read_wheel_member_facts(
@@ -145,6 +160,7 @@ def read_wheel_member_facts(
     )
     image: WheelMemberImage | None = None
     try:
+        _check_declared_size(info)
         if streamed:
             image = WheelMemberImage(zf, wheel_path, info, keep_head)
             if image.read(0, min(4, image.size)) != b"\x7fELF":
