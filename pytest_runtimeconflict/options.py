@@ -20,6 +20,19 @@ from pytest_runtimeconflict.planning.variants import parse_variants
 from pytest_runtimeconflict.planning.workloads import parse_user_workloads
 from pytest_runtimeconflict.vocabulary import ANNOTATION_CHOICES, DEFAULT_TIMEOUT, FAIL_ON_CHOICES
 
+# Children's data-memory limit (RLIMIT_DATA): generous by default, so only a runaway
+# allocation hits it, never the tool itself (the limit is set in the child only).
+DEFAULT_MEMORY_LIMIT = "75%"
+MEMORY_LIMIT_HELP = (
+    "Memory each child interpreter may allocate (RLIMIT_DATA, set in the child only): a size "
+    "like 4G or 512M, a percentage of physical RAM (a number and a percent sign; the default "
+    "is 75 percent), or 'none'. A run that hits it is reported with memory_limit_hit and its "
+    "message, and not diagnosed as a runtime conflict."
+)
+# (no percent sign in the help text: argparse %-formats it)
+_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+MIN_MEMORY_LIMIT = 32 * 2**20  # below this no Python interpreter starts
+
 
 @dataclass(frozen=True)
 class OptionDef:
@@ -68,6 +81,13 @@ OPTIONS: tuple[OptionDef, ...] = (
         "same default as `run --timeout` and a scenario file's `timeout`).",
         f"{DEFAULT_TIMEOUT:g}",
         "S",
+    ),
+    OptionDef(
+        "--rc-memory-limit",
+        "runtime_conflicts_memory_limit",
+        MEMORY_LIMIT_HELP,
+        DEFAULT_MEMORY_LIMIT,
+        "SIZE",
     ),
     OptionDef(
         "--rc-python",
@@ -224,6 +244,7 @@ class Settings:
     workloads: tuple[tuple[str, str], ...] = ()  # (module, statement) of --rc-workload
     html: str = ""
     pairs_between: tuple[tuple[str, ...], ...] = ()  # module groups of --rc-pairs-between
+    memory_limit: int | None = None  # bytes of --rc-memory-limit; None: no limit
 
 
 def _where(from_cli: bool) -> str:
@@ -252,6 +273,32 @@ def parse_seconds(flag: str, value: str, where: str) -> float:
             f"invalid {flag} {value!r} ({where}): expected seconds > 0 and <= {MAX_SECONDS}"
         )
     return number
+
+
+def parse_memory_limit(flag: str, value: str, where: str) -> int | None:
+    """Bytes of a size (``4G``, ``512M``, ``1.5G``, ``75%`` of physical RAM) or None for
+    ``none``; a UsageError naming the option, the value and where it came from."""
+    text = str(value).strip().upper().removesuffix("B").removesuffix("I")
+    if text == "NONE":
+        return None
+    number: float = -1.0
+    try:
+        if text.endswith("%") and 0 < float(text[:-1]) <= 100:
+            import psutil
+
+            number = float(text[:-1]) / 100 * psutil.virtual_memory().total
+        elif text and text[-1:] in _UNITS:
+            number = float(text[:-1]) * _UNITS[text[-1]]
+        else:
+            number = float(text)
+    except ValueError:
+        pass
+    if not MIN_MEMORY_LIMIT <= number < 2**62:
+        raise UsageError(
+            f"invalid {flag} {value!r} ({where}): expected a size of at least 32M like 4G or "
+            "512M, a percentage of RAM like 75%, or none"
+        )
+    return int(number)
 
 
 def check_shard(shard: Shard | None, where: str) -> Shard | None:
@@ -405,6 +452,7 @@ def read_settings(get: Callable[[OptionDef], tuple[Any, bool]]) -> Settings:
         variants=parse_variants(*value("--rc-variants")),
         workloads=_workloads(*value("--rc-workload")),
         pairs_between=_groups(*value("--rc-pairs-between")),
+        memory_limit=parse_memory_limit(*value("--rc-memory-limit")),
         **_ci_settings(value),
     )
 

@@ -17,7 +17,12 @@ from pathlib import Path
 
 from pytest_runtimeconflict.errors import UsageError
 from pytest_runtimeconflict.model import Diagnosis, RunResult, RunSpec
-from pytest_runtimeconflict.options import parse_seconds
+from pytest_runtimeconflict.options import (
+    DEFAULT_MEMORY_LIMIT,
+    MEMORY_LIMIT_HELP,
+    parse_memory_limit,
+    parse_seconds,
+)
 from pytest_runtimeconflict.report.jsonreport import report_json, write_report
 from pytest_runtimeconflict.report.text import format_result
 from pytest_runtimeconflict.sandbox.progress import ChildRuns, progress_line
@@ -66,6 +71,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=f"{DEFAULT_TIMEOUT:g}",
         metavar="S",
         help=f"seconds before the run counts as hung (default {DEFAULT_TIMEOUT:g})",
+    )
+    parser.add_argument(
+        "--memory-limit",
+        default=DEFAULT_MEMORY_LIMIT,
+        metavar="SIZE",
+        help=MEMORY_LIMIT_HELP,
     )
     parser.add_argument(
         "--python",
@@ -137,6 +148,7 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
         ld_preload=tuple(args.ld_preload),
         env=parse_env(args.env),
         timeout=parse_timeout(args.timeout),
+        memory_limit=parse_memory_limit("--memory-limit", args.memory_limit, "from command line"),
         python=args.python,
         exercise=not args.no_exercise,
         id=args.id,
@@ -183,7 +195,7 @@ def _run_and_diagnose(
         runs = ChildRuns(run_spec, line, 1 + args.max_runs)
         result = runs(spec, keep_run_dir=args.keep_run_dir)
         done.append(result)
-        if result.outcome == "passed" or args.no_diagnose:
+        if result.outcome == "passed" or args.no_diagnose or result.memory_limit_hit:
             return result, None
         from pytest_runtimeconflict.diagnosis import LATENT_BUDGET, diagnose
 

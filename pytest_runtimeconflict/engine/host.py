@@ -52,12 +52,14 @@ class ItemHost:
         )
 
     def spec(self, steps: Sequence[str], **changes: Any) -> RunSpec:
-        """A RunSpec for ``steps`` with the session's interpreter, timeout and exercising."""
+        """A RunSpec for ``steps`` with the session's interpreter, timeout, exercising and
+        memory limit."""
         base = RunSpec(
             steps=tuple(steps),
             python=self.settings.python,
             timeout=self.settings.timeout,
             exercise=self.settings.exercise,
+            memory_limit=self.settings.memory_limit,
         )
         return dataclasses.replace(base, **changes)
 
@@ -79,6 +81,8 @@ class ItemHost:
         from pytest_runtimeconflict.diagnosis import diagnose
 
         budget = self.settings.max_runs if max_runs is None else max_runs
+        if result.memory_limit_hit:  # out of memory is no conflict: reported as it happened
+            budget, experiments = 0, False
         return diagnose(
             spec,
             result,

@@ -39,6 +39,7 @@ class RunSpec:
     global_imports: tuple[str, ...] = ()
     probes: tuple[str, ...] = ()
     backtrace: bool = True
+    memory_limit: int | None = None  # bytes of RLIMIT_DATA in the child; None: no limit
 
     def to_json(self) -> JsonObject:
         return {
@@ -55,6 +56,7 @@ class RunSpec:
             "global_imports": list(self.global_imports),
             "probes": list(self.probes),
             "backtrace": self.backtrace,
+            "memory_limit": self.memory_limit,
         }
 
 
@@ -156,6 +158,7 @@ class RunResult:
     bindings: tuple[Binding, ...] = ()
     objects: tuple[ObjectInfo, ...] = field(default=(), compare=False, repr=False)
     env_changes: tuple[EnvChange, ...] = ()
+    memory_limit_hit: bool = False  # the child ran out of its --rc-memory-limit
 
     def to_json(self) -> JsonObject:
         """The report record (contract keys first, then the post-mortem extras)."""
@@ -195,6 +198,8 @@ class RunResult:
             "global_imports": list(self.spec.global_imports),
             "probes": list(self.spec.probes),
             "env_changes": [c.to_json() for c in self.env_changes],
+            "memory_limit": self.spec.memory_limit,
+            "memory_limit_hit": self.memory_limit_hit,
         }
 
     def duplicated_families(self) -> tuple[str, ...]:

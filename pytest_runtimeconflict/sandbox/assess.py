@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +31,14 @@ from pytest_runtimeconflict.vocabulary import JsonObject, signal_name
 log = logging.getLogger(__name__)
 
 LOADER_LOG_PREFIX = "ld-debug"
+# What an allocation refused by the child's RLIMIT_DATA looks like in its output: Python's
+# MemoryError, C++'s std::bad_alloc, glibc/libc messages (ENOMEM's text, "out of memory"),
+# and the allocation failures runtimes print before they abort.
+OUT_OF_MEMORY = re.compile(
+    r"MemoryError|std::bad_alloc|Cannot allocate memory|out of memory|"
+    r"(?:failed|unable) to allocate|memory allocation failed",
+    re.IGNORECASE,
+)
 
 
 @dataclass
@@ -149,6 +158,7 @@ def assess(spec: RunSpec, raw: ChildRun) -> RunResult:
         "python_traceback": raw.fault_text.strip() or None,
     }
     fields.update(_outcome(spec, raw, state))
+    fields.update(memory_limit_hit(spec, raw, fields))
     mapped = list(dict.fromkeys(state.seen))
     if fields["outcome"] == "crashed":
         fields.update(_postmortem(raw, mapped, step_libraries, failed_step, spec.backtrace))
@@ -195,16 +205,44 @@ def _could_not_start(spec: RunSpec, raw: ChildRun) -> RunResult:
     """The interpreter (checked beforehand) did not reach the sandbox script: the loader
     refused this run's load mode (an ``LD_PRELOAD`` whose dependencies are not found)."""
     last = (raw.stderr.strip().splitlines() or ["(no output)"])[-1]
+    fields: dict[str, Any] = {
+        "outcome": "could-not-start",
+        "message": f"the interpreter could not start with this run's settings: {last}",
+    }
+    fields.update(memory_limit_hit(spec, raw, fields))
     return RunResult(
         spec=spec,
-        outcome="could-not-start",
+        outcome=fields["outcome"],
+        message=fields["message"],
+        memory_limit_hit=bool(fields.get("memory_limit_hit")),
         returncode=raw.returncode,
         phase="start",
-        message=f"the interpreter could not start with this run's settings: {last}",
         duration_s=raw.duration_s,
         stdout_tail=raw.stdout,
         stderr_tail=raw.stderr,
     )
+
+
+def memory_limit_hit(spec: RunSpec, raw: ChildRun, fields: dict[str, Any]) -> dict[str, Any]:
+    """``memory_limit_hit`` and a message naming the limit when a failing run under a memory
+    limit shows an allocation failure (the outcome stays what happened: failed, crashed)."""
+    if spec.memory_limit is None or fields["outcome"] in ("passed", "hung"):
+        return {}
+    text = "\n".join((str(fields.get("exception_type") or ""), raw.stderr, raw.stdout))
+    if not OUT_OF_MEMORY.search(text):
+        return {}
+    cause = str(fields["message"]).rstrip().rstrip(":")
+    return {
+        "memory_limit_hit": True,
+        "message": f"hit --rc-memory-limit {format_size(spec.memory_limit)}: {cause}",
+    }
+
+
+def format_size(size: int) -> str:
+    """``4.0 GiB``, ``200 MiB``."""
+    if size >= 2**30:
+        return f"{size / 2**30:.1f} GiB"
+    return f"{size / 2**20:.0f} MiB"
 
 
 def _outcome(spec: RunSpec, raw: ChildRun, state: Progress) -> dict[str, Any]:

@@ -88,7 +88,10 @@ CHILD_PID_FILE = "child.pid"
 # parent (os.kill(os.getppid(), SIGKILL)) hits it, never the tool. It forwards the signals
 # the tool sends (SIGUSR1 for the stack dump), waits, and ends the way the child ended (same
 # exit code, or the same signal with core dumps off for itself), so the tool sees the
-# child's own status. Standard library only, Python 3.8+.
+# child's own status. Standard library only, Python 3.8+. A memory limit (RLIMIT_DATA: private
+# writable memory, what allocations use; address space that is only reserved, as GPU runtimes
+# and sanitizers do, is not counted) is set in the forked child only, never in the tool.
+_SHIM_MEMORY_LIMIT = _SHIM_PREFIX + "MEMORY_LIMIT"
 SHIM = f"""
 import os, resource, signal, sys
 env = dict(os.environ)
@@ -96,9 +99,14 @@ for key in {_SHIM_RENAMED!r}:
     value = env.pop({_SHIM_PREFIX!r} + key, None)
     if value is not None:
         env[key] = value
+limit = env.pop({_SHIM_MEMORY_LIMIT!r}, None)
 pid = os.fork()
 if pid == 0:
     try:
+        if limit is not None:
+            hard = resource.getrlimit(resource.RLIMIT_DATA)[1]
+            value = int(limit) if hard == resource.RLIM_INFINITY else min(int(limit), hard)
+            resource.setrlimit(resource.RLIMIT_DATA, (value, value))
         os.execve(sys.argv[1], sys.argv[1:], env)
     finally:
         os._exit(127)
@@ -191,6 +199,8 @@ def validate_spec(spec: RunSpec) -> None:
         raise UsageError("a scenario needs at least one step (a module name or a statement)")
     if not spec.timeout > 0:
         raise UsageError(f"invalid timeout {spec.timeout!r}: expected seconds > 0")
+    if spec.memory_limit is not None and spec.memory_limit <= 0:
+        raise UsageError(f"invalid memory limit {spec.memory_limit!r}: expected bytes > 0")
     if spec.preload_mode not in ("global", "local"):
         raise UsageError(f"invalid preload mode {spec.preload_mode!r}: expected global or local")
     unknown = sorted(set(spec.probes) - set(EXTRA_PROBES))
@@ -277,7 +287,7 @@ def _execute(spec: RunSpec, python: str, run_dir: str) -> ChildRun:
     proc = subprocess.Popen(
         [python, "-I", "-S", "-c", SHIM, python, CHILD_SCRIPT, spec_path],
         cwd=run_dir,
-        env=_shim_environment(env),
+        env=_shim_environment(env, spec.memory_limit),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -313,10 +323,13 @@ def _execute(spec: RunSpec, python: str, run_dir: str) -> ChildRun:
     )
 
 
-def _shim_environment(env: dict[str, str]) -> dict[str, str]:
-    """``env`` with the loader's variables renamed (the intermediate restores them)."""
+def _shim_environment(env: dict[str, str], memory_limit: int | None = None) -> dict[str, str]:
+    """``env`` with the loader's variables renamed (the intermediate restores them) and the
+    child's memory limit (the intermediate sets it in the child and drops the variable)."""
     shim = {k: v for k, v in env.items() if k not in _SHIM_RENAMED}
     shim.update({_SHIM_PREFIX + k: env[k] for k in _SHIM_RENAMED if k in env})
+    if memory_limit is not None:
+        shim[_SHIM_MEMORY_LIMIT] = str(memory_limit)
     return shim
 
 
