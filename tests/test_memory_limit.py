@@ -15,6 +15,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from cbuild import compile_shared
 
 from pytest_runtimeconflict.errors import UsageError
 from pytest_runtimeconflict.model import RunSpec
@@ -57,6 +58,25 @@ def test_child_past_the_limit_is_reported_and_the_tool_is_unaffected() -> None:
     # the limit was the child's only: this process still allocates past it
     assert resource.getrlimit(resource.RLIMIT_DATA) == before
     assert len(bytearray(300 * 2**20)) == 300 * 2**20
+
+
+CXX_HOG = r"""
+#include <cstring>
+char *volatile kept;
+extern "C" void hog(void) {
+    kept = new char[400u << 20];  // uncaught std::bad_alloc: terminate, then SIGABRT
+    std::memset(kept, 1, 400u << 20);
+}
+"""
+
+
+def test_native_bad_alloc_past_the_limit_is_a_crash_that_hit_it() -> None:
+    lib = compile_shared(CXX_HOG, "libhog.so", lang="c++")
+    step = f"import ctypes; ctypes.CDLL({str(lib)!r}).hog()"
+    result = run_spec(RunSpec(steps=(step,), memory_limit=LIMIT, exercise=False, backtrace=False))
+    assert result.outcome == "crashed" and result.signal == "SIGABRT", result.message
+    assert result.memory_limit_hit and "std::bad_alloc" in result.stderr_tail
+    assert result.message.startswith("hit --rc-memory-limit 200 MiB: crashed with SIGABRT")
 
 
 def test_the_limit_is_set_in_the_child() -> None:
