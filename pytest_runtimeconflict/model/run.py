@@ -132,6 +132,9 @@ class RunResult:
     findings: tuple[Finding, ...] = ()
     bindings: tuple[Binding, ...] = ()
     objects: tuple[ObjectInfo, ...] = field(default=(), compare=False, repr=False)
+    # the parent's threads when the fork-after-workload probe forked: tid, comm, and (when
+    # the probe failed and gdb could read them) start_routine and its library
+    threads_at_fork: tuple[JsonObject, ...] = ()
 
     def to_json(self) -> JsonObject:
         """The report record (contract keys first, then the post-mortem extras)."""
@@ -170,6 +173,7 @@ class RunResult:
             "bindings_total": len(self.bindings),
             "global_imports": list(self.spec.global_imports),
             "probes": list(self.spec.probes),
+            "threads_at_fork": [dict(t) for t in self.threads_at_fork],
         }
 
     def duplicated_families(self) -> tuple[str, ...]:

@@ -75,8 +75,10 @@ KEPT_PYTHON_VARIABLES = frozenset(
     }
 )
 STACK_DUMP_WAIT = 2.0
-# Exercise probes a spec may ask for beyond the families' own (implemented in child.py).
-EXTRA_PROBES = ("fork-after-parallel",)
+# Exercise probes a spec may ask for beyond the families' own (implemented in child.py and
+# forked.py): a fork after an OpenMP parallel region; a fork after the steps that runs them
+# again in the forked child; the steps again in a spawned interpreter (its counter-experiment).
+EXTRA_PROBES = ("fork-after-parallel", "fork-after-workload", "spawn-after-workload")
 
 
 class _TailReader(threading.Thread):
