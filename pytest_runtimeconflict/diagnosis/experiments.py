@@ -34,13 +34,16 @@ log = logging.getLogger(__name__)
 
 # At most this many candidates of one family are preloaded (each costs two child runs).
 MAX_CANDIDATES = 2
+# The sandbox's probes that fork after the steps, and the one that spawns instead.
+FORK_PROBES = ("fork-after-workload", "fork-after-parallel")
+SPAWN_PROBE = "spawn-after-workload"
 
 
 def plan_experiments(spec: RunSpec, evidence: Evidence, verdict: Verdict) -> list[Experiment]:
     """The counter-experiments relevant to the failure and the families involved."""
     rule = rule_of(verdict.rule)
     if rule is not None and rule.load_independent:
-        return _unique([e for f in verdict.families for e in _settings(spec, evidence, verdict, f)])
+        return _unique(_fork_settings(spec, evidence, verdict) + _start_method(spec))
     planned = _reverse_order(spec, evidence, verdict)
     if rule is not None and "preload-newest-soname" in rule.experiments and verdict.soname:
         newest = newest_candidate(verdict.soname, verdict.version, evidence)
@@ -50,6 +53,34 @@ def plan_experiments(spec: RunSpec, evidence: Evidence, verdict: Verdict) -> lis
     for family in verdict.families:
         planned += _family_experiments(spec, evidence, verdict, family)
     return _unique(planned)
+
+
+def _fork_settings(spec: RunSpec, evidence: Evidence, verdict: Verdict) -> list[Experiment]:
+    """The settings of the verdict's families; after the fork-after-workload probe also the
+    thread variables of every family the run mapped (each then tried with the real workload,
+    which the probe runs again in the forked child: a package that sizes its own pool is not
+    tamed by a variable it does not read)."""
+    families = list(verdict.families)
+    if FORK_PROBES[0] in spec.probes:
+        families += sorted({family for family, _runtime in evidence.runtimes.values()})
+    return [e for f in dict.fromkeys(families) for e in _settings(spec, evidence, verdict, f)]
+
+
+def _start_method(spec: RunSpec) -> list[Experiment]:
+    """The same steps with the process started by ``multiprocessing``'s 'spawn' method
+    instead of fork: the spawn probe runs the steps again in a spawned interpreter, and no
+    probe forks (a fork-after-workload failure only)."""
+    if FORK_PROBES[0] not in spec.probes:
+        return []
+    probes = (*(p for p in spec.probes if p not in FORK_PROBES), SPAWN_PROBE)
+    return [
+        Experiment(
+            "start the worker processes with multiprocessing.get_context('spawn') (or "
+            "'forkserver') instead of fork",
+            "start_method",
+            dataclasses.replace(spec, probes=probes),
+        )
+    ]
 
 
 def _drop_global(spec: RunSpec) -> list[Experiment]:

@@ -227,7 +227,14 @@ def _outcome(spec: RunSpec, raw: ChildRun, state: Progress) -> dict[str, Any]:
     if hung is not None:  # the fork probe's child was killed after its deadline
         where = f"while exercising the {hung['kind']} probe on {hung['path']} after the steps"
         return {"outcome": "hung", "phase": "exercise", "message": f"{hung['detail']} ({where})"}
-    broken = next((e for e in state.exercised if e.get("kind") in _REPLAYING_PROBES and e.get("status") != "ok"), None)
+    broken = next(
+        (
+            e
+            for e in state.exercised
+            if e.get("kind") in _REPLAYING_PROBES and e.get("status") != "ok"
+        ),
+        None,
+    )
     if broken is not None:  # the steps run again in a forked or spawned process failed there
         return {"outcome": "failed", "phase": "exercise", "message": str(broken["detail"])}
     return {"outcome": "passed", "message": ""}

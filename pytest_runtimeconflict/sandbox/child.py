@@ -454,18 +454,22 @@ def _spawned(spec: dict) -> None:
     _rerun(spec["steps"], tuple(spec.get("global_imports", ())))
 
 
-def workload_probes(spec: dict, progress: Progress, elapsed: float) -> None:
+def workload_probes(spec: dict, progress: Progress, elapsed: float) -> list:
     """The probes that re-run the steps, before the runtime probes (whose own parallel
-    regions must not be what a forked child inherits)."""
-    extra = spec.get("extra", [])
+    regions must not be what a forked child inherits); the extra probes left for
+    :func:`exercise` (no second fork once the steps' own fork failed)."""
+    extra = list(spec.get("extra", []))
     if FORK_WORKLOAD not in extra and SPAWN_WORKLOAD not in extra:
-        return
+        return extra
     helpers = _fork_helpers()
     deadline = helpers.workload_deadline(FORK_DEADLINE, elapsed)
-    if FORK_WORKLOAD in extra:
-        helpers.fork_probe(spec, progress.write, deadline, _rerun, _describe_exception)
+    if FORK_WORKLOAD in extra and not helpers.fork_probe(
+        spec, progress.write, deadline, _rerun, _describe_exception
+    ):
+        extra = [p for p in extra if p != "fork-after-parallel"]
     if SPAWN_WORKLOAD in extra:
         helpers.spawn_probe(spec, progress.write, deadline, _spawned)
+    return extra
 
 
 def _raise_core_limit() -> None:
@@ -524,8 +528,8 @@ def main(argv: list) -> int:
     if not run_steps(spec["steps"], progress, tracker, tuple(spec.get("global_imports", ()))):
         return 1
     if spec.get("exercise", True):
-        workload_probes(spec, progress, time.monotonic() - began)
-        exercise(tracker, progress, spec.get("probes") or DEFAULT_PROBES, spec.get("extra", []))
+        extra = workload_probes(spec, progress, time.monotonic() - began)
+        exercise(tracker, progress, spec.get("probes") or DEFAULT_PROBES, extra)
     progress.write(event="done", new=tracker.new())
     fault_file.flush()
     return 0

@@ -7,6 +7,7 @@ syntax, never imports the plugin.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -20,7 +21,9 @@ from typing import Any, Callable
 GDB_TIMEOUT = 30.0  # seconds gdb may take to attach and walk the stacks
 # glibc's own objects: a thread waiting in a futex there says nothing about whose lock it is.
 LIBC_NAMES = re.compile(r"^(libc|libpthread|libdl|ld-linux[-\w]*|librt|libm)[.-]")
-_FRAME = re.compile(r"^#\d+\s+(?:0x[0-9a-fA-F]+ in )?(?P<func>\S+?) \(.*?\)(?: from (?P<lib>/\S+))?")
+_FRAME = re.compile(
+    r"^#\d+\s+(?:0x[0-9a-fA-F]+ in )?(?P<func>\S+?) \(.*?\)(?: from (?P<lib>/\S+))?"
+)
 _THREAD = re.compile(r"^Thread \d+ .*?\(LWP (?P<tid>\d+)\)")
 # The thread-creation frames below a thread's start routine.
 _START_FRAMES = ("start_thread", "clone", "clone3", "__clone", "__clone3")
@@ -29,7 +32,7 @@ PR_SET_PTRACER, PR_SET_PTRACER_ANY = 0x59616D61, -1
 
 def threads_now() -> list:
     """``[{"tid": 12, "comm": "worker"}, ...]`` for every thread of this process now."""
-    out = []
+    out = []  # type: list
     try:
         tids = sorted(os.listdir("/proc/self/task"), key=int)
     except OSError:
@@ -49,10 +52,8 @@ def allow_tracing(ctypes: Any) -> None:
     the gdb that reads a hanging forked child is its sibling."""
     if ctypes is None:
         return
-    try:
+    with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None).prctl(PR_SET_PTRACER, PR_SET_PTRACER_ANY, 0, 0, 0)
-    except (OSError, AttributeError):
-        pass
 
 
 def wait_for(pid: int, deadline: float) -> int | None:
@@ -195,12 +196,13 @@ def _in_forked_child(spec: dict, report_fd: int, rerun: Callable, describe: Call
 
 def fork_probe(
     spec: dict, write: Callable, deadline: float, rerun: Callable, describe: Callable
-) -> None:
+) -> bool:
     """Fork after the run's steps and run them again in the forked child (``rerun``), as a
     pool of fork-started workers does. The parent's threads at fork time are recorded
     (event ``fork``); a forked child that has not finished within ``deadline`` is read with
     gdb (which library it waits in) and killed; on any failure the parent's threads get their
-    start routines (gdb). Status ``hung``, ``crashed`` or ``failed`` fails the run."""
+    start routines (gdb). Status ``hung``, ``crashed`` or ``failed`` fails the run; returns
+    whether the forked child finished."""
     import ctypes
 
     allow_tracing(ctypes)  # the gdb that reads this process is its own descendant
@@ -221,7 +223,7 @@ def fork_probe(
     if status == 0:
         os.close(read_end)
         write(status="ok", detail=f"the steps ran again in a forked child ({at_fork})", **end)
-        return
+        return True
     if status is None:
         end.update(_hang(pid, deadline, at_fork))
     else:
@@ -232,13 +234,15 @@ def fork_probe(
             f"again{': ' + raised if raised else ''}; {at_fork}"
         )
     os.close(read_end)
-    write(event="fork", probe=FORK_WORKLOAD, threads=with_start_routines(threads, gdb_stacks(os.getpid())))
+    described = with_start_routines(threads, gdb_stacks(os.getpid()))
+    write(event="fork", probe=FORK_WORKLOAD, threads=described)
     write(**end)
+    return False
 
 
 def _hang(pid: int, deadline: float, at_fork: str) -> dict:
     """The forked child's stack (gdb) and the end event's fields; the child is killed."""
-    frames = next(iter(thread_frames(gdb_stacks(pid)).values()), [])
+    frames = next(iter(thread_frames(gdb_stacks(pid)).values()), [])  # type: list
     kill(pid)
     waiting = waiting_library(frames)
     inside = f" (it waits in {waiting})" if waiting else ""
