@@ -7,6 +7,7 @@ avoids it; OMP_NUM_THREADS=1, tried because the library maps libgomp, does not).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -77,6 +78,16 @@ static PyMethodDef methods[] = {{"compute", compute, METH_NOARGS, ""}, {NULL, NU
 static struct PyModuleDef def = {PyModuleDef_HEAD_INIT, "%(name)s", "", -1, methods};
 PyMODINIT_FUNC PyInit_%(name)s(void) { return PyModule_Create(&def); }
 """
+# A library whose fork handler starts an idle thread in the child (as OpenBLAS restarts its
+# thread server): the forked child then has two threads, and only the one that forked shows
+# where the steps wait.
+IDLE_AFTER_FORK = r"""
+#include <pthread.h>
+#include <unistd.h>
+static void *idle_loop(void *arg) { for (;;) pause(); return arg; }
+static void restart(void) { pthread_t t; pthread_create(&t, 0, idle_loop, 0); }
+__attribute__((constructor)) static void setup(void) { pthread_atfork(0, 0, restart); }
+"""
 PROBE = "fork-after-workload"
 
 
@@ -129,6 +140,19 @@ def test_a_pool_that_does_not_survive_fork_hangs_the_forked_child(built: Path) -
     assert result.to_json()["threads_at_fork"][0]["tid"] > 0
     # a probe's hang is not the same failure as a run that times out
     assert failure_signature(result) == ("hung", "fork-child:did-not-finish")
+
+
+def test_the_forked_childs_own_thread_names_where_it_waits(built: Path) -> None:
+    idle = compile_shared(IDLE_AFTER_FORK, "librcidle.so", flags=("-pthread",))
+    base = spec_of(built, "rcpool")
+    spec = dataclasses.replace(
+        base, steps=(f"import ctypes; ctypes.CDLL({str(idle)!r})", *base.steps)
+    )
+    result = run_spec(spec)
+    assert result.outcome == "hung"
+    probe = result.exercised[0]
+    assert probe["path"] == str(built / ("rcpool" + extension_suffix()))
+    assert not any("idle_loop" in frame for frame in probe["frames"])
 
 
 def test_a_library_that_joins_its_threads_passes(built: Path) -> None:

@@ -90,8 +90,8 @@ def failure_signature(result: RunResult) -> tuple[str, ...]:
 
     Crashes compare the signal (and mechanism markers such as ``OMP: Error #15``); errors the
     exception type and the key text (a missing version, an undefined symbol, else the
-    message without paths and addresses); hangs only the outcome; latent runs the duplicated
-    runtime families.
+    message without paths and addresses); hangs the outcome (and which probe's forked child
+    hung, if one did); latent runs the duplicated runtime families.
     """
     outcome = result.outcome
     markers = failure_markers(text_of(result))

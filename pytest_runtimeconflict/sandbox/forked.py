@@ -241,8 +241,11 @@ def fork_probe(
 
 
 def _hang(pid: int, deadline: float, at_fork: str) -> dict:
-    """The forked child's stack (gdb) and the end event's fields; the child is killed."""
-    frames = next(iter(thread_frames(gdb_stacks(pid)).values()), [])  # type: list
+    """The forked child's stack (gdb) and the end event's fields; the child is killed. The
+    stack is its main thread's (the one that forked and ran the steps again): a library's
+    fork handler may have started new threads in the child, idle ones."""
+    stacks = thread_frames(gdb_stacks(pid))
+    frames = stacks.get(pid) or next(iter(stacks.values()), [])  # type: list
     kill(pid)
     waiting = waiting_library(frames)
     inside = f" (it waits in {waiting})" if waiting else ""
