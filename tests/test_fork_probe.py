@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from cbuild import compile_shared, extension_suffix, python_extension_flags
+from test_repro_kinds import check_reproducer
 from test_rules import SYSTEM_LIBGOMP
 
 from pytest_runtimeconflict.diagnosis import diagnose
@@ -153,6 +154,13 @@ def test_the_forked_childs_own_thread_names_where_it_waits(built: Path) -> None:
     probe = result.exercised[0]
     assert probe["path"] == str(built / ("rcpool" + extension_suffix()))
     assert not any("idle_loop" in frame for frame in probe["frames"])
+
+
+def test_the_reproducer_forks_after_the_steps(tmp_path: Path, built: Path) -> None:
+    """Written from the run's entry, verified by the tool and run as a user would: it runs
+    the steps, forks, runs them again in the forked child and reports its hang."""
+    data = check_reproducer(tmp_path, spec_of(built, "rcpool"), "hang")
+    assert [PROBE, str(built / ("rcpool" + extension_suffix()))] in data["probes"]
 
 
 def test_a_library_that_joins_its_threads_passes(built: Path) -> None:
