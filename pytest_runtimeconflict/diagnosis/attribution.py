@@ -11,6 +11,7 @@ from collections.abc import Iterable, Sequence
 
 from pytest_runtimeconflict.diagnosis.candidates import newest_candidate
 from pytest_runtimeconflict.diagnosis.evidence import _LIBC_NAMES, describe
+from pytest_runtimeconflict.diagnosis.forked import fork_verdict
 from pytest_runtimeconflict.diagnosis.interposition import verdict as interposition_verdict
 from pytest_runtimeconflict.diagnosis.signature import _VERSION_NOT_FOUND, exception_type_of
 from pytest_runtimeconflict.model import Evidence, Finding, LibraryRole, ObjectInfo, Verdict
@@ -31,7 +32,7 @@ def attribute(evidence: Evidence) -> Verdict:
     shadow = _version_shadow(evidence) or _missing_library(evidence)
     if shadow is not None:
         return shadow
-    forked = _fork_after_openmp(evidence)
+    forked = fork_verdict(evidence, _verdict) or _fork_after_openmp(evidence)
     if forked is not None:
         return forked
     bound = interposition_verdict(evidence, _verdict, lambda p: _label(p, evidence))

@@ -53,6 +53,9 @@ ENVIRONMENT_RULE = "environment-rewritten"
 
 # Per planned module, its workload steps (the plan's table: ``Plan.workloads``).
 Workloads = tuple[tuple[str, tuple[str, ...]], ...]
+# The sandbox's probes that fork after the steps, and the one that spawns instead.
+FORK_PROBES = ("fork-after-workload", "fork-after-parallel")
+SPAWN_PROBE = "spawn-after-workload"
 
 
 def plan_experiments(
@@ -90,8 +93,8 @@ def _changes(spec: RunSpec, evidence: Evidence, verdict: Verdict) -> list[Experi
     rule = rule_of(verdict.rule)
     restores = [experiment for _change, experiment in _restores(spec, evidence)]
     if rule is not None and rule.load_independent:
-        settings = [e for f in verdict.families for e in _settings(spec, evidence, verdict, f)]
-        return restores + settings
+        fork = _fork_settings(spec, evidence, verdict) + _start_method(spec)
+        return restores + fork
     planned = restores + _reverse_order(spec, evidence, verdict)
     if rule is not None and "preload-newest-soname" in rule.experiments and verdict.soname:
         newest = newest_candidate(verdict.soname, verdict.version, evidence)
@@ -220,6 +223,34 @@ def _library_stem(path: str) -> str | None:
     name = os.path.basename(path)
     match = _VENDORED.match(name)
     return match.group(1) if match and ".cpython-" not in name else None
+
+
+def _fork_settings(spec: RunSpec, evidence: Evidence, verdict: Verdict) -> list[Experiment]:
+    """The settings of the verdict's families; after the fork-after-workload probe also the
+    thread variables of every family the run mapped (each then tried with the real workload,
+    which the probe runs again in the forked child: a package that sizes its own pool is not
+    tamed by a variable it does not read)."""
+    families = list(verdict.families)
+    if FORK_PROBES[0] in spec.probes:
+        families += sorted({family for family, _runtime in evidence.runtimes.values()})
+    return [e for f in dict.fromkeys(families) for e in _settings(spec, evidence, verdict, f)]
+
+
+def _start_method(spec: RunSpec) -> list[Experiment]:
+    """The same steps with the process started by ``multiprocessing``'s 'spawn' method
+    instead of fork: the spawn probe runs the steps again in a spawned interpreter, and no
+    probe forks (a fork-after-workload failure only)."""
+    if FORK_PROBES[0] not in spec.probes:
+        return []
+    probes = (*(p for p in spec.probes if p not in FORK_PROBES), SPAWN_PROBE)
+    return [
+        Experiment(
+            "start the worker processes with multiprocessing.get_context('spawn') (or "
+            "'forkserver') instead of fork",
+            "start_method",
+            dataclasses.replace(spec, probes=probes),
+        )
+    ]
 
 
 def _drop_global(spec: RunSpec) -> list[Experiment]:

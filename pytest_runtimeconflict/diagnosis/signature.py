@@ -26,6 +26,13 @@ _TERMINATE = re.compile(r"terminate called after throwing an instance of '([^']+
 _STATIC_TLS = re.compile(r"cannot allocate memory in static TLS block")
 
 
+# What the probes that run the steps again in another process report (sandbox/forked.py).
+_REPLAY_PROBE = re.compile(
+    r"(?P<probe>fork|spawn)-after-workload probe: the (?:forked child|spawned process) "
+    r"(?P<how>did not finish|killed by \w+|exited with status \d+|ended with exit code -?\d+)"
+)
+
+
 _UNDEFINED_SYMBOL = re.compile(r"undefined symbol: (\S+)")
 _MISSING_LIBRARY = re.compile(r"([\w.+-]+\.so[\w.]*): cannot open shared object file")
 
@@ -56,6 +63,10 @@ def failure_markers(text: str) -> tuple[str, ...]:
     markers.update(f"missing:{m.group(1)}" for m in _MISSING_LIBRARY.finditer(text))
     if _STATIC_TLS.search(text):
         markers.add("static-tls")
+    markers.update(
+        f"{m.group('probe')}-child:{m.group('how').replace(' ', '-')}"
+        for m in _REPLAY_PROBE.finditer(text)
+    )
     return tuple(sorted(markers))
 
 
@@ -79,8 +90,8 @@ def failure_signature(result: RunResult) -> tuple[str, ...]:
 
     Crashes compare the signal (and mechanism markers such as ``OMP: Error #15``); errors the
     exception type and the key text (a missing version, an undefined symbol, else the
-    message without paths and addresses); hangs only the outcome; latent runs the duplicated
-    runtime families.
+    message without paths and addresses); hangs the outcome (and which probe's forked child
+    hung, if one did); latent runs the duplicated runtime families.
     """
     outcome = result.outcome
     markers = failure_markers(text_of(result))
@@ -91,7 +102,8 @@ def failure_signature(result: RunResult) -> tuple[str, ...]:
         return (outcome, exception_type_of(result) or "?", *key_text)
     if outcome == "latent":
         return (outcome, *result.duplicated_families())
-    return (outcome,)
+    # a hang of a probe's forked child is another failure than a hang of the run itself
+    return (outcome, *(m for m in markers if m.startswith(("fork-child:", "spawn-child:"))))
 
 
 def fails_same_way(result: RunResult, reference: tuple[str, ...]) -> bool:

@@ -62,8 +62,9 @@ def block(rule: Rule) -> str:
 def _experiments_text(rule: Rule, experiments: str) -> str:
     if rule.load_independent:
         return (
-            "counter-experiments: the families' thread and environment settings only (the "
-            "failure does not depend on load order or mode)"
+            "counter-experiments: the families' thread and environment settings, and after the "
+            "fork-after-workload probe the spawn start method, each with the real workload "
+            "(the failure does not depend on load order or mode)"
         )
     return (
         "counter-experiments: the reverse order, the families' own"

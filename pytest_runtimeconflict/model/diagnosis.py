@@ -12,7 +12,7 @@ from pytest_runtimeconflict.model.facts import Finding, ObjectInfo
 from pytest_runtimeconflict.model.run import Binding, RunResult, RunSpec
 from pytest_runtimeconflict.vocabulary import JsonObject
 
-KINDS = ("order", "load_mode", "preload", "ld_preload", "env")
+KINDS = ("order", "load_mode", "preload", "ld_preload", "env", "start_method")
 CONFIDENCES = ("high", "medium", "low")
 
 

@@ -159,6 +159,9 @@ class RunResult:
     objects: tuple[ObjectInfo, ...] = field(default=(), compare=False, repr=False)
     env_changes: tuple[EnvChange, ...] = ()
     memory_limit_hit: bool = False  # the child ran out of its --rc-memory-limit
+    # the parent's threads when the fork-after-workload probe forked: tid, comm, and (when
+    # the probe failed and gdb could read them) start_routine and its library
+    threads_at_fork: tuple[JsonObject, ...] = ()
 
     def to_json(self) -> JsonObject:
         """The report record (contract keys first, then the post-mortem extras)."""
@@ -200,6 +203,7 @@ class RunResult:
             "env_changes": [c.to_json() for c in self.env_changes],
             "memory_limit": self.spec.memory_limit,
             "memory_limit_hit": self.memory_limit_hit,
+            "threads_at_fork": [dict(t) for t in self.threads_at_fork],
         }
 
     def duplicated_families(self) -> tuple[str, ...]:

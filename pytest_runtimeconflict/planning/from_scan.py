@@ -390,9 +390,12 @@ def build_plan(
     t = min(strength, len(modules)) if modules else 0
     sequences = tuple(tuple(s) for s in plan_sequences(modules, t)) if t else ()
     auto = built_in(requests)
+    user = tuple(workloads)
+    table = workload_steps(modules, user, catalogue=auto)
     items: list[PlannedItem] = []
     if auto and context.scanned:
-        items += target_items(context) + (fork_items(context) if exercise else [])
+        forks = fork_items(context, (m for m, _ in table)) if exercise else []
+        items += target_items(context) + forks
     for index, seq in enumerate(sequences):
         name = sequence_name(seq, index) if auto else ">".join(seq)
         items.append(PlannedItem(name, "sequence", (PlannedRun(seq),)))
@@ -401,7 +404,6 @@ def build_plan(
     _check_unique(items)
     if between:
         items = [item for item in items if meets_every_group(item, between)]
-    user = tuple(workloads)
     notes = tuple(
         f"--rc-workload for {m}: not a planned module, not run" for m in unplanned(modules, user)
     )
@@ -410,7 +412,7 @@ def build_plan(
         strength=t,
         sequences=sequences,
         items=tuple(items),
-        workloads=workload_steps(modules, user, catalogue=auto),
+        workloads=table,
         notes=notes,
         context=context,
     )

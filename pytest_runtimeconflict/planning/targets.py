@@ -1,5 +1,5 @@
 """Finding-driven targets: short sequences of their own for the modules a static finding names,
-and the fork probe on each module that maps an OpenMP runtime.
+and the fork probes: per module that maps an OpenMP runtime or has a workload.
 
 Inside a long covering sequence a pair is not tested on its own terms: an earlier module may
 already have loaded the library the pair's conflict needs (a ``libstdc++.so.6`` already loaded
@@ -31,6 +31,7 @@ GLOBAL_RULES = frozenset(
 )
 MAX_PAIRS = 3  # pairs per finding (each costs two to four child runs)
 FORK_PROBE = "fork-after-parallel"
+WORKLOAD_FORK_PROBE = "fork-after-workload"
 
 # What makes a finding of this family show at run time, for "not reproduced" texts.
 _HINTS = {
@@ -133,18 +134,31 @@ def _target_runs(
     return tuple(runs)
 
 
-def fork_items(context: PlanContext) -> list[PlannedItem]:
-    """The fork probe once per planned module that maps an OpenMP runtime: through its
-    extensions' closures, or by what ``import module`` maps (a library loaded with ``ctypes``
-    and the system runtime it needs). Per module, not per runtime file: two distributions'
-    copies of one file name are two copies, and each module's own workload (run before the
-    probe) is what starts its runtime's thread pool."""
-    modules = {m for m, paths in context.openmp_maps if paths}
-    modules |= {u for lib in context.runtimes if lib.family == "openmp" for u in lib.users}
-    return [
-        PlannedItem(f"fork:{m}", "fork", (PlannedRun((m,), PLAIN),), probes=(FORK_PROBE,))
-        for m in sorted(modules & set(context.modules))
-    ]
+def fork_items(context: PlanContext, workload_modules: Iterable[str] = ()) -> list[PlannedItem]:
+    """One fork item per planned module that maps an OpenMP runtime or has a workload.
+
+    A module that maps an OpenMP runtime (through its extensions' closures, or by what
+    ``import module`` maps: a library loaded with ``ctypes`` and the system runtime it needs)
+    gets the OpenMP probe (a parallel region, fork, a parallel region in the child); per
+    module, not per runtime file: two distributions' copies of one file name are two copies.
+    A module with a workload (catalogue, pyproject or ``--rc-workload``) gets the workload
+    probe (its steps run again in a child forked after them: any library's threads, not only
+    an OpenMP pool), first; one item runs both when both apply."""
+    openmp = {m for m, paths in context.openmp_maps if paths}
+    openmp |= {u for lib in context.runtimes if lib.family == "openmp" for u in lib.users}
+    planned = set(context.modules)
+    with_workload = set(workload_modules) & planned
+    items = []
+    for module in sorted((openmp & planned) | with_workload):
+        probes = tuple(
+            probe
+            for probe, wanted in ((WORKLOAD_FORK_PROBE, with_workload), (FORK_PROBE, openmp))
+            if module in wanted
+        )
+        items.append(
+            PlannedItem(f"fork:{module}", "fork", (PlannedRun((module,), PLAIN),), probes=probes)
+        )
+    return items
 
 
 def reproduces(finding: Finding, entry: RunEntry) -> bool:

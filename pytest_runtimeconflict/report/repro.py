@@ -239,7 +239,7 @@ def deadline(entry: Entry) -> float:
     seconds = float(entry.get("duration_s") or 0)
     if run.get("outcome") == "hung" and run.get("phase") != "exercise":
         return float(max(1, math.ceil(seconds)))
-    forks = sum(1 for kind, _ in _probes(entry) if kind == "fork")
+    forks = sum(1 for kind, _ in _probes(entry) if kind in ("fork", "fork-after-workload"))
     return float(max(MIN_DEADLINE, math.ceil(4 * seconds)) + forks * FORK_DEADLINE)
 
 

@@ -16,8 +16,8 @@ conflict reproduced, 0 when it did not, 2 when it could not start the run (a lin
 itself once with the run's environment when the marker variable is not set, ``dlopen``s the
 preloads with their mode, runs each step as the sandbox's child does (an import step with
 ``RTLD_GLOBAL | RTLD_NOW`` when the run imported it globally), then the probes. Its exit
-status: the crash's own signal; 1 when a step raised (traceback on stderr); 4 when the fork
-probe's child hung; 5 when a latent run's copies are mapped at once; 0 when all ran.
+status: the crash's own signal; 1 when a step raised (traceback on stderr); 4 when a fork
+probe's child hung (the OpenMP probe's, or the steps run again after a fork); 5 when a latent run's copies are mapped at once; 0 when all ran.
 """
 
 # ruff: noqa: I001
@@ -117,6 +117,37 @@ def mapped_copies(spec):  # type: (dict) -> list
     return [p for p in spec["expected"]["copies"] if os.path.realpath(p) in mapped]
 
 
+FORK_STEPS, FORK_STEPS_CAP = "fork-after-workload", 30.0
+
+
+def probe_fork_steps(spec, elapsed):  # type: (dict, float) -> str
+    """Fork after the steps and run them again in the forked child, which must end within
+    the fork deadline plus twice the steps' time (at most ``FORK_STEPS_CAP`` s), as the
+    sandbox's fork-after-workload probe does."""
+    deadline = min(spec["fork_deadline"] + 2 * elapsed, FORK_STEPS_CAP)
+    pid = os.fork()
+    if pid == 0:  # the forked child never returns into Python's normal flow
+        code = 3
+        try:
+            run_steps(spec)
+            code = 0
+        finally:
+            os._exit(code)
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            if status != 0:
+                raise RuntimeError(f"the forked child ended with wait status {status}")
+            return "the steps ran again in a forked child: ok"
+        time.sleep(0.02)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    raise ForkHang(
+        f"the forked child did not finish running the steps again within {deadline:.1f} s"
+    )
+
+
 def run_here(spec):  # type: (dict) -> int
     """Run the conflict in this process (see the module text for the exit status)."""
     if spec["marker"] not in os.environ:
@@ -125,14 +156,19 @@ def run_here(spec):  # type: (dict) -> int
     sys.path[0] = os.getcwd()  # as in the sandbox: the directory it is run from comes first
     faulthandler.enable(all_threads=True)
     faulthandler.register(signal.SIGUSR1, all_threads=True, chain=False)
+    began = time.monotonic()
     try:
         preload_all(spec)
         run_steps(spec)
     except BaseException:
         return EXIT_RAISED
+    elapsed = time.monotonic() - began
     for kind, path in spec["probes"]:
         say_probe(f"calling into the {kind} runtime {path}")
         try:
+            if kind == FORK_STEPS:
+                say_probe(probe_fork_steps(spec, elapsed))
+                continue
             say_probe(run_probe(kind, path, spec["fork_deadline"]))
         except ForkHang as exc:
             say_probe("hang: " + str(exc))

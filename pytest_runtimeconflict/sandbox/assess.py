@@ -120,6 +120,9 @@ def _replay_exercise(state: Progress, ev: JsonObject) -> None:
     record = state.exercised[-1]
     record["status"] = ev.get("status")
     record["detail"] = ev.get("detail") or ev.get("message", "")
+    for key in ("frames", "path"):  # the fork-after-workload probe: where its child waits
+        if ev.get(key):
+            record[key] = ev[key]
 
 
 def _where(spec: RunSpec, state: Progress) -> str:
@@ -166,6 +169,7 @@ def assess(spec: RunSpec, raw: ChildRun) -> RunResult:
     fields["step_libraries"] = tuple(tuple(s) for s in step_libraries)
     fields["exercised"] = tuple(state.exercised)
     fields["env_changes"] = tuple(state.env_changes)
+    fields["threads_at_fork"] = threads_at_fork(raw.events)
     fields.update(_describe(fields))
     if spec.trace_bindings:
         fields["bindings"] = _bindings(raw, fields["objects"])
@@ -274,7 +278,28 @@ def _outcome(spec: RunSpec, raw: ChildRun, state: Progress) -> dict[str, Any]:
     if hung is not None:  # the fork probe's child was killed after its deadline
         where = f"while exercising the {hung['kind']} probe on {hung['path']} after the steps"
         return {"outcome": "hung", "phase": "exercise", "message": f"{hung['detail']} ({where})"}
+    broken = next(
+        (
+            e
+            for e in state.exercised
+            if e.get("kind") in _REPLAYING_PROBES and e.get("status") != "ok"
+        ),
+        None,
+    )
+    if broken is not None:  # the steps run again in a forked or spawned process failed there
+        return {"outcome": "failed", "phase": "exercise", "message": str(broken["detail"])}
     return {"outcome": "passed", "message": ""}
+
+
+# Probes that run the steps again in another process (child.py): their failure fails the run.
+_REPLAYING_PROBES = ("fork-after-workload", "spawn-after-workload")
+
+
+def threads_at_fork(events: list[JsonObject]) -> tuple[JsonObject, ...]:
+    """The parent's threads when the fork-after-workload probe forked (its last ``fork``
+    event: with their start routines when the probe failed and gdb could read them)."""
+    last = next((e for e in reversed(events) if e.get("event") == "fork"), None)
+    return tuple(dict(t) for t in (last or {}).get("threads") or ())
 
 
 def _postmortem(

@@ -22,6 +22,7 @@ import os
 import re
 import signal
 import sys
+import time
 from typing import IO, Any
 
 MAGIC = b"\x7fELF"
@@ -51,6 +52,9 @@ LOCALE_FACETS = (
     ("collate<char>", "_ZSt9use_facetISt7collateIcEERKT_RKSt6locale"),
 )
 FORK_DEADLINE = 6.0  # seconds a forked child may take for one parallel region
+# The probes that re-run the run's steps after them (forked.py): in a forked child (what
+# fork-based multiprocessing does) or in a spawned interpreter (its counter-experiment).
+FORK_WORKLOAD, SPAWN_WORKLOAD = "fork-after-workload", "spawn-after-workload"
 
 _elf_cache = {}  # type: dict
 
@@ -489,6 +493,54 @@ def exercise(
         _exercise_one(ctypes, path, progress, probes, extra)
 
 
+def _fork_helpers() -> Any:
+    """``forked.py`` beside this file (loaded by path: the package is not importable here)."""
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "forked.py")
+    spec = importlib.util.spec_from_file_location("_rc_sandbox_forked", path)
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+def _rerun(steps: list, global_imports: tuple) -> None:
+    """Every step again in a fresh namespace: imports are found in ``sys.modules`` (nothing
+    is loaded again), statements (the workloads) run again."""
+    namespace = {"__name__": "__rc_steps__"}  # type: dict
+    for index, step in enumerate(steps):
+        run_step(step, index, namespace, global_imports)
+
+
+def _spawned(spec: dict) -> None:
+    """The spawn probe's process (a fresh interpreter): the run's preloads and steps."""
+    if spec.get("preload"):
+        import ctypes
+
+        mode = ctypes.RTLD_GLOBAL if spec.get("preload_mode", "global") == "global" else 0
+        for lib in spec["preload"]:
+            ctypes.CDLL(lib, mode=mode)
+    _rerun(spec["steps"], tuple(spec.get("global_imports", ())))
+
+
+def workload_probes(spec: dict, progress: Progress, elapsed: float) -> list:
+    """The probes that re-run the steps, before the runtime probes (whose own parallel
+    regions must not be what a forked child inherits); the extra probes left for
+    :func:`exercise` (no second fork once the steps' own fork failed)."""
+    extra = list(spec.get("extra", []))
+    if FORK_WORKLOAD not in extra and SPAWN_WORKLOAD not in extra:
+        return extra
+    helpers = _fork_helpers()
+    deadline = helpers.workload_deadline(FORK_DEADLINE, elapsed)
+    if FORK_WORKLOAD in extra and not helpers.fork_probe(
+        spec, progress.write, deadline, _rerun, _describe_exception
+    ):
+        extra = [p for p in extra if p != "fork-after-parallel"]
+    if SPAWN_WORKLOAD in extra:
+        helpers.spawn_probe(spec, progress.write, deadline, _spawned)
+    return extra
+
+
 def _raise_core_limit() -> None:
     """Allow a core dump of this process only (the parent's limit is untouched)."""
     try:
@@ -539,14 +591,16 @@ def main(argv: list) -> int:
         exe=_own_executable(),
         new=tracker.new(),
     )
+    began = time.monotonic()
     if not preload(spec.get("preload", []), spec.get("preload_mode", "global"), progress, tracker):
         return 1
     env = EnvTracker(tracker, progress)
     if not run_steps(spec["steps"], progress, tracker, env, tuple(spec.get("global_imports", ()))):
         return 1
     if spec.get("exercise", True):
+        extra = workload_probes(spec, progress, time.monotonic() - began)
         probes = spec.get("probes") or DEFAULT_PROBES
-        exercise(tracker, progress, probes, spec.get("extra", []), env.own_ctypes)
+        exercise(tracker, progress, probes, extra, env.own_ctypes)
     progress.write(event="done", new=tracker.new())
     fault_file.flush()
     return 0

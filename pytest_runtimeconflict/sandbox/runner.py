@@ -77,8 +77,10 @@ KEPT_PYTHON_VARIABLES = frozenset(
 )
 STACK_DUMP_WAIT = 2.0
 PR_SET_CHILD_SUBREAPER = 36
-# Exercise probes a spec may ask for beyond the families' own (implemented in child.py).
-EXTRA_PROBES = ("fork-after-parallel",)
+# Exercise probes a spec may ask for beyond the families' own (implemented in child.py and
+# forked.py): a fork after an OpenMP parallel region; a fork after the steps that runs them
+# again in the forked child; the steps again in a spawned interpreter (its counter-experiment).
+EXTRA_PROBES = ("fork-after-parallel", "fork-after-workload", "spawn-after-workload")
 # Variables the intermediate process must not act on itself: renamed for it, restored for
 # the child (a preload that cannot load is the child's outcome, not the intermediate's).
 _SHIM_RENAMED = ("LD_PRELOAD", "LD_DEBUG", "LD_DEBUG_OUTPUT")

@@ -1,7 +1,8 @@
 """Static rules: findings from ELF facts and the loader model, driven by the rule registry.
 
-Each theme module (:mod:`.runtimes`, :mod:`.libstdcxx`, :mod:`.cxx`, :mod:`.loading`) holds its
-detectors and registers one :class:`~.registry.Rule` per rule id; this module runs them.
+Each theme module (:mod:`.runtimes`, :mod:`.libstdcxx`, :mod:`.cxx`, :mod:`.loading`,
+:mod:`.fork`) holds its detectors and registers one :class:`~.registry.Rule` per rule id; this
+module runs them.
 
 :func:`evaluate` works on an environment: a runtime object counts when it is *reachable*, i.e.
 in the DT_NEEDED closure of at least one extension module. :func:`findings_for_mapped` works on
@@ -20,6 +21,7 @@ from pytest_runtimeconflict.static.objects import FactsReader, info_of
 from pytest_runtimeconflict.static.rules import (  # noqa: F401  (each registers its rules)
     cxx,
     environment,
+    fork,
     interposition,
     libstdcxx,
     loading,
