@@ -113,16 +113,10 @@ class MapTracker:
 
 
 class EnvTracker:
-    """Which environment variables each step set, changed or removed.
-
-    Two views: Python's ``os.environ`` (a copy taken at start, written through ``putenv``) and
-    the C-level ``environ`` array that native code reads (``getenv``) and writes (``setenv``)
-    without Python noticing. The C array is read through ctypes, imported only once native code
-    has run (a step mapped an ELF object, or preloads did): until then it can only have changed
-    through ``os.environ``, so the Python view stands for it and a plain run stays free of
-    ctypes. Each change is ``{"name", "before", "after", "view"}`` (``None`` for unset; the view
-    is ``both``, ``c``: native code only, or ``python``: ``os.environ`` only).
-    """
+    """Which environment variables each step set, changed or removed, in ``os.environ`` and in
+    the C ``environ`` native code writes (``setenv``; read through ctypes once native code ran,
+    so a plain run stays free of ctypes): ``{"name", "before", "after", "view"}`` (``None`` for
+    unset; view ``both``, ``c``: native code only, or ``python``: ``os.environ`` only)."""
 
     def __init__(self, tracker: MapTracker, progress: Progress) -> None:
         self._maps, self._progress = tracker, progress
@@ -505,8 +499,7 @@ def _fork_helpers() -> Any:
 
 
 def _rerun(steps: list, global_imports: tuple) -> None:
-    """Every step again in a fresh namespace: imports are found in ``sys.modules`` (nothing
-    is loaded again), statements (the workloads) run again."""
+    """Every step again in a fresh namespace (imports come from ``sys.modules``)."""
     namespace = {"__name__": "__rc_steps__"}  # type: dict
     for index, step in enumerate(steps):
         run_step(step, index, namespace, global_imports)
@@ -524,9 +517,8 @@ def _spawned(spec: dict) -> None:
 
 
 def workload_probes(spec: dict, progress: Progress, elapsed: float) -> list:
-    """The probes that re-run the steps, before the runtime probes (whose own parallel
-    regions must not be what a forked child inherits); the extra probes left for
-    :func:`exercise` (no second fork once the steps' own fork failed)."""
+    """Run the probes that re-run the steps (before the runtime probes, whose parallel regions
+    a forked child must not inherit); the extra probes left for :func:`exercise`."""
     extra = list(spec.get("extra", []))
     if FORK_WORKLOAD not in extra and SPAWN_WORKLOAD not in extra:
         return extra
