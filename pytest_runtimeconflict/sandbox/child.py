@@ -6,11 +6,9 @@ Python 3.8 syntax. It never imports the plugin.
 
 It appends one JSON line per event to the progress file named in the spec (flushed at once, so
 the lines survive a crash): ``start``, ``preload``, ``step`` (``begin`` then ``ok``/``error``),
-``sandbox`` (objects the sandbox's own ctypes import mapped), ``exercise`` (``begin`` then
-``ok``/``error`` per runtime) and ``done``. Each finished event
-carries ``new``: the ELF objects that appeared in ``/proc/self/maps`` since the previous event;
-a finished step also carries ``env`` when it set, changed or removed environment variables.
-The parent (sandbox.runner and sandbox.assess) turns these lines into a ``RunResult``.
+``sandbox`` (what the sandbox's own ctypes import mapped), ``exercise`` and ``done``. Each
+finished event carries ``new`` (ELF objects newly in ``/proc/self/maps``), a step also ``env``
+(variables it changed). The parent (sandbox.runner, sandbox.assess) makes a ``RunResult``.
 """
 
 from __future__ import annotations
