@@ -205,9 +205,10 @@ def minimal_order(entry: JsonObject, shorten: bool = False) -> str:
         order = mode["order"].replace(">", " > ") + "".join(
             f" > {step_label(s)}" for s in minimal if is_workload(s)
         )
-        order += "".join(f" (preload {show(x)})" for x in mode.get("preload", []))
-        order += "".join(f" (LD_PRELOAD {show(x)})" for x in mode.get("ld_preload", []))
-        order += "".join(f" ({k}={v})" for k, v in sorted((mode.get("env") or {}).items()))
+    # the load mode shows even when no import is left in the order (a preload and a workload)
+    order += "".join(f" (preload {show(x)})" for x in mode.get("preload", []))
+    order += "".join(f" (LD_PRELOAD {show(x)})" for x in mode.get("ld_preload", []))
+    order += "".join(f" ({k}={v})" for k, v in sorted((mode.get("env") or {}).items()))
     run = entry.get("minimal_run") or {}
     probe = probe_label(run.get("phase"), run.get("exercised") or ())
     return order + (f" > {probe}" if probe else "")
