@@ -463,8 +463,9 @@ def workload_probes(spec: dict, progress: Progress, elapsed: float) -> list:
         return extra
     helpers = _fork_helpers()
     deadline = helpers.workload_deadline(FORK_DEADLINE, elapsed)
+    budget = helpers.gdb_budget(spec.get("timeout"), elapsed, deadline)
     if FORK_WORKLOAD in extra and not helpers.fork_probe(
-        spec, progress.write, deadline, _rerun, _describe_exception
+        dict(spec, gdb_budget=budget), progress.write, deadline, _rerun, _describe_exception
     ):
         extra = [p for p in extra if p != "fork-after-parallel"]
     if SPAWN_WORKLOAD in extra:
