@@ -6,7 +6,8 @@ Python 3.8 syntax. It never imports the plugin.
 
 It appends one JSON line per event to the progress file named in the spec (flushed at once, so
 the lines survive a crash): ``start``, ``preload``, ``step`` (``begin`` then ``ok``/``error``),
-``exercise`` (``begin`` then ``ok``/``error`` per runtime) and ``done``. Each finished event
+``exercise`` (``begin`` then ``ok``/``error`` per runtime; a fork probe's ``hung``), ``fork``
+(the parent's threads when the fork-after-workload probe forked) and ``done``. Each finished event
 carries ``new``: the ELF objects that appeared in ``/proc/self/maps`` since the previous event.
 The parent (sandbox.runner and sandbox.assess) turns these lines into a ``RunResult``.
 """
