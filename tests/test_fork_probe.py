@@ -21,6 +21,7 @@ from pytest_runtimeconflict.diagnosis.signature import failure_signature
 from pytest_runtimeconflict.model import RunSpec
 from pytest_runtimeconflict.model.plan import PlanContext, RuntimeLibrary
 from pytest_runtimeconflict.planning.targets import fork_items
+from pytest_runtimeconflict.sandbox.forked import gdb_budget, workload_deadline
 from pytest_runtimeconflict.sandbox.runner import run_spec
 
 # A worker pool of its own, sized by the OpenMP runtime's default team (the library maps
@@ -161,6 +162,24 @@ def test_the_reproducer_forks_after_the_steps(tmp_path: Path, built: Path) -> No
     the steps, forks, runs them again in the forked child and reports its hang."""
     data = check_reproducer(tmp_path, spec_of(built, "rcpool"), "hang")
     assert [PROBE, str(built / ("rcpool" + extension_suffix()))] in data["probes"]
+
+
+def test_without_gdb_the_hang_is_still_named(built: Path) -> None:
+    """No stack and no start routines (gdb unavailable or out of time): the run still hangs
+    in the probe, with the threads' names."""
+    base = spec_of(built, "rcpool")
+    spec = dataclasses.replace(base, env=(*base.env, ("PYTEST_RUNTIMECONFLICT_NO_GDB", "1")))
+    result = run_spec(spec)
+    assert (result.outcome, result.phase) == ("hung", "exercise")
+    assert "it waits in" not in result.message and "rcpool-worker" in result.message
+    assert result.exercised[0]["path"] == ""
+    assert all(t["library"] is None for t in result.threads_at_fork)
+
+
+def test_gdb_gets_what_the_run_timeout_leaves() -> None:
+    assert workload_deadline(6.0, 1.0) == 8.0 and workload_deadline(6.0, 40.0) == 30.0
+    assert gdb_budget(60.0, 10.0, 26.0) == 60.0 - 10.0 - 26.0 - 8.0
+    assert gdb_budget(30.0, 10.0, 26.0) == 0.0
 
 
 def test_a_library_that_joins_its_threads_passes(built: Path) -> None:

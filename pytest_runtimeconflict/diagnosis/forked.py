@@ -43,6 +43,14 @@ def fork_verdict(evidence: Evidence, make: MakeVerdict) -> Verdict | None:
     openmp = [p for p in dict.fromkeys(frames) if evidence.runtimes.get(p, ("",))[0] == "openmp"]
     if openmp:
         return make(evidence, "openmp-fork-hang", openmp[:1], [], 3)
+    if not frames:  # gdb could not read the child: an OpenMP pool the steps mapped is likelier
+        mapped = [
+            p
+            for p, (f, _r) in evidence.runtimes.items()
+            if f == "openmp" and p in evidence.necessary
+        ]
+        if mapped and evidence.outcome == "hung":
+            return make(evidence, "openmp-fork-hang", sorted(mapped, key=evidence.order_of), [], 1)
     threads = list(evidence.result.threads_at_fork)[1:]  # the first is the forking thread
     starters = [os.path.realpath(t["library"]) for t in threads if t.get("library")]
     paths = list(dict.fromkeys(p for p in (waiting, *starters) if p))

@@ -1,14 +1,13 @@
 """Child side of the sandbox: run one scenario's steps in this (fresh) interpreter.
 
-Run by path by the *target* interpreter (``python child.py SPEC.json``), which may be another
-venv without this package installed, so this file uses the standard library only and keeps to
-Python 3.8 syntax. It never imports the plugin.
+Run by path by the *target* interpreter (``python child.py SPEC.json``), maybe another venv
+without this package: standard library only, Python 3.8 syntax, never the plugin.
 
 It appends one JSON line per event to the progress file named in the spec (flushed at once, so
 the lines survive a crash): ``start``, ``preload``, ``step`` (``begin`` then ``ok``/``error``),
-``sandbox`` (what the sandbox's own ctypes import mapped), ``exercise`` and ``done``. Each
-finished event carries ``new`` (ELF objects newly in ``/proc/self/maps``), a step also ``env``
-(variables it changed). The parent (sandbox.runner, sandbox.assess) makes a ``RunResult``.
+``sandbox`` (what the sandbox's own ctypes import mapped), ``exercise`` (a fork probe's
+``hung`` too), ``fork`` (the parent's threads at the probe's fork) and ``done``. Finished events
+carry ``new`` (ELF objects newly mapped), a step ``env`` (variables it changed).
 """
 
 from __future__ import annotations
@@ -522,8 +521,9 @@ def workload_probes(spec: dict, progress: Progress, elapsed: float) -> list:
         return extra
     helpers = _fork_helpers()
     deadline = helpers.workload_deadline(FORK_DEADLINE, elapsed)
+    budget = helpers.gdb_budget(spec.get("timeout"), elapsed, deadline)
     if FORK_WORKLOAD in extra and not helpers.fork_probe(
-        spec, progress.write, deadline, _rerun, _describe_exception
+        dict(spec, gdb_budget=budget), progress.write, deadline, _rerun, _describe_exception
     ):
         extra = [p for p in extra if p != "fork-after-parallel"]
     if SPAWN_WORKLOAD in extra:

@@ -19,6 +19,7 @@ import time
 from typing import Any, Callable
 
 GDB_TIMEOUT = 30.0  # seconds gdb may take to attach and walk the stacks
+GDB_MIN = 3.0  # below this much time left for it, gdb is not started
 # glibc's own objects: a thread waiting in a futex there says nothing about whose lock it is.
 LIBC_NAMES = re.compile(r"^(libc|libpthread|libdl|ld-linux[-\w]*|librt|libm)[.-]")
 _FRAME = re.compile(
@@ -88,12 +89,12 @@ def status_text(status: int) -> str:
     return f"exited with status {os.WEXITSTATUS(status) if os.WIFEXITED(status) else status}"
 
 
-def gdb_stacks(pid: int) -> str:
+def gdb_stacks(pid: int, timeout: float = GDB_TIMEOUT) -> str:
     """gdb's ``thread apply all bt`` of the live process ``pid`` (attached, then detached);
     empty without gdb or when it cannot attach. The text goes through a file, not a pipe:
     when ``pid`` is this process, its threads are stopped while gdb writes."""
     gdb = shutil.which("gdb")
-    if gdb is None or os.environ.get("PYTEST_RUNTIMECONFLICT_NO_GDB"):
+    if gdb is None or os.environ.get("PYTEST_RUNTIMECONFLICT_NO_GDB") or timeout < GDB_MIN:
         return ""
     env = dict(os.environ)
     env.pop("DEBUGINFOD_URLS", None)  # never download symbols from a probe
@@ -105,7 +106,7 @@ def gdb_stacks(pid: int) -> str:
                 stdout=out,
                 stderr=subprocess.DEVNULL,
                 stdin=subprocess.DEVNULL,
-                timeout=GDB_TIMEOUT,
+                timeout=timeout,
                 env=env,
             )
             out.seek(0)
@@ -165,12 +166,22 @@ def frame_lines(frames: list, limit: int = 12) -> list:
 
 FORK_WORKLOAD, SPAWN_WORKLOAD = "fork-after-workload", "spawn-after-workload"
 DEADLINE_CAP = 30.0
+RUN_MARGIN = 8.0  # seconds of the run's timeout kept for what follows the probe
 
 
 def workload_deadline(base: float, elapsed: float) -> float:
     """How long a re-run of the steps may take: ``base`` plus twice what the steps took in
     the parent (imports included), at most ``DEADLINE_CAP``."""
     return min(base + 2 * elapsed, DEADLINE_CAP)
+
+
+def gdb_budget(timeout: float | None, elapsed: float, deadline: float) -> float:
+    """The seconds left for gdb after a hang (the forked child's stack, then the parent's
+    threads), so that the run ends before its own timeout: what the run's ``timeout`` leaves
+    after ``elapsed`` and the probe's ``deadline``, with a margin for the probes after it."""
+    if not timeout:
+        return 2 * GDB_TIMEOUT
+    return max(0.0, timeout - elapsed - deadline - RUN_MARGIN)
 
 
 def _in_forked_child(spec: dict, report_fd: int, rerun: Callable, describe: Callable) -> None:
@@ -216,6 +227,7 @@ def fork_probe(
         _in_forked_child(spec, write_end, rerun, describe)
     os.close(write_end)
     status = wait_for(pid, deadline)
+    ended = time.monotonic()
     at_fork = f"{len(threads)} thread(s) in the parent at fork: " + ", ".join(
         t["comm"] for t in threads
     )
@@ -225,7 +237,7 @@ def fork_probe(
         write(status="ok", detail=f"the steps ran again in a forked child ({at_fork})", **end)
         return True
     if status is None:
-        end.update(_hang(pid, deadline, at_fork))
+        end.update(_hang(pid, deadline, at_fork, spec.get("gdb_budget", GDB_TIMEOUT)))
     else:
         raised = os.read(read_end, 4000).decode("utf-8", "replace")
         end["status"] = "crashed" if os.WIFSIGNALED(status) else "failed"
@@ -234,17 +246,18 @@ def fork_probe(
             f"again{': ' + raised if raised else ''}; {at_fork}"
         )
     os.close(read_end)
-    described = with_start_routines(threads, gdb_stacks(os.getpid()))
+    left = spec.get("gdb_budget", GDB_TIMEOUT) - (time.monotonic() - ended)
+    described = with_start_routines(threads, gdb_stacks(os.getpid(), min(left, GDB_TIMEOUT)))
     write(event="fork", probe=FORK_WORKLOAD, threads=described)
     write(**end)
     return False
 
 
-def _hang(pid: int, deadline: float, at_fork: str) -> dict:
+def _hang(pid: int, deadline: float, at_fork: str, budget: float) -> dict:
     """The forked child's stack (gdb) and the end event's fields; the child is killed. The
     stack is its main thread's (the one that forked and ran the steps again): a library's
     fork handler may have started new threads in the child, idle ones."""
-    stacks = thread_frames(gdb_stacks(pid))
+    stacks = thread_frames(gdb_stacks(pid, min(GDB_TIMEOUT, 0.6 * budget)))
     frames = stacks.get(pid) or next(iter(stacks.values()), [])  # type: list
     kill(pid)
     waiting = waiting_library(frames)

@@ -268,6 +268,7 @@ def _write_child_spec(spec: RunSpec, run_dir: str) -> str:
         "probes": families.probes(),
         "extra": list(spec.probes),
         "global_imports": list(spec.global_imports),
+        "timeout": spec.timeout,  # the probes that fork budget their waits and gdb with it
         "progress": os.path.join(run_dir, "progress.jsonl"),
         "faulthandler": os.path.join(run_dir, "faulthandler.txt"),
         "sys_path0": os.getcwd(),  # as `python -c` run from the user's directory would see
