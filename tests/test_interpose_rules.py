@@ -174,7 +174,7 @@ def test_the_crossing_frame_names_the_symbol_not_the_innermost_kernel() -> None:
         f"#2  0x00007f03 in cblas_dgemm () from {own}\n"
         f"#3  0x00007f04 in run () from {referrer}\n"
     )
-    result = SimpleNamespace(gdb_backtrace=gdb, threads=({"tid": 42},))
+    result = SimpleNamespace(gdb_backtrace=gdb, threads=({"tid": 42},), python_traceback=None)
     hits = [  # the referrer's copy references the kernel too: that binding exists
         (Binding(own, served, "dgemm_oncopy_SKYLAKEX", "normal"), own),
         (Binding(own, served, "gotoblas", "normal"), own),
