@@ -71,11 +71,20 @@ def probe_fork(lib, path, deadline):  # type: (ctypes.CDLL, str, float) -> str
     noop = ctypes.cast(ctypes.CDLL(None).free, ctypes.c_void_p)
     threads = region_threads()
     func(noop, None, threads, 0)
+    what = "the forked child's parallel region"
+    fork_and_wait(lambda: func(noop, None, threads, 0), deadline, 1, what)
+    return "parallel region, fork, parallel region in the forked child: ok"
+
+
+def fork_and_wait(body, deadline, failed, what):  # type: (object, float, int, str) -> None
+    """Run ``body`` in a forked child, which exits 0 after it (``failed`` if it raised) and
+    must end within ``deadline`` seconds; else it is killed and ``ForkHang`` says ``what``
+    did not finish."""
     pid = os.fork()
     if pid == 0:  # the forked child never returns into Python's normal flow
-        code = 1
+        code = failed
         try:
-            func(noop, None, threads, 0)
+            body()  # type: ignore[operator]
             code = 0
         finally:
             os._exit(code)
@@ -85,13 +94,11 @@ def probe_fork(lib, path, deadline):  # type: (ctypes.CDLL, str, float) -> str
         if done:
             if status != 0:
                 raise RuntimeError(f"the forked child ended with wait status {status}")
-            return "parallel region, fork, parallel region in the forked child: ok"
+            return
         time.sleep(0.02)
     os.kill(pid, signal.SIGKILL)
     os.waitpid(pid, 0)
-    raise ForkHang(
-        f"the forked child's parallel region did not finish within {deadline:g} s (killed)"
-    )
+    raise ForkHang(f"{what} did not finish within {deadline:.1f} s (killed)")
 
 
 def probe_blas(lib, path):  # type: (ctypes.CDLL, str) -> str

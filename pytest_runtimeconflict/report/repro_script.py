@@ -23,7 +23,12 @@ probe's child hung (the OpenMP probe's, or the steps run again after a fork); 5 
 # ruff: noqa: I001
 from __future__ import annotations
 
-from pytest_runtimeconflict.report.repro_exercise import ForkHang, run_probe, say_probe
+from pytest_runtimeconflict.report.repro_exercise import (
+    ForkHang,
+    fork_and_wait,
+    run_probe,
+    say_probe,
+)
 
 # ---- copied into reproducers from here on ----
 import contextlib  # noqa: E402
@@ -125,27 +130,8 @@ def probe_fork_steps(spec, elapsed):  # type: (dict, float) -> str
     the fork deadline plus twice the steps' time (at most ``FORK_STEPS_CAP`` s), as the
     sandbox's fork-after-workload probe does."""
     deadline = min(spec["fork_deadline"] + 2 * elapsed, FORK_STEPS_CAP)
-    pid = os.fork()
-    if pid == 0:  # the forked child never returns into Python's normal flow
-        code = 3
-        try:
-            run_steps(spec)
-            code = 0
-        finally:
-            os._exit(code)
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            if status != 0:
-                raise RuntimeError(f"the forked child ended with wait status {status}")
-            return "the steps ran again in a forked child: ok"
-        time.sleep(0.02)
-    os.kill(pid, signal.SIGKILL)
-    os.waitpid(pid, 0)
-    raise ForkHang(
-        f"the forked child did not finish running the steps again within {deadline:.1f} s"
-    )
+    fork_and_wait(lambda: run_steps(spec), deadline, 3, "the forked child running the steps again")
+    return "the steps ran again in a forked child: ok"
 
 
 def run_here(spec):  # type: (dict) -> int
