@@ -40,7 +40,7 @@ from pytest_runtimeconflict.model import (
     RunSpec,
     Verdict,
 )
-from pytest_runtimeconflict.sandbox.runner import run_spec
+from pytest_runtimeconflict.sandbox.runner import purpose, run_spec
 
 __all__ = ["Diagnosis", "attribute", "conflict_key", "diagnose", "gather_evidence", "minimise"]
 
@@ -70,8 +70,10 @@ def diagnose(
     budget = min(max_runs, LATENT_BUDGET) if result.outcome == "latent" else max_runs
     runner = Runner(run, budget)
     runner.seed(spec, result)
-    steps, minimal = minimise(spec, result, runner)
-    traced = _traced(dataclasses.replace(spec, steps=steps), minimal, runner)
+    with purpose("minimisation"):
+        steps, minimal = minimise(spec, result, runner)
+    with purpose("binding traces"):
+        traced = _traced(dataclasses.replace(spec, steps=steps), minimal, runner)
     evidence = gather_evidence(minimal, result, traced)
     verdict = _with_load_mode(attribute(evidence), steps)
     tried: list[AvoidedBy] = []
@@ -80,7 +82,8 @@ def diagnose(
     if experiments and result.outcome != "passed":
         minimal_spec = dataclasses.replace(spec, steps=steps)
         planned = plan_experiments(minimal_spec, evidence, verdict, workloads)
-        tried = run_experiments(planned, minimal, runner)
+        with purpose("counter-experiments"):
+            tried = run_experiments(planned, minimal, runner)
         verdict, restored = confirm_environment(minimal_spec, evidence, verdict, tried)
     return Diagnosis(
         minimal_steps=steps,

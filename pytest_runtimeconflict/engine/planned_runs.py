@@ -16,6 +16,7 @@ from pytest_runtimeconflict.engine.verdicts import Pair, cut_step, last_minimal_
 from pytest_runtimeconflict.model import Diagnosis, RunResult, RunSpec
 from pytest_runtimeconflict.model.entry import RunEntry, SameFailure
 from pytest_runtimeconflict.model.plan import PlannedItem, PlannedRun
+from pytest_runtimeconflict.sandbox.runner import purpose
 from pytest_runtimeconflict.vocabulary import is_import_step
 
 
@@ -35,7 +36,8 @@ class PlannedRunner:
 
     def earlier_owner(self, entry: RunEntry, diagnosis: Diagnosis) -> str | None:
         """The node id of an earlier item that reproduces the same conflict, or None."""
-        return owners.earlier_owner(self.host, entry, diagnosis)
+        with purpose("owner checks"):
+            return owners.earlier_owner(self.host, entry, diagnosis)
 
     def run_planned(
         self,
@@ -64,9 +66,10 @@ class PlannedRunner:
                 cut = self._struck_after_imports(order, same.minimal)
             return entry, cut, None
         assert entry.plan is not None
-        prior = owners.owned_by_sub_run(
-            self.host, index, item, planned, spec, result, entry.plan.executed
-        )
+        with purpose("owner checks"):
+            prior = owners.owned_by_sub_run(
+                self.host, index, item, planned, spec, result, entry.plan.executed
+            )
         if prior is not None:
             return self._owned_earlier(entry, prior, order, cut)
         if result.outcome == "hung" and not planned.variant.is_plain:
@@ -109,7 +112,8 @@ class PlannedRunner:
         returned diagnosis's minimal run then carries (its headline names only what the
         failure needs, not every preload of the variant)."""
         if not planned.variant.is_plain:
-            load_mode, spec = reduce_load_mode(diagnosis, self.host.run)
+            with purpose("load-mode reduction"):
+                load_mode, spec = reduce_load_mode(diagnosis, self.host.run)
             entry = entry.replace(load_mode=load_mode)
             minimal = dataclasses.replace(diagnosis.minimal_result, spec=spec)
             diagnosis = dataclasses.replace(diagnosis, minimal_result=minimal)

@@ -16,7 +16,7 @@ from pytest_runtimeconflict.scenario import Scenario, ScenarioRun
 
 def run_scenario_item(host: ItemHost, scenario: Scenario, run: ScenarioRun) -> ItemVerdict:
     """Run one ``[[run]]`` of a scenario file and compare with its expectation."""
-    from pytest_runtimeconflict.sandbox.runner import children_started
+    from pytest_runtimeconflict.sandbox.runner import children_by_purpose, children_started
 
     spec = dataclasses.replace(
         run.spec,
@@ -24,7 +24,7 @@ def run_scenario_item(host: ItemHost, scenario: Scenario, run: ScenarioRun) -> I
         exercise=run.spec.exercise and host.settings.exercise,
         id=f"{scenario.name}::{run.id}",
     )
-    before = children_started()
+    before, before_by = children_started(), children_by_purpose()
     result = host.run(spec)
     entry = RunEntry(result)
     diagnosis: Diagnosis | None = None
@@ -36,7 +36,11 @@ def run_scenario_item(host: ItemHost, scenario: Scenario, run: ScenarioRun) -> I
     record = ScenarioRecord(
         str(scenario.path), scenario.name, run.id, dataclasses.asdict(run.expect), matched
     )
-    entry = entry.replace(child_runs=children_started() - before, scenario=record)
+    entry = entry.replace(
+        child_runs=children_started() - before,
+        child_runs_by_purpose=children_by_purpose(before_by),
+        scenario=record,
+    )
     if run.expect.outcome == "passed":
         return _expected_to_pass(host, entry, diagnosis)
     return _expected_to_fail(scenario, run, entry, diagnosis, why)

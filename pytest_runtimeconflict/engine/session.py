@@ -235,9 +235,9 @@ class RCState:
         from pytest_runtimeconflict.engine.planned_runs import PlannedRunner
         from pytest_runtimeconflict.engine.sequence_items import run_sequence_item
         from pytest_runtimeconflict.engine.target_items import run_target_item
-        from pytest_runtimeconflict.sandbox.runner import children_started
+        from pytest_runtimeconflict.sandbox.runner import children_by_purpose, children_started
 
-        before = children_started()
+        before, before_by = children_started(), children_by_purpose()
         runner = PlannedRunner(self.host())
         if item.kind != "sequence":
             verdict = run_target_item(runner, index, item)
@@ -245,7 +245,10 @@ class RCState:
             verdict = run_sequence_item(runner, index, item)
         if not verdict.entries:
             return verdict
-        first = verdict.entries[0].replace(child_runs=children_started() - before)
+        first = verdict.entries[0].replace(
+            child_runs=children_started() - before,
+            child_runs_by_purpose=children_by_purpose(before_by),
+        )
         return dataclasses.replace(verdict, entries=(first, *verdict.entries[1:]))
 
     def run_scenario_item(self, scenario: Scenario, run: ScenarioRun) -> ItemVerdict:

@@ -186,6 +186,7 @@ class RunEntry:
     target: TargetRecord | None = None
     scenario: ScenarioRecord | None = None
     child_runs: int | None = None
+    child_runs_by_purpose: dict[str, int] | None = None
     baseline: BaselineMark | None = None
 
     @property
@@ -239,6 +240,7 @@ class RunEntry:
             "target": self.target,
             "scenario": self.scenario,
             "child_runs": self.child_runs,
+            "child_runs_by_purpose": self.child_runs_by_purpose,
             "baseline": self.baseline,
         }
         for key, value in optional.items():

@@ -62,6 +62,9 @@ def report_json(collected: Collected) -> JsonObject:
             out["failing_orders"] = owners[id(entry)]
         scenarios.append(out)
     data: JsonObject = {"schema": REPORT_SCHEMA, "scenarios": scenarios}
+    by_purpose = child_runs_by_purpose(collected)
+    if by_purpose:
+        data["child_runs"] = {"total": child_runs(collected), "by_purpose": by_purpose}
     covered = coverage(collected)
     if covered is not None:
         data["coverage"] = covered.to_json()
@@ -80,7 +83,10 @@ def summary_lines(collected: Collected) -> list[str]:
         return []
     groups = conflict_groups(collected)
     lines = ["", "=" * 20 + " runtime conflicts " + "=" * 20]
-    lines.append(f"{len(groups)} distinct conflict(s) in {child_runs(collected)} child run(s)")
+    lines.append(
+        f"{len(groups)} distinct conflict(s) in {child_runs(collected)} child run(s)"
+        + purposes_text(child_runs_by_purpose(collected))
+    )
     for key, members in sorted(groups.items()):
         lines += _conflict_lines(key, members)
     latent = latent_sets(e for _, e in collected if e.get("outcome") == "latent")
@@ -156,6 +162,24 @@ def child_runs(collected: Collected) -> int:
         # An item's first entry counts the whole item; its further entries count nothing.
         return sum(int(entry.get("child_runs") or 0) for _, entry in collected)
     return sum(1 + int(entry.get("runs_used") or 0) for _, entry in collected)
+
+
+def child_runs_by_purpose(collected: Collected) -> dict[str, int]:
+    """The child runs of the collected items by purpose (plan items, owner checks,
+    minimisation, binding traces, counter-experiments, load-mode reduction), largest first;
+    empty for a report from before they were recorded."""
+    total: dict[str, int] = {}
+    for _, entry in collected:
+        for name, count in (entry.get("child_runs_by_purpose") or {}).items():
+            total[str(name)] = total.get(str(name), 0) + int(count)
+    return dict(sorted(total.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def purposes_text(by_purpose: dict[str, int]) -> str:
+    """`` (plan items 40, minimisation 21, ...)``, or nothing."""
+    if not by_purpose:
+        return ""
+    return " (" + ", ".join(f"{name} {count}" for name, count in by_purpose.items()) + ")"
 
 
 def static_lines(entries: Iterable[JsonObject]) -> list[str]:

@@ -38,6 +38,9 @@ import tempfile
 import threading
 import time
 import uuid
+from collections import Counter
+from collections.abc import Iterator
+from contextvars import ContextVar
 from pathlib import Path
 from typing import IO, Any
 
@@ -230,12 +233,42 @@ def child_environment(spec: RunSpec, run_dir: str) -> dict[str, str]:
 
 
 _started = 0  # child interpreters started by this process
+_by_purpose: Counter[str] = Counter()  # the same, by what they were started for
+_purpose: ContextVar[str] = ContextVar("rc_purpose", default="plan items")
+PURPOSES = (
+    "plan items",
+    "owner checks",
+    "minimisation",
+    "binding traces",
+    "counter-experiments",
+    "load-mode reduction",
+)
 
 
 def children_started() -> int:
     """How many child interpreters this process has started so far (a count callers take
     differences of: the child runs one plan item cost, diagnosis and re-runs included)."""
     return _started
+
+
+def children_by_purpose(since: dict[str, int] | None = None) -> dict[str, int]:
+    """The child interpreters this process started, by purpose (one of :data:`PURPOSES`:
+    what the caller said with :func:`purpose` around the run; ``plan items`` otherwise);
+    with ``since`` (an earlier return value), those started since then."""
+    before = since or {}
+    return {k: n - before.get(k, 0) for k, n in _by_purpose.items() if n - before.get(k, 0)}
+
+
+@contextlib.contextmanager
+def purpose(name: str) -> Iterator[None]:
+    """Count the child runs started inside the block as ``name``; the outermost purpose wins
+    (an owner check that minimises a prefix counts as an owner check)."""
+    outer = _purpose.get()
+    token = _purpose.set(name if outer == "plan items" else outer)
+    try:
+        yield
+    finally:
+        _purpose.reset(token)
 
 
 def run_spec(spec: RunSpec, *, workdir: str | None = None, keep_run_dir: bool = False) -> RunResult:
@@ -286,6 +319,7 @@ def _execute(spec: RunSpec, python: str, run_dir: str) -> ChildRun:
     started_at = time.time() - 1.0  # create_time has clock-tick resolution
     global _started
     _started += 1
+    _by_purpose[_purpose.get()] += 1
     _become_subreaper()
     proc = subprocess.Popen(
         [python, "-I", "-S", "-c", SHIM, python, CHILD_SCRIPT, spec_path],
