@@ -202,7 +202,7 @@ def test_item_failures_match_another_order_or_a_held_minimal_order() -> None:
         result = RunResult(spec, "crashed", signal="SIGSEGV", failed_step=failed, phase=phase)
         return spec, result
 
-    diagnosis = type("D", (), {"minimal_steps": ("c", "w:check"), "key": "k1"})()
+    diagnosis = type("D", (), {"minimal_steps": ("c", "w:check"), "key": "k1", "libraries": ()})()
     failures = ItemFailures()
     spec, result = crashed(("a", "c", "w", "w:check"), 3)
     failures.add(dataclasses_replace(spec, id="run-1"), result, ("a", "c", "w"), diagnosis)
@@ -218,6 +218,37 @@ def test_item_failures_match_another_order_or_a_held_minimal_order() -> None:
     assert failures.match(*moded, ("b", "c", "w")) is None
     by_id = failures.by_id("run-1")
     assert by_id is not None and by_id.minimal == ("c", "w:check")
+
+
+def test_a_target_items_failures_match_by_place_and_the_conflicts_libraries() -> None:
+    """In a target item (``by_libraries``) a run that failed the same way at the same place
+    with the conflict's libraries mapped is that conflict again, whatever its order or load
+    mode; without the libraries mapped, or elsewhere, or in a covering item, it is not."""
+    from pytest_runtimeconflict.engine.repeats import ItemFailures
+    from pytest_runtimeconflict.model import RunResult, RunSpec
+
+    lib = type("L", (), {"path": "/s/a.libs/libx.so"})()
+    diagnosis = type("D", (), {"minimal_steps": ("a", "w:b"), "key": "k", "libraries": (lib,)})()
+
+    def failed(steps: tuple[str, ...], at: int, mapped: tuple[str, ...], **loads: Any) -> Any:
+        spec = RunSpec(steps=steps, **loads)
+        result = RunResult(
+            spec, "failed", message="ValueError: bad", failed_step=at, phase="step",
+            mapped=mapped,
+        )  # fmt: skip
+        return spec, result
+
+    libs = ("/s/a.libs/libx.so", "/s/b.libs/liby.so")
+    for by_libraries, expected in ((True, True), (False, False)):
+        failures = ItemFailures(by_libraries=by_libraries)
+        first = failed(("a", "b", "w:b"), 2, libs, global_imports=("a",))
+        failures.add(dataclasses_replace(first[0], id="r1"), first[1], ("a", "b"), diagnosis)
+        again = failed(("b", "c", "w:b"), 2, libs, global_imports=("b",))
+        assert (failures.match(*again, ("b", "c")) is not None) is expected
+        elsewhere = failed(("b", "c", "w:c"), 2, libs, global_imports=("b",))
+        assert failures.match(*elsewhere, ("b", "c")) is None
+        unmapped = failed(("b", "c", "w:b"), 2, libs[1:], global_imports=("b",))
+        assert failures.match(*unmapped, ("b", "c")) is None
 
 
 def dataclasses_replace(spec: Any, **changes: Any) -> Any:

@@ -19,6 +19,7 @@ the cap (``max_runs``) shared by minimisation and experiments.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Sequence
 
 from pytest_runtimeconflict.diagnosis.advice import advice, confidence
 from pytest_runtimeconflict.diagnosis.attribution import attribute, conflict_key
@@ -47,6 +48,7 @@ __all__ = ["Diagnosis", "attribute", "conflict_key", "diagnose", "gather_evidenc
 # A latent result (the process survived) is diagnosed within this many child runs unless the
 # caller asks for more: minimisation and a few experiments, not a full search.
 LATENT_BUDGET = 12
+Guess = Callable[[Sequence[str], int], Sequence[int]]
 
 
 def diagnose(
@@ -57,6 +59,7 @@ def diagnose(
     max_runs: int = 40,
     experiments: bool = True,
     workloads: Workloads = (),
+    guess: Guess | None = None,
 ) -> Diagnosis:
     """Minimise a failing run, attribute it, and run the relevant counter-experiments.
 
@@ -70,10 +73,7 @@ def diagnose(
     budget = min(max_runs, LATENT_BUDGET) if result.outcome == "latent" else max_runs
     runner = Runner(run, budget)
     runner.seed(spec, result)
-    with purpose("minimisation"):
-        steps, minimal = minimise(spec, result, runner)
-    with purpose("binding traces"):
-        traced = _traced(dataclasses.replace(spec, steps=steps), minimal, runner)
+    steps, minimal, traced = _minimised(spec, result, runner, guess)
     evidence = gather_evidence(minimal, result, traced)
     verdict = _with_load_mode(attribute(evidence), steps)
     tried: list[AvoidedBy] = []
@@ -101,6 +101,17 @@ def diagnose(
         key=verdict.key,
         evidence_lines=tuple(evidence_lines(evidence, [lib.path for lib in verdict.libraries])),
     )
+
+
+def _minimised(
+    spec: RunSpec, result: RunResult, runner: Runner, guess: Guess | None = None
+) -> tuple[tuple[str, ...], RunResult, RunResult | None]:
+    """The minimal steps, their run, and that run under the loader's binding trace."""
+    with purpose("minimisation"):
+        steps, minimal = minimise(spec, result, runner, guess)
+    with purpose("binding traces"):
+        traced = _traced(dataclasses.replace(spec, steps=steps), minimal, runner)
+    return steps, minimal, traced
 
 
 def _traced(spec: RunSpec, minimal: RunResult, runner: Runner) -> RunResult | None:

@@ -226,14 +226,18 @@ def _library_stem(path: str) -> str | None:
 
 
 def _fork_settings(spec: RunSpec, evidence: Evidence, verdict: Verdict) -> list[Experiment]:
-    """The settings of the verdict's families; after the fork-after-workload probe also the
-    thread variables of every family the run mapped (each then tried with the real workload,
-    which the probe runs again in the forked child: a package that sizes its own pool is not
-    tamed by a variable it does not read)."""
-    families = list(verdict.families)
-    if FORK_PROBES[0] in spec.probes:
-        families += sorted({family for family, _runtime in evidence.runtimes.values()})
-    return [e for f in dict.fromkeys(families) for e in _settings(spec, evidence, verdict, f)]
+    """The settings of the verdict's families (the runtime the forked child waited in); when
+    they have none (threads of a library of no runtime family) and the fork-after-workload
+    probe ran, the thread variables of every family the run mapped (each then tried with the
+    real workload, which the probe runs again in the forked child: a package that sizes its
+    own pool is not tamed by a variable it does not read)."""
+    own = [
+        e for f in dict.fromkeys(verdict.families) for e in _settings(spec, evidence, verdict, f)
+    ]
+    if own or FORK_PROBES[0] not in spec.probes:
+        return own
+    mapped = sorted({family for family, _runtime in evidence.runtimes.values()})
+    return [e for f in mapped for e in _settings(spec, evidence, verdict, f)]
 
 
 def _start_method(spec: RunSpec) -> list[Experiment]:

@@ -139,12 +139,19 @@ def _try_complements(
     return None
 
 
-def minimise(spec: RunSpec, result: RunResult, runner: Runner) -> tuple[tuple[str, ...], RunResult]:
+def minimise(
+    spec: RunSpec,
+    result: RunResult,
+    runner: Runner,
+    guess: Callable[[Sequence[str], int], Sequence[int]] | None = None,
+) -> tuple[tuple[str, ...], RunResult]:
     """The smallest ordered subsequence of ``spec.steps`` failing like ``result``, and its run.
 
     Steps after the one that failed never ran, so they are dropped without a run. A candidate
     that fails differently (e.g. a ``NameError`` because the import a statement needs was
-    dropped) counts as "not the same failure".
+    dropped) counts as "not the same failure". ``guess(steps, failed)``: the indices of the
+    steps a conflict of the failing step can involve (the scan's related modules); tried
+    first, one child run, and the search goes on from it when it fails the same way.
     """
     steps = tuple(spec.steps)
     if result.outcome == "passed" or len(steps) == 0:
@@ -162,13 +169,43 @@ def minimise(spec: RunSpec, result: RunResult, runner: Runner) -> tuple[tuple[st
     if len(indices) < len(steps):
         # The truncated sequence ran identically; record it under its own spec (no child run).
         _alias(runner, dataclasses.replace(spec, steps=tuple(steps[i] for i in indices)), result)
-    kept = ddmin(indices, fails)
+    if guess is not None and isinstance(failed, int) and 0 <= failed < len(steps):
+        indices = _guessed(indices, list(guess(steps, failed)), fails)
+    kept = _ddmin_keeping_last(indices, fails) if failed is not None else ddmin(indices, fails)
     minimal_steps = tuple(steps[i] for i in kept)
     minimal_spec = dataclasses.replace(spec, steps=minimal_steps)
     try:
         return minimal_steps, runner.full(minimal_spec)
     except CapReached:
         return minimal_steps, result
+
+
+def _guessed(
+    indices: list[int], guessed: list[int], fails: Callable[[Sequence[int]], bool]
+) -> list[int]:
+    """``guessed`` (within ``indices``, the failing step kept) when it is smaller and fails
+    the same way; else ``indices``."""
+    picked = sorted(set(guessed) & set(indices) | {indices[-1]})
+    if len(picked) >= len(indices):
+        return indices
+    try:
+        return picked if fails(picked) else indices
+    except CapReached:
+        return indices
+
+
+def _ddmin_keeping_last(indices: list[int], fails: Callable[[Sequence[int]], bool]) -> list[int]:
+    """ddmin over the steps before the one that failed, that step always kept: a candidate
+    without it cannot fail there, so it is never run."""
+    *before, last = indices
+    if not before:
+        return indices
+    if len(before) == 1:  # ddmin's one useful candidate: the failing step alone
+        try:
+            return [last] if fails([last]) else indices
+        except CapReached:
+            return indices
+    return [*ddmin(before, lambda subset: fails([*subset, last])), last]
 
 
 def _alias(runner: Runner, spec: RunSpec, result: RunResult) -> None:

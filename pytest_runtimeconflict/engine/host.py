@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pytest_runtimeconflict.engine.conflict_store import ConflictStore
 from pytest_runtimeconflict.engine.verdicts import FindingJudge, KnownJudge, PlanOutcome
 from pytest_runtimeconflict.model import Diagnosis, RunResult, RunSpec
 from pytest_runtimeconflict.model.plan import Plan, PlannedItem
@@ -33,7 +34,8 @@ class ItemHost:
     ``run`` runs one spec in a child interpreter (the sandbox's ``run_spec``); ``is_known``
     and ``is_known_finding`` say whether a conflict's entry (or a static finding no run
     reproduced) is in the baseline, and mark the entry; ``not_run`` names plan items
-    deselected in this job (never owners of a conflict).
+    deselected in this job (never owners of a conflict); ``conflicts`` holds the conflicts
+    the session's items diagnosed so far (:mod:`.conflict_store`).
     """
 
     plan: Plan
@@ -42,6 +44,8 @@ class ItemHost:
     is_known: KnownJudge
     is_known_finding: FindingJudge
     not_run: frozenset[str] = frozenset()
+    # the conflicts this session diagnosed so far (every worker's): owner checks from them
+    conflicts: ConflictStore = dataclasses.field(default_factory=ConflictStore)
 
     def outcome(self) -> PlanOutcome:
         """An empty outcome of one plan item, judging latent runs and known conflicts."""
@@ -90,7 +94,28 @@ class ItemHost:
             experiments=experiments,
             run=self.run,
             workloads=self.plan.workloads,
+            guess=self.related_steps,
         )
+
+    def related_steps(self, steps: Sequence[str], failed: int) -> list[int]:
+        """The indices of the steps before ``failed`` (and it) whose modules a conflict of
+        the failing step's module can involve, by the scan (:mod:`..planning.links`): the
+        minimisation's first guess. Every step when the scan does not know."""
+        plan = self.plan
+        module = plan.modules_of([steps[failed]])
+        context = plan.context
+        near = context.related_to(module[0]) if module and context is not None else None
+        if near is None:
+            return list(range(failed + 1))
+        keep = {module[0], *near}
+        return [
+            i
+            for i in range(failed + 1)
+            if not plan.modules_of([steps[i]])
+            or set(plan.modules_of([steps[i]])) <= keep
+            or context is None
+            or any(context.related_to(m) is None for m in plan.modules_of([steps[i]]))
+        ]
 
     def earlier_items(self, index: int) -> list[PlannedItem]:
         """The plan items before ``index`` that run in this job (owner candidates)."""

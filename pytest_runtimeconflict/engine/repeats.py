@@ -4,6 +4,7 @@ earlier run of it did is that conflict again, not diagnosed twice. No pytest imp
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,6 +22,8 @@ class Diagnosed:
     minimal: tuple[str, ...]
     key: str
     run_id: str
+    libraries: frozenset[str] = frozenset()  # the conflict's libraries (real paths)
+    copies: tuple[tuple[str, str], ...] = ()  # (family, copy) of its runtime libraries
 
 
 @dataclasses.dataclass
@@ -30,9 +33,13 @@ class ItemFailures:
     same modules under the same RTLD_GLOBAL imports (another order of them), or when it holds
     an earlier run's minimal order (as a subsequence of its steps, loaded the same way) and
     failed at the same place (the same step, or the same runtime probe after the steps): a
-    repair of a sequence meets a conflict that strikes after the imports again and again."""
+    repair of a sequence meets a conflict that strikes after the imports again and again; or,
+    with ``by_libraries`` (a target item: its runs are about the same libraries), when it
+    failed at the same place having mapped the conflict's libraries (the same conflict under
+    another of the item's orders or load modes)."""
 
     found: list[Diagnosed] = dataclasses.field(default_factory=list)
+    by_libraries: bool = False
 
     def add(
         self, spec: RunSpec, result: RunResult, order: Sequence[str], diagnosis: Diagnosis
@@ -41,6 +48,8 @@ class ItemFailures:
             Diagnosed(
                 signature_of(result), failure_place(spec, result), frozenset(order),
                 _loads(spec), tuple(diagnosis.minimal_steps), diagnosis.key, str(spec.id),
+                frozenset(os.path.realpath(lib.path) for lib in diagnosis.libraries),
+                conflict_copies(result, [lib.path for lib in diagnosis.libraries]),
             )
         )  # fmt: skip
 
@@ -59,10 +68,47 @@ class ItemFailures:
             held = earlier.loads == loads and _subsequence(earlier.minimal, spec.steps)
             if held and earlier.place == place:
                 return earlier
+            if self.by_libraries and earlier.place == place and _met_again(earlier, result):
+                return earlier
         return None
 
     def by_id(self, run_id: Any) -> Diagnosed | None:
         return next((d for d in self.found if d.run_id == run_id), None)
+
+
+def _met_again(earlier: Diagnosed, result: RunResult) -> bool:
+    mapped = {os.path.realpath(p) for p in result.mapped}
+    return (
+        bool(earlier.libraries)
+        and earlier.libraries <= mapped
+        and no_other_copies(earlier.copies, result)
+    )
+
+
+def conflict_copies(result: RunResult, libraries: Sequence[str]) -> tuple[tuple[str, str], ...]:
+    """The (family, copy) of each runtime among a conflict's ``libraries`` in ``result``."""
+    wanted = {os.path.realpath(p) for p in libraries}
+    return tuple(
+        sorted(
+            {
+                (r.family, r.copy or os.path.realpath(r.path))
+                for r in result.loaded_runtimes
+                if os.path.realpath(r.path) in wanted
+            }
+        )
+    )
+
+
+def no_other_copies(copies: Sequence[tuple[str, str]], result: RunResult) -> bool:
+    """Whether ``result`` mapped no copy of the conflict's runtime families beyond the
+    conflict's own ``copies``: with a third copy there, the failure may be another pair's."""
+    families = {family for family, _copy in copies}
+    mapped = {
+        (r.family, r.copy or os.path.realpath(r.path))
+        for r in result.loaded_runtimes
+        if r.family in families
+    }
+    return mapped <= set(copies)
 
 
 def signature_of(result: RunResult) -> tuple[str, ...]:

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pytest_runtimeconflict.engine.conflict_store import ConflictStore, session_store
 from pytest_runtimeconflict.engine.host import ItemHost, node_id
 from pytest_runtimeconflict.engine.verdicts import ItemVerdict, PlanOutcome
 from pytest_runtimeconflict.errors import InterpreterError, UsageError
@@ -58,6 +59,7 @@ class RCState:
     # Plan items of this job's share that run nowhere (deselected with -k or -m): never the
     # owner of a conflict, or a conflict they would report would be reported by no item.
     not_run: frozenset[str] = frozenset()
+    _conflicts: ConflictStore | None = None
 
     def record(self, nodeid: str, entry: JsonObject) -> None:
         """Collect a run's report entry, in plan order (then scenario items by node id),
@@ -151,6 +153,9 @@ class RCState:
         context = self._written_context()
         if context is not None and context.not_importable:
             data["not_importable"] = dict(context.not_importable)
+        ruled_out = self.ruled_out_lines(context)
+        if ruled_out:
+            data["load_modes_ruled_out"] = ruled_out
         if self.skip_reasons:
             data["item_skip_reasons"] = dict(sorted(self.skip_reasons.items()))
         status = self.baseline_status()
@@ -163,10 +168,19 @@ class RCState:
         from pytest_runtimeconflict.report import ci
 
         lines = aggregate.summary_lines(self.collected)
+        context = self._written_context()
+        if self.collected:
+            lines += [f"ruled out by the scan: {line}" for line in self.ruled_out_lines(context)]
         lines += aggregate.skipped_lines(self.skip_reasons)
-        lines += not_importable_lines(self._written_context())
+        lines += not_importable_lines(context)
         lines += ci.summary_lines(self.scope, self.baseline_status())
         return lines + ([self.baseline_note] if self.baseline_note else [])
+
+    def ruled_out_lines(self, context: PlanContext | None) -> list[str]:
+        """The load-mode variants the scan showed cannot change a binding (not planned)."""
+        from pytest_runtimeconflict.planning.variants import ruled_out
+
+        return ruled_out(context, self.settings.variants)
 
     def baseline_status(self) -> BaselineStatus | None:
         """Known, new and fixed conflicts against --rc-baseline (None without it); fixed ones
@@ -221,7 +235,14 @@ class RCState:
             is_known=self.known_conflict,
             is_known_finding=self.known_finding,
             not_run=self.not_run,
+            conflicts=self.conflict_store(),
         )
+
+    def conflict_store(self) -> ConflictStore:
+        """The conflicts this session's items diagnosed (shared by the xdist workers)."""
+        if self._conflicts is None:
+            self._conflicts = session_store(self.cache_dir, self.run_id)
+        return self._conflicts
 
     def outcome(self) -> PlanOutcome:
         """An empty outcome of one plan item, judging latent runs and known conflicts."""

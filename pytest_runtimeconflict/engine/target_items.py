@@ -19,7 +19,7 @@ def run_target_item(runner: PlannedRunner, index: int, item: PlannedItem) -> Ite
     is an ``error`` and ``--rc-fail-on`` fails on errors, else it is a warning."""
     host = runner.host
     outcome = host.outcome()
-    known = ItemFailures()
+    known = ItemFailures(by_libraries=True)
     for planned in item.runs:
         entry, _cut, pair = runner.run_planned(
             index, item, planned, planned.order, known, experiments=False

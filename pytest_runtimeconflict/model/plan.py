@@ -145,6 +145,24 @@ class PlanContext:
     # (its extensions' closures and what ``import module`` mapped in a child)
     not_importable: tuple[tuple[str, str], ...] = ()
     openmp_maps: tuple[tuple[str, Tuple], ...] = ()
+    # predicted from the scan (planning.links), when ``links_known``: per module, the modules
+    # whose bindings its RTLD_GLOBAL import can change; the runtime libraries worth preloading
+    links_known: bool = False
+    global_links: tuple[tuple[str, Tuple], ...] = ()
+    preload_worthy: Tuple = ()
+    related: tuple[tuple[str, Tuple], ...] = ()  # module -> modules its conflicts can involve
+
+    def links_from(self, module: str) -> Tuple:
+        """The modules ``module`` imported RTLD_GLOBAL can affect (all, when not known)."""
+        if not self.links_known:
+            return self.modules
+        return dict(self.global_links).get(module, ())
+
+    def related_to(self, module: str) -> Tuple | None:
+        """The modules a conflict of ``module`` can involve; None when not known."""
+        if not self.links_known or module not in dict(self.related):
+            return None
+        return dict(self.related)[module]
 
     def closure(self, module: str) -> tuple[tuple[str, str], ...]:
         return dict(self.closures).get(module, ())
@@ -168,6 +186,10 @@ class PlanContext:
             "distributions": dict(self.distributions),
             "not_importable": dict(self.not_importable),
             "openmp_maps": {m: list(paths) for m, paths in self.openmp_maps},
+            "links_known": self.links_known,
+            "global_links": {m: list(ms) for m, ms in self.global_links},
+            "preload_worthy": list(self.preload_worthy),
+            "related": {m: list(ms) for m, ms in self.related},
         }
 
     @classmethod
@@ -193,6 +215,12 @@ class PlanContext:
             openmp_maps=tuple(
                 (m, tuple(paths)) for m, paths in sorted(data.get("openmp_maps", {}).items())
             ),
+            links_known=bool(data.get("links_known", False)),
+            global_links=tuple(
+                (m, tuple(ms)) for m, ms in sorted(data.get("global_links", {}).items())
+            ),
+            preload_worthy=tuple(data.get("preload_worthy", ())),
+            related=tuple((m, tuple(ms)) for m, ms in sorted(data.get("related", {}).items())),
         )
 
 

@@ -194,6 +194,8 @@ def context_from_scan(
     findings = tuple(
         (_regraded(f, result, probes), bringers) for f, bringers in _planned_findings(result, users)
     )
+    runtimes = _runtime_libraries(result, users, cache_dir)
+    predicted = predicted_links(result, closures, probes, cache_dir, runtimes)
     dist_of_top = {t: d for d, tops in result.distributions.items() for t in tops}
     dists = tuple(
         (m, dist_of_top[m.split(".")[0]]) for m in modules if m.split(".")[0] in dist_of_top
@@ -201,14 +203,98 @@ def context_from_scan(
     return PlanContext(
         modules=tuple(modules),
         native=tuple(native),
-        runtimes=_runtime_libraries(result, users, cache_dir),
+        runtimes=runtimes,
         findings=findings,
         closures=tuple((m, tuple(sorted(c.items()))) for m, c in sorted(closures.items())),
         scanned=True,
         distributions=dists,
         not_importable=not_alone,
         openmp_maps=openmp_maps(result, closures, probes, cache_dir),
+        **predicted,
     )
+
+
+def mapped_objects(
+    closures: Mapping[str, Mapping[str, str]], probes: Mapping[str, Any]
+) -> dict[str, frozenset[str]]:
+    """Per module, the real paths of the shared objects it maps: its extensions' closures
+    and what ``import module`` mapped in its probe child."""
+    out = {}
+    for module, closure in closures.items():
+        probe = probes.get(module)
+        paths = {os.path.realpath(p) for p in closure.values()}
+        paths |= {
+            os.path.realpath(p)
+            for p in (probe.mapped if probe else ())
+            if ".so" in os.path.basename(p)
+        }
+        out[module] = frozenset(paths)
+    return out
+
+
+def predicted_links(
+    result: ScanResult,
+    closures: Mapping[str, Mapping[str, str]],
+    probes: Mapping[str, Any],
+    cache_dir: Path | None,
+    runtimes: Sequence[Any],
+) -> dict[str, Any]:
+    """The load modes that can change a binding (:mod:`.links`): per module the modules
+    its RTLD_GLOBAL import can affect, the runtime libraries worth preloading, and the modules
+    a conflict of each can involve, as :class:`PlanContext` fields. A module whose import was
+    not probed, or whose package has no extension the scan read (a module of no known
+    distribution), is taken to affect every module (nothing says it cannot)."""
+    from pytest_runtimeconflict.planning.links import (
+        global_links,
+        preload_worthy,
+        related_modules,
+    )
+
+    objects = mapped_objects(closures, probes)
+    facts = file_facts({p for paths in objects.values() for p in paths}, result, cache_dir)
+    linked = frozenset(os.path.realpath(p) for c in closures.values() for p in c.values())
+    worthy = preload_worthy((r.path for r in runtimes), objects, facts, linked)
+    links, related = global_links(objects, facts), related_modules(objects, facts)
+    for module in objects:
+        probe = probes.get(module)
+        if probe is None or not probe.known or not closures.get(module):
+            links[module] = frozenset(objects)
+            related.pop(module, None)  # unknown: minimisation searches without a guess
+    return {
+        "links_known": True,
+        "global_links": tuple((m, tuple(sorted(links[m]))) for m in sorted(links)),
+        "preload_worthy": tuple(sorted(worthy)),
+        "related": tuple((m, tuple(sorted(related[m]))) for m in sorted(related)),
+    }
+
+
+def file_facts(paths: Iterable[str], result: ScanResult, cache_dir: Path | None) -> dict[str, Any]:
+    """:class:`~.links.FileFacts` of each readable ELF file among ``paths`` (real paths)."""
+    from pytest_runtimeconflict.planning.links import FileFacts
+    from pytest_runtimeconflict.static.factcache import FactsCache, resolve_cache_dir
+    from pytest_runtimeconflict.static.interpose import exported_names
+    from pytest_runtimeconflict.static.objects import FactsReader, info_of
+
+    known = {os.path.realpath(o.path): o for o in result.objects}
+    reader = FactsReader(FactsCache(resolve_cache_dir(cache_dir)))
+    out = {}
+    try:
+        for path in sorted(paths):
+            info = known.get(path)
+            if info is None:
+                facts = reader(path)
+                info = info_of(facts, None) if facts is not None else None
+            if info is None:
+                continue
+            out[path] = FileFacts(
+                exported_names(info),
+                info.kind.family if info.kind else None,
+                info.distribution,
+                info.facts.soname or os.path.basename(path),
+            )
+    finally:
+        reader.close()
+    return out
 
 
 def _runtime_libraries(result: ScanResult, users: Any, cache_dir: Path | None) -> tuple[Any, ...]:

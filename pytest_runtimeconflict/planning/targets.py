@@ -107,7 +107,9 @@ def target_items(context: PlanContext) -> list[PlannedItem]:
         entry[1].extend(g for g in groups if g not in entry[1])
         owner.update((frozenset(g), name) for g in groups)
     return [
-        PlannedItem(name, "target", _target_runs(groups, findings), findings=tuple(findings))
+        PlannedItem(
+            name, "target", _target_runs(groups, findings, context), findings=tuple(findings)
+        )
         for name, (findings, groups) in merged.items()
     ]
 
@@ -120,8 +122,11 @@ def _pairs(reps: list[str], done: set[frozenset[str]]) -> list[tuple[str, ...]]:
 
 
 def _target_runs(
-    groups: Iterable[tuple[str, ...]], findings: list[Finding]
+    groups: Iterable[tuple[str, ...]], findings: list[Finding], context: PlanContext
 ) -> tuple[PlannedRun, ...]:
+    """Each group in both orders; for a finding that RTLD_GLOBAL can matter to, each order
+    again with its first module imported RTLD_GLOBAL, when that import can change a binding
+    of the order (:meth:`~..model.plan.PlanContext.links_from`)."""
     with_global = any(global_relevant(f.rule) for f in findings)
     runs: list[PlannedRun] = []
     for group in groups:
@@ -129,6 +134,8 @@ def _target_runs(
         runs += [PlannedRun(order) for order in orders]
         if with_global:
             for order in orders:
+                if not set(order) & set(context.links_from(order[0])):
+                    continue
                 variant = Variant(f"global({order[0]})", "target", global_imports=(order[0],))
                 runs.append(PlannedRun(order, variant))
     return tuple(runs)

@@ -25,6 +25,7 @@ library, no pytest import.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -107,7 +108,8 @@ def sequence_name(order: tuple[str, ...], index: int, variant: Variant = PLAIN) 
         body = order_text(order, variant)
     else:
         body = f"seq-{index + 1:02d}[{len(order)} modules]"
-        if variant.global_imports and set(variant.global_imports) < set(order):
+        partial = set(variant.global_imports) < set(order)
+        if variant.global_imports and partial and variant.source != "global":
             body = "".join(f"global({m})>" for m in variant.global_imports) + body
     if variant.source == "global" and len(order) > LONG_NAME:
         return f"global:{body}"
@@ -171,12 +173,14 @@ def variant_items(data: PlanInput) -> list[PlannedItem]:
 
 def _global_covering(data: PlanInput) -> list[PlannedItem]:
     native = set(data.context.native)
+    linking = {m for m in native if data.context.links_from(m)}
     out = []
     for index, sequence in enumerate(data.sequences):
         order = tuple(m for m in sequence if m in native)
-        if len(native) < 2 or len(order) < 2:
+        if len(native) < 2 or len(order) < 2 or not linking:
             continue
-        variant = Variant("global", "global", global_imports=order)
+        global_imports = tuple(m for m in order if m in linking)
+        variant = Variant("global", "global", global_imports=global_imports)
         out.append(_item(sequence_name(order, index, variant), order, variant))
     return out
 
@@ -201,9 +205,49 @@ def library_groups(runtimes: Sequence[RuntimeLibrary]) -> list[tuple[str, ...]]:
     return [tuple(x.path for x in g) for g in groups]
 
 
+def worthy_runtimes(context: PlanContext) -> tuple[RuntimeLibrary, ...]:
+    """The runtime libraries a preload can matter for (all, when the scan did not say)."""
+    if not context.links_known:
+        return context.runtimes
+    return tuple(r for r in context.runtimes if r.path in set(context.preload_worthy))
+
+
+def ruled_out(context: PlanContext | None, requests: Sequence[Request]) -> list[str]:
+    """What the built-in variant sources left out because the scan shows it cannot change a
+    binding, and why (one line each; none when the sources are off or the scan said
+    nothing)."""
+    if context is None or not context.links_known or not built_in(requests):
+        return []
+    lines = []
+    plain = [m for m in context.modules if m in set(context.native) and not context.links_from(m)]
+    if plain:
+        lines.append(
+            f"not imported RTLD_GLOBAL: {_few(plain)} (no object they map defines a name that "
+            "an object of another planned module defines, nor is another copy of a runtime "
+            "one carries: their global import cannot change a binding)"
+        )
+    unworthy = [
+        os.path.basename(r.path)
+        for r in context.runtimes
+        if r.family in PRELOAD_FAMILIES and r.loadable and r.path not in context.preload_worthy
+    ]
+    if unworthy:
+        lines.append(
+            f"not preloaded: {_few(unworthy)} (extensions link them and no other file a planned "
+            "module maps has their SONAME: what their symbols can do globally, the RTLD_GLOBAL "
+            "imports of the modules that link them cover)"
+        )
+    return lines
+
+
+def _few(names: Sequence[str], limit: int = 6) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
 def _preload_source(kind: str) -> Callable[[PlanInput], list[PlannedItem]]:
     def build(data: PlanInput) -> list[PlannedItem]:
-        groups = library_groups(data.context.runtimes)
+        groups = library_groups(worthy_runtimes(data.context))
         wanted_all = any(r.kind == kind and r.value == "all" for r in data.requests)
         order = tuple(m for m in data.context.modules if m in set(data.context.native))
         if not order:

@@ -125,6 +125,9 @@ def _verdict(returncode: int, stdout: str, stderr: str, seconds: float) -> Verif
     return Verification(False, comment(f"the script gave no result: {status} {last}"), seconds)
 
 
+MAX_PARALLEL_CHECKS = 4
+
+
 def verify_timeout(entry: Entry) -> float:
     """How long the check of ``entry``'s reproducer may take."""
     return deadline(entry) + VERIFY_MARGIN
@@ -149,6 +152,15 @@ def write_verified(path: Path, entry: Entry, option: str, python: str) -> Writte
 def write_verified_reproducers(
     directory: str | Path, entries: Iterable[Any], option: str, python: str
 ) -> list[Written]:
-    """One verified reproducer per distinct conflict into ``directory`` (created)."""
+    """One verified reproducer per distinct conflict into ``directory`` (created); the checks
+    run side by side, one per core (each is an independent interpreter; a hang's check waits
+    out its deadline)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     directory = make_directory(directory, option)
-    return [write_verified(directory / file_name(e), e, option, python) for e in conflicts(entries)]
+    chosen = conflicts(entries)
+    workers = max(1, min(len(chosen), os.cpu_count() or 1, MAX_PARALLEL_CHECKS))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(
+            pool.map(lambda e: write_verified(directory / file_name(e), e, option, python), chosen)
+        )

@@ -78,6 +78,11 @@ def _names(info: ObjectInfo) -> dict[str, Collection[str]]:
     }
 
 
+def exported_names(info: ObjectInfo) -> frozenset[str]:
+    """Every name of every kind (:data:`KINDS`) ``info`` exports."""
+    return frozenset(set().union(*_names(info).values()))
+
+
 def _symbols(info: ObjectInfo) -> dict[str, frozenset[str]]:
     return {kind: frozenset(names) for kind, names in _names(info).items()}
 

@@ -1,0 +1,192 @@
+"""The cost cuts of a planned run: load modes predicted from the scan (planning.links), owner
+checks answered from conflicts already diagnosed (engine.conflict_store), a minimisation that
+keeps the failing step and starts from the scan's guess, child runs counted by purpose. Unit
+tests here; the planned runs end to end are in test_sub_runs.py and test_plugin_variants.py."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pytest_runtimeconflict.diagnosis.minimise import Runner, minimise
+from pytest_runtimeconflict.engine.conflict_store import ConflictStore, StoredConflict
+from pytest_runtimeconflict.model import RunResult, RunSpec
+from pytest_runtimeconflict.model.plan import PlanContext, RuntimeLibrary
+from pytest_runtimeconflict.planning.links import (
+    FileFacts,
+    global_links,
+    preload_worthy,
+    related_modules,
+)
+from pytest_runtimeconflict.planning.variants import library_groups, ruled_out, worthy_runtimes
+from pytest_runtimeconflict.sandbox import runner as sandbox_runner
+
+
+def _facts(names: set[str], dist: str | None, soname: str, family: str | None = None) -> FileFacts:
+    return FileFacts(frozenset(names), family, dist, soname)
+
+
+# numpy-like "a" vendors libblasA (exports dgemm_, gotoblas), "b" imports "a" and vendors
+# libblasB (the same names), "c" vendors an unrelated library, "d" shares only a SONAME.
+FACTS = {
+    "/s/a/_a.so": _facts({"PyInit_x"} - {"PyInit_x"}, "a", "_a.so"),
+    "/s/a.libs/libblasA.so": _facts({"dgemm_", "gotoblas"}, "a", "libblasA.so", "blas"),
+    "/s/b/_b.so": _facts(set(), "b", "_b.so"),
+    "/s/b.libs/libblasB.so": _facts({"dgemm_", "gotoblas"}, "b", "libblasB.so", "blas"),
+    "/s/c/_c.so": _facts({"c_only"}, "c", "_c.so"),
+    "/usr/lib/libc.so.6": _facts({"malloc"}, None, "libc.so.6"),
+    "/s/d.libs/libz.so.1": _facts({"inflate"}, "d", "libz.so.1"),
+    "/s/e.libs/libz.so.1": _facts({"inflate_e"}, "e", "libz.so.1"),
+}
+LIBC = "/usr/lib/libc.so.6"
+OBJECTS = {
+    "a": frozenset({"/s/a/_a.so", "/s/a.libs/libblasA.so", LIBC}),
+    "b": frozenset({"/s/b/_b.so", "/s/b.libs/libblasB.so", "/s/a/_a.so", "/s/a.libs/libblasA.so", LIBC}),
+    "c": frozenset({"/s/c/_c.so", LIBC}),
+    "d": frozenset({"/s/d.libs/libz.so.1", LIBC}),
+    "e": frozenset({"/s/e.libs/libz.so.1", LIBC}),
+}  # fmt: skip
+
+
+def test_a_global_import_links_only_where_names_meet_a_module_maps_anew() -> None:
+    links = global_links(OBJECTS, FACTS)
+    # a's libblasA defines names libblasB (which b maps anew) defines
+    assert links["a"] == {"b"}
+    # b maps both copies (different distributions, the same names): it links to itself; a's
+    # objects are b's own, so b's global import adds nothing a does not already have
+    assert links["b"] == {"b"}
+    # c exports a name nobody else defines; libc is everywhere (the interpreter's own)
+    assert links["c"] == frozenset()
+    # d and e share a SONAME but no name: no global link
+    assert links["d"] == links["e"] == frozenset()
+
+
+def test_a_preload_is_planned_only_for_a_library_whose_soname_another_file_carries() -> None:
+    libs = ["/s/a.libs/libblasA.so", "/s/d.libs/libz.so.1", "/s/c.libs/libomp.so"]
+    linked = frozenset(p for paths in OBJECTS.values() for p in paths)
+    worthy = preload_worthy(libs, OBJECTS, FACTS, linked)
+    # libz: another file carries its SONAME; libomp: no extension links it (ctypes loads it)
+    assert worthy == {"/s/d.libs/libz.so.1", "/s/c.libs/libomp.so"}
+
+
+def test_related_modules_share_a_name_a_family_or_a_soname_through_different_files() -> None:
+    related = related_modules(OBJECTS, FACTS)
+    assert related["a"] == {"b"} and related["c"] == frozenset()
+    assert related["d"] == {"e"} and related["e"] == {"d"}
+
+
+def _context(**changes: object) -> PlanContext:
+    runtimes = (
+        RuntimeLibrary("/s/a.libs/libblasA.so", "blas", "openblas", ("a",), "a"),
+        RuntimeLibrary("/s/d.libs/libz.so.1", "blas", "openblas", ("d",), "d"),
+    )
+    base = {
+        "modules": ("a", "b", "c"),
+        "native": ("a", "b", "c"),
+        "runtimes": runtimes,
+        "scanned": True,
+        "links_known": True,
+        "global_links": (("a", ("b",)), ("b", ("b",)), ("c", ())),
+        "preload_worthy": ("/s/d.libs/libz.so.1",),
+    }
+    base.update(changes)
+    return PlanContext(**base)  # type: ignore[arg-type]
+
+
+def test_what_the_scan_rules_out_is_said_and_the_rest_is_planned() -> None:
+    from pytest_runtimeconflict.planning.variants import parse_variants
+
+    context = _context()
+    auto = parse_variants("--rc-variants", "auto", "test")
+    lines = ruled_out(context, auto)
+    assert (
+        lines[0].startswith("not imported RTLD_GLOBAL: c (")
+        and "cannot change a binding" in lines[0]
+    )
+    assert lines[1].startswith("not preloaded: libblasA.so (extensions link them")
+    assert [r.path for r in worthy_runtimes(context)] == ["/s/d.libs/libz.so.1"]
+    assert library_groups(worthy_runtimes(context)) == [("/s/d.libs/libz.so.1",)]
+    # nothing is ruled out blindly: without the scan's prediction every variant is planned
+    unknown = _context(links_known=False)
+    assert ruled_out(unknown, auto) == [] and worthy_runtimes(unknown) == unknown.runtimes
+    assert unknown.links_from("c") == ("a", "b", "c")
+    assert ruled_out(context, parse_variants("--rc-variants", "none", "test")) == []
+
+
+def _stored(index: int, key: str = "k", place: str = "w:b") -> StoredConflict:
+    return StoredConflict(
+        index, f"runtime-conflicts::item{index}", "a>b", key, ("failed", "ValueError", "bad"),
+        place, ("/s/a.libs/libblasA.so",), ("a",), place,
+    )  # fmt: skip
+
+
+def test_the_conflict_store_answers_owner_checks_across_processes(tmp_path: Path) -> None:
+    first = ConflictStore(tmp_path / "conflicts-x")
+    first.record(_stored(3))
+    own = tmp_path / "conflicts-x" / f"{os.getpid()}.jsonl"
+    assert oct(own.stat().st_mode & 0o777) == "0o600"
+    own.rename(tmp_path / "conflicts-x" / "4242.jsonl")  # as another worker wrote it
+    (tmp_path / "conflicts-x" / "99999.jsonl").write_text(
+        '{"half": "a line being written"'  # no newline: skipped
+    )
+    other = ConflictStore(tmp_path / "conflicts-x")  # another worker: reads the file
+    signature = ("failed", "ValueError", "bad")
+    mapped = ["/s/a.libs/libblasA.so", "/s/b.libs/libblasB.so"]
+    hit = other.earlier_match(5, signature, "w:b", mapped, ["a", "b"])
+    assert hit is not None and hit.item == "runtime-conflicts::item3"
+    # not for the item itself or an earlier one, nor elsewhere, nor without the library
+    assert other.earlier_match(3, signature, "w:b", mapped, ["a", "b"]) is None
+    assert other.earlier_match(5, signature, "w:c", mapped, ["a", "b"]) is None
+    assert other.earlier_match(5, signature, "w:b", mapped[1:], ["a", "b"]) is None
+    assert other.earlier_match(5, signature, "w:b", mapped, ["b"]) is None  # a not imported
+    assert other.earlier_owner(5, "k") is not None and other.earlier_owner(5, "k2") is None
+
+
+def test_the_store_never_writes_through_a_planted_link(tmp_path: Path) -> None:
+    folder = tmp_path / "conflicts-y"
+    folder.mkdir()
+    target = tmp_path / "victim"
+    target.write_text("keep\n")
+    (folder / f"{os.getpid()}.jsonl").symlink_to(target)
+    ConflictStore(folder).record(_stored(1))
+    assert target.read_text() == "keep\n"
+
+
+def _fake_run(fails_when: set[str]) -> tuple[list[tuple[str, ...]], object]:
+    seen: list[tuple[str, ...]] = []
+
+    def run(spec: RunSpec) -> RunResult:
+        seen.append(spec.steps)
+        if fails_when <= set(spec.steps) and "w" in spec.steps:
+            return RunResult(spec, "crashed", signal="SIGSEGV", failed_step=len(spec.steps) - 1)
+        return RunResult(spec, "passed")
+
+    return seen, run
+
+
+def test_minimisation_keeps_the_failing_step_and_starts_from_the_guess() -> None:
+    steps = tuple(f"m{i}" for i in range(8)) + ("w",)
+    spec = RunSpec(steps=steps)
+    first = RunResult(spec, "crashed", signal="SIGSEGV", failed_step=8)
+    seen, run = _fake_run({"m2", "m5"})
+    minimal, _ = minimise(spec, first, Runner(run, 40))  # type: ignore[arg-type]
+    assert minimal == ("m2", "m5", "w")
+    assert all(s[-1] == "w" for s in seen)  # never a candidate without the failing step
+    without_guess = len(seen)
+    seen, run = _fake_run({"m2", "m5"})
+    guess = lambda _steps, failed: [2, 5, 6, failed]  # noqa: E731
+    minimal, _ = minimise(spec, first, Runner(run, 40), guess)  # type: ignore[arg-type]
+    assert minimal == ("m2", "m5", "w") and seen[0] == ("m2", "m5", "m6", "w")
+    assert len(seen) < without_guess
+    # a wrong guess costs its one run and the search goes on as without it
+    seen, run = _fake_run({"m2", "m5"})
+    minimal, _ = minimise(spec, first, Runner(run, 40), lambda *_: [0, 8])  # type: ignore[arg-type]
+    assert minimal == ("m2", "m5", "w") and seen[0] == ("m0", "w")
+
+
+def test_child_runs_are_counted_by_the_outermost_purpose() -> None:
+    before = sandbox_runner.children_by_purpose()
+    with sandbox_runner.purpose("owner checks"), sandbox_runner.purpose("minimisation"):
+        inner = sandbox_runner._purpose.get()
+    assert inner == "owner checks"
+    assert sandbox_runner.children_by_purpose(before) == {}
