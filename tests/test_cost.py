@@ -174,7 +174,7 @@ def test_minimisation_keeps_the_failing_step_and_starts_from_the_guess() -> None
     assert all(s[-1] == "w" for s in seen)  # never a candidate without the failing step
     without_guess = len(seen)
     seen, run = _fake_run({"m2", "m5"})
-    guess = lambda _steps, failed: [2, 5, 6, failed]  # noqa: E731
+    guess = lambda _steps, _result: [2, 5, 6, 8]  # noqa: E731
     minimal, _ = minimise(spec, first, Runner(run, 40), guess)  # type: ignore[arg-type]
     assert minimal == ("m2", "m5", "w") and seen[0] == ("m2", "m5", "m6", "w")
     assert len(seen) < without_guess

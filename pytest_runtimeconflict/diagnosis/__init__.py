@@ -48,7 +48,7 @@ __all__ = ["Diagnosis", "attribute", "conflict_key", "diagnose", "gather_evidenc
 # A latent result (the process survived) is diagnosed within this many child runs unless the
 # caller asks for more: minimisation and a few experiments, not a full search.
 LATENT_BUDGET = 12
-Guess = Callable[[Sequence[str], int], Sequence[int]]
+Guess = Callable[[Sequence[str], RunResult], Sequence[int] | None]
 
 
 def diagnose(
@@ -60,20 +60,21 @@ def diagnose(
     experiments: bool = True,
     workloads: Workloads = (),
     guess: Guess | None = None,
+    search: bool = True,
 ) -> Diagnosis:
     """Minimise a failing run, attribute it, and run the relevant counter-experiments.
 
-    ``run`` runs one spec in a child (default: the sandbox's ``run_spec``); at most ``max_runs`` child
-    runs are made in all (``LATENT_BUDGET`` for a latent result), and ``cap_hit`` says when
-    that cap cut work short. ``workloads`` (the plan's table, module -> its workload steps):
-    each counter-experiment runs every workload of every module of its order, so a change is
-    reported as avoiding only when the modules' own code also runs through.
-    """
+    ``run`` runs one spec in a child (default: the sandbox's ``run_spec``); at most
+    ``max_runs`` child runs in all (``LATENT_BUDGET`` for a latent result; ``cap_hit`` says
+    when that cut work short). ``workloads`` (module -> its workload steps): each
+    counter-experiment runs every workload of every module of its order, so a change avoids
+    only when the modules' own code runs through too. ``guess``/``search``: see
+    :func:`_minimised`."""
     run = run or run_spec
     budget = min(max_runs, LATENT_BUDGET) if result.outcome == "latent" else max_runs
     runner = Runner(run, budget)
     runner.seed(spec, result)
-    steps, minimal, traced = _minimised(spec, result, runner, guess)
+    steps, minimal, traced = _minimised(spec, result, runner, guess, search)
     evidence = gather_evidence(minimal, result, traced)
     verdict = _with_load_mode(attribute(evidence), steps)
     tried: list[AvoidedBy] = []
@@ -104,9 +105,12 @@ def diagnose(
 
 
 def _minimised(
-    spec: RunSpec, result: RunResult, runner: Runner, guess: Guess | None = None
+    spec: RunSpec, result: RunResult, runner: Runner, guess: Guess | None, search: bool
 ) -> tuple[tuple[str, ...], RunResult, RunResult | None]:
-    """The minimal steps, their run, and that run under the loader's binding trace."""
+    """The minimal steps, their run, and that run under the loader's binding trace; without
+    ``search`` (the caller knows there is nothing to drop) the run as it is."""
+    if not search:
+        return tuple(spec.steps), result, None
     with purpose("minimisation"):
         steps, minimal = minimise(spec, result, runner, guess)
     with purpose("binding traces"):

@@ -143,15 +143,16 @@ def minimise(
     spec: RunSpec,
     result: RunResult,
     runner: Runner,
-    guess: Callable[[Sequence[str], int], Sequence[int]] | None = None,
+    guess: Callable[[Sequence[str], RunResult], Sequence[int] | None] | None = None,
 ) -> tuple[tuple[str, ...], RunResult]:
     """The smallest ordered subsequence of ``spec.steps`` failing like ``result``, and its run.
 
     Steps after the one that failed never ran, so they are dropped without a run. A candidate
     that fails differently (e.g. a ``NameError`` because the import a statement needs was
-    dropped) counts as "not the same failure". ``guess(steps, failed)``: the indices of the
-    steps a conflict of the failing step can involve (the scan's related modules); tried
-    first, one child run, and the search goes on from it when it fails the same way.
+    dropped) counts as "not the same failure". ``guess(steps, result)``: the indices of the
+    steps the failure can involve (by the scan: the modules related to the failing step's, or
+    those mapping the runtime copies or crash library the run names), or None; tried first,
+    one child run, and the search goes on from it when it fails the same way.
     """
     steps = tuple(spec.steps)
     if result.outcome == "passed" or len(steps) == 0:
@@ -169,8 +170,9 @@ def minimise(
     if len(indices) < len(steps):
         # The truncated sequence ran identically; record it under its own spec (no child run).
         _alias(runner, dataclasses.replace(spec, steps=tuple(steps[i] for i in indices)), result)
-    if guess is not None and isinstance(failed, int) and 0 <= failed < len(steps):
-        indices = _guessed(indices, list(guess(steps, failed)), fails)
+    guessed = guess(steps, result) if guess is not None else None
+    if guessed is not None:
+        indices = _guessed(indices, list(guessed), fails, keep_last=failed is not None)
     kept = _ddmin_keeping_last(indices, fails) if failed is not None else ddmin(indices, fails)
     minimal_steps = tuple(steps[i] for i in kept)
     minimal_spec = dataclasses.replace(spec, steps=minimal_steps)
@@ -181,12 +183,15 @@ def minimise(
 
 
 def _guessed(
-    indices: list[int], guessed: list[int], fails: Callable[[Sequence[int]], bool]
+    indices: list[int],
+    guessed: list[int],
+    fails: Callable[[Sequence[int]], bool],
+    keep_last: bool,
 ) -> list[int]:
-    """``guessed`` (within ``indices``, the failing step kept) when it is smaller and fails
-    the same way; else ``indices``."""
-    picked = sorted(set(guessed) & set(indices) | {indices[-1]})
-    if len(picked) >= len(indices):
+    """``guessed`` (within ``indices``; the failing step kept when there is one) when it is
+    smaller and fails the same way; else ``indices``."""
+    picked = sorted(set(guessed) & set(indices) | ({indices[-1]} if keep_last else set()))
+    if not picked or len(picked) >= len(indices):
         return indices
     try:
         return picked if fails(picked) else indices

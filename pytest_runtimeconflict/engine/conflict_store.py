@@ -25,7 +25,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from pytest_runtimeconflict.model import RunResult
 from pytest_runtimeconflict.vocabulary import JsonObject
 
 STALE_SECONDS = 86400  # older session folders are removed when a new session starts
@@ -81,20 +80,19 @@ class StoredConflict:
         place: str,
         mapped: set[str],
         imported: set[str],
-        copies: set[tuple[str, str]],
     ) -> bool:
         """Whether a run that failed with ``signature`` at ``place``, having mapped ``mapped``
-        (real paths), imported ``imported`` (modules) and mapped the runtime ``copies``
-        ((family, copy) pairs), met this conflict again: and no other copy of its runtime
-        families (with a third copy the failure may be another pair's)."""
-        families = {family for family, _copy in self.copies}
+        (real paths) and imported ``imported`` (modules), met this conflict again: its
+        libraries and its minimal order's modules were all there, so the run holds it and
+        could not get past it (with a third copy of a runtime there, another pair may fail
+        too: the repair of a covering sequence, which leaves this conflict's modules out,
+        meets that pair on its own)."""
         return (
             self.signature == signature
             and self.place == place
             and bool(self.libraries)
             and set(self.libraries) <= mapped
             and set(self.modules) <= imported
-            and {c for c in copies if c[0] in families} <= set(self.copies)
         )
 
 
@@ -140,13 +138,12 @@ class ConflictStore:
 
     def earlier_match(
         self, index: int, signature: tuple[str, ...], place: str, mapped: Sequence[str],
-        imported: Sequence[str], copies: Sequence[tuple[str, str]] = (),
+        imported: Sequence[str],
     ) -> StoredConflict | None:  # fmt: skip
         """The conflict of the earliest item before ``index`` that a failed run (its
-        signature, place, mapped files, imported modules, runtime copies) meets again, or
-        None."""
+        signature, place, mapped files and imported modules) meets again, or None."""
         real = {os.path.realpath(p) for p in mapped}
-        seen = (signature, place, real, set(imported), set(copies))
+        seen = (signature, place, real, set(imported))
         hits = [c for c in self.conflicts() if c.index < index and c.met_again(*seen)]
         return min(hits, key=lambda c: c.index) if hits else None
 
@@ -184,8 +181,3 @@ def session_store(cache_dir: Path, run_id: str) -> ConflictStore:
         except OSError:
             continue
     return ConflictStore(cache_dir / f"conflicts-{run_id}")
-
-
-def runtime_copies(result: RunResult) -> list[tuple[str, str]]:
-    """The (family, copy) of every runtime ``result`` mapped."""
-    return [(r.family, r.copy or os.path.realpath(r.path)) for r in result.loaded_runtimes]

@@ -10,6 +10,7 @@ into the session's state.
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +21,16 @@ from pytest_runtimeconflict.model import Diagnosis, RunResult, RunSpec
 from pytest_runtimeconflict.model.plan import Plan, PlannedItem
 from pytest_runtimeconflict.options import Settings
 from pytest_runtimeconflict.vocabulary import PLAN_NODE, fails
+
+
+def _named_files(result: RunResult) -> set[str]:
+    """The files a failure after the steps names: its crash library, and every copy of a
+    runtime family the run mapped twice."""
+    twice = set(result.duplicated_families())
+    files = {r.path for r in result.loaded_runtimes if r.family in twice}
+    if result.crash_library:
+        files.add(result.crash_library)
+    return {os.path.realpath(f) for f in files}
 
 
 def node_id(name: str) -> str:
@@ -81,7 +92,9 @@ class ItemHost:
     ) -> Diagnosis:
         """Minimise, attribute and (with ``experiments``) counter-experiment a failing run,
         within ``--rc-max-runs`` child runs unless ``max_runs`` says otherwise; the
-        experiments run the plan's workloads of every module of their order."""
+        experiments run the plan's workloads of every module of their order. A hang of one
+        module (its import and its workloads) is not minimised: each candidate that still
+        hangs waits the whole deadline, and the module is what the hang needs."""
         from pytest_runtimeconflict.diagnosis import diagnose
 
         budget = self.settings.max_runs if max_runs is None else max_runs
@@ -95,26 +108,33 @@ class ItemHost:
             run=self.run,
             workloads=self.plan.workloads,
             guess=self.related_steps,
+            search=not (result.outcome == "hung" and len(self.plan.modules_of(spec.steps)) <= 1),
         )
 
-    def related_steps(self, steps: Sequence[str], failed: int) -> list[int]:
-        """The indices of the steps before ``failed`` (and it) whose modules a conflict of
-        the failing step's module can involve, by the scan (:mod:`..planning.links`): the
-        minimisation's first guess. Every step when the scan does not know."""
-        plan = self.plan
-        module = plan.modules_of([steps[failed]])
-        context = plan.context
-        near = context.related_to(module[0]) if module and context is not None else None
-        if near is None:
-            return list(range(failed + 1))
-        keep = {module[0], *near}
+    def related_steps(self, steps: Sequence[str], result: RunResult) -> list[int] | None:
+        """The minimisation's first guess, by the scan (:mod:`..planning.links`): the steps
+        whose modules a conflict of the failing step's module can involve; for a failure
+        after the steps (a runtime probe, exit), those of the modules that link the crash's
+        library or a runtime copy of a family mapped twice. Steps of no planned module, and of
+        modules the scan knows nothing of, stay. None when the scan does not say."""
+        plan, context = self.plan, self.plan.context
+        if context is None or not context.links_known:
+            return None
+        failed = result.failed_step
+        if isinstance(failed, int) and 0 <= failed < len(steps):
+            module = plan.modules_of([steps[failed]])
+            near = context.related_to(module[0]) if module else None
+            keep = {module[0], *near} if module and near is not None else None
+        else:
+            keep = set(context.modules_mapping(_named_files(result))) or None
+        if keep is None:
+            return None
         return [
             i
-            for i in range(failed + 1)
-            if not plan.modules_of([steps[i]])
-            or set(plan.modules_of([steps[i]])) <= keep
-            or context is None
-            or any(context.related_to(m) is None for m in plan.modules_of([steps[i]]))
+            for i, step in enumerate(steps)
+            if not (mods := plan.modules_of([step]))
+            or set(mods) <= keep
+            or any(context.related_to(m) is None for m in mods)
         ]
 
     def earlier_items(self, index: int) -> list[PlannedItem]:

@@ -13,7 +13,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from pytest_runtimeconflict.engine.conflict_store import StoredConflict, runtime_copies
+from pytest_runtimeconflict.engine.conflict_store import StoredConflict
 from pytest_runtimeconflict.engine.host import ItemHost, node_id
 from pytest_runtimeconflict.engine.repeats import conflict_copies, failure_place, signature_of
 from pytest_runtimeconflict.model import Diagnosis, RunResult, RunSpec
@@ -81,9 +81,8 @@ def stored_owner(
     if index == 0:
         return None
     stored = host.conflicts.earlier_match(
-        index, signature_of(result), failure_place(spec, result), result.mapped, executed,
-        runtime_copies(result),
-    )  # fmt: skip
+        index, signature_of(result), failure_place(spec, result), result.mapped, executed
+    )
     if stored is None:
         return None
     return SameFailure(stored.item, stored.run, stored.modules, stored.step)

@@ -4,6 +4,7 @@ with its load-mode :class:`Variant`) and the coverage the runs reached (:class:`
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
@@ -163,6 +164,17 @@ class PlanContext:
         if not self.links_known or module not in dict(self.related):
             return None
         return dict(self.related)[module]
+
+    def modules_mapping(self, files: set[str]) -> Tuple:
+        """The planned modules whose extensions' closures (or OpenMP maps) hold one of
+        ``files`` (real paths)."""
+        out = []
+        for module in self.modules:
+            paths = {os.path.realpath(p) for _name, p in self.closure(module)}
+            paths |= set(dict(self.openmp_maps).get(module, ()))
+            if paths & files:
+                out.append(module)
+        return tuple(out)
 
     def closure(self, module: str) -> tuple[tuple[str, str], ...]:
         return dict(self.closures).get(module, ())

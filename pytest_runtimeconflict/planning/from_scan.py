@@ -252,7 +252,7 @@ def predicted_links(
 
     objects = mapped_objects(closures, probes)
     facts = file_facts({p for paths in objects.values() for p in paths}, result, cache_dir)
-    linked = frozenset(os.path.realpath(p) for c in closures.values() for p in c.values())
+    linked = linked_at_import(closures, probes)
     worthy = preload_worthy((r.path for r in runtimes), objects, facts, linked)
     links, related = global_links(objects, facts), related_modules(objects, facts)
     for module in objects:
@@ -266,6 +266,23 @@ def predicted_links(
         "preload_worthy": tuple(sorted(worthy)),
         "related": tuple((m, tuple(sorted(related[m]))) for m in sorted(related)),
     }
+
+
+def linked_at_import(
+    closures: Mapping[str, Mapping[str, str]], probes: Mapping[str, Any]
+) -> frozenset[str]:
+    """The real paths the extensions' static closures hold that ``import module`` really
+    mapped (all of them for a module without a probe): a closure's file that its import
+    never maps (its SONAME served by a copy the package loaded itself first) is no module's."""
+    out = set()
+    for module, closure in closures.items():
+        probe = probes.get(module)
+        mapped = {os.path.realpath(p) for p in probe.mapped} if probe and probe.known else None
+        for path in closure.values():
+            real = os.path.realpath(path)
+            if mapped is None or real in mapped:
+                out.add(real)
+    return frozenset(out)
 
 
 def file_facts(paths: Iterable[str], result: ScanResult, cache_dir: Path | None) -> dict[str, Any]:

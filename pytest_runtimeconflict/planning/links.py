@@ -16,7 +16,8 @@ a preload (``ctypes.CDLL(..., RTLD_GLOBAL)`` or ``LD_PRELOAD``) of a runtime lib
     sequences import every such module globally), and one thing more: a later object that asks
     for L's SONAME gets L instead of its own copy. So a preload is planned for a library whose
     SONAME another file that a planned module maps also carries, and for one no extension
-    links (loaded with ``ctypes`` or ``dlopen``, which an RTLD_GLOBAL import leaves local).
+    links (loaded with ``ctypes`` or ``dlopen``, which an RTLD_GLOBAL import leaves local) or
+    that no import really maps (a copy the process would otherwise not have at all).
 
 What a module maps is its extensions' static closure plus what ``import module`` mapped in its
 import probe (Python-level imports of other packages, ``ctypes`` loads). Pure standard library.

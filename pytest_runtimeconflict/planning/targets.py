@@ -29,7 +29,7 @@ from pytest_runtimeconflict.static.rules import rule_of
 GLOBAL_RULES = frozenset(
     {"cxx-symbol-duplicate", "symbol-interposition", "gnu-unique-shared", "blas-duplicate"}
 )
-MAX_PAIRS = 3  # pairs per finding (each costs two to four child runs)
+MAX_PAIRS = 10  # pairs per finding (each costs two to four child runs): all of five modules
 FORK_PROBE = "fork-after-parallel"
 WORKLOAD_FORK_PROBE = "fork-after-workload"
 
@@ -94,7 +94,7 @@ def target_items(context: PlanContext) -> list[PlannedItem]:
         reps = representatives(finding, bringers, context)
         if not _covered(finding, context) or (len(reps) < 2 and not all(bringers)):
             continue  # a library of the finding comes with no planned module
-        groups = _pairs(reps, set(owner))
+        groups = _pairs(reps, set(owner)) + _apart_at_run_time(bringers, context, set(owner))
         if not groups:
             every = [frozenset(p) for p in combinations(reps, 2)] or [frozenset(reps)]
             held = [owner[k] for k in every if k in owner]
@@ -112,6 +112,22 @@ def target_items(context: PlanContext) -> list[PlannedItem]:
         )
         for name, (findings, groups) in merged.items()
     ]
+
+
+def _apart_at_run_time(
+    bringers: Sequence[Sequence[str]], context: PlanContext, done: set[frozenset[str]]
+) -> list[tuple[str, ...]]:
+    """Pairs of modules that the scan sees bringing one library but whose imports mapped
+    different OpenMP runtime files (a package that loads its own copy by path with ``ctypes``
+    at import time): at run time they are two copies."""
+    maps = dict(context.openmp_maps)
+    out: list[tuple[str, ...]] = []
+    for modules in bringers:
+        for a, b in combinations(modules, 2):
+            apart = maps.get(a) and maps.get(b) and set(maps[a]) != set(maps[b])
+            if apart and frozenset((a, b)) not in done:
+                out.append((a, b))
+    return out[:MAX_PAIRS]
 
 
 def _pairs(reps: list[str], done: set[frozenset[str]]) -> list[tuple[str, ...]]:
