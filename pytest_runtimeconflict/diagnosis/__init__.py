@@ -70,9 +70,8 @@ def diagnose(
     counter-experiment runs every workload of every module of its order, so a change avoids
     only when the modules' own code runs through too. ``guess``/``search``: see
     :func:`_minimised`."""
-    run = run or run_spec
     budget = min(max_runs, LATENT_BUDGET) if result.outcome == "latent" else max_runs
-    runner = Runner(run, budget)
+    runner = Runner(run or run_spec, budget)
     runner.seed(spec, result)
     steps, minimal, traced = _minimised(spec, result, runner, guess, search)
     evidence = gather_evidence(minimal, result, traced)
