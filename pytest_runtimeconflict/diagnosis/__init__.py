@@ -107,11 +107,11 @@ def _minimised(
     spec: RunSpec, result: RunResult, runner: Runner, guess: Guess | None, search: bool
 ) -> tuple[tuple[str, ...], RunResult, RunResult | None]:
     """The minimal steps, their run, and that run under the loader's binding trace; without
-    ``search`` (the caller knows there is nothing to drop) the run as it is."""
-    if not search:
-        return tuple(spec.steps), result, None
-    with purpose("minimisation"):
-        steps, minimal = minimise(spec, result, runner, guess)
+    ``search`` (the caller knows there is nothing to drop) the run as it is, traced."""
+    steps, minimal = tuple(spec.steps), result
+    if search:
+        with purpose("minimisation"):
+            steps, minimal = minimise(spec, result, runner, guess)
     with purpose("binding traces"):
         traced = _traced(dataclasses.replace(spec, steps=steps), minimal, runner)
     return steps, minimal, traced

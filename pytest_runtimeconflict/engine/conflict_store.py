@@ -43,7 +43,6 @@ class StoredConflict:
     libraries: tuple[str, ...]  # real paths
     modules: tuple[str, ...]  # the minimal order's modules
     step: str  # the step that failed
-    copies: tuple[tuple[str, str], ...] = ()  # (family, copy) of its runtime libraries
 
     def to_json(self) -> JsonObject:
         return {
@@ -56,7 +55,6 @@ class StoredConflict:
             "libraries": list(self.libraries),
             "modules": list(self.modules),
             "step": self.step,
-            "copies": [list(c) for c in self.copies],
         }
 
     @classmethod
@@ -71,7 +69,6 @@ class StoredConflict:
             tuple(str(x) for x in data["libraries"]),
             tuple(str(x) for x in data["modules"]),
             str(data["step"]),
-            tuple((str(f), str(c)) for f, c in data.get("copies", ())),
         )
 
     def met_again(

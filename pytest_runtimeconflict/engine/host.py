@@ -20,7 +20,7 @@ from pytest_runtimeconflict.engine.verdicts import FindingJudge, KnownJudge, Pla
 from pytest_runtimeconflict.model import Diagnosis, RunResult, RunSpec
 from pytest_runtimeconflict.model.plan import Plan, PlannedItem
 from pytest_runtimeconflict.options import Settings
-from pytest_runtimeconflict.vocabulary import PLAN_NODE, fails
+from pytest_runtimeconflict.vocabulary import PLAN_NODE, fails, is_import_step
 
 
 def _named_files(result: RunResult) -> set[str]:
@@ -89,12 +89,14 @@ class ItemHost:
         *,
         experiments: bool = True,
         max_runs: int | None = None,
+        minimal: bool = False,
     ) -> Diagnosis:
         """Minimise, attribute and (with ``experiments``) counter-experiment a failing run,
         within ``--rc-max-runs`` child runs unless ``max_runs`` says otherwise; the
         experiments run the plan's workloads of every module of their order. A hang of one
         module (its import and its workloads) is not minimised: each candidate that still
-        hangs waits the whole deadline, and the module is what the hang needs."""
+        hangs waits the whole deadline, and the module is what the hang needs; nor is a run
+        the caller says is ``minimal`` already."""
         from pytest_runtimeconflict.diagnosis import diagnose
 
         budget = self.settings.max_runs if max_runs is None else max_runs
@@ -108,12 +110,14 @@ class ItemHost:
             run=self.run,
             workloads=self.plan.workloads,
             guess=self.related_steps,
-            search=not (result.outcome == "hung" and len(self.plan.modules_of(spec.steps)) <= 1),
+            search=not minimal
+            and not (result.outcome == "hung" and len(self.plan.modules_of(spec.steps)) <= 1),
         )
 
     def related_steps(self, steps: Sequence[str], result: RunResult) -> list[int] | None:
         """The minimisation's first guess, by the scan (:mod:`..planning.links`): the steps
-        whose modules a conflict of the failing step's module can involve; for a failure
+        whose modules a conflict of the failing step's module can involve (their imports, and
+        the workloads of the failing step's module); for a failure
         after the steps (a runtime probe, exit), those of the modules that link the crash's
         library or a runtime copy of a family mapped twice. Steps of no planned module, and of
         modules the scan knows nothing of, stay. None when the scan does not say."""
@@ -121,10 +125,12 @@ class ItemHost:
         if context is None or not context.links_known:
             return None
         failed = result.failed_step
+        own: set[str] = set()  # the failing step's module: its workloads stay too
         if isinstance(failed, int) and 0 <= failed < len(steps):
             module = plan.modules_of([steps[failed]])
             near = context.related_to(module[0]) if module else None
             keep = {module[0], *near} if module and near is not None else None
+            own = set(module[:1])
         else:
             keep = set(context.modules_mapping(_named_files(result))) or None
         if keep is None:
@@ -133,7 +139,7 @@ class ItemHost:
             i
             for i, step in enumerate(steps)
             if not (mods := plan.modules_of([step]))
-            or set(mods) <= keep
+            or (set(mods) <= keep and (is_import_step(step) or not own or set(mods) <= own))
             or any(context.related_to(m) is None for m in mods)
         ]
 

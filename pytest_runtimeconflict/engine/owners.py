@@ -15,7 +15,7 @@ from typing import Any
 
 from pytest_runtimeconflict.engine.conflict_store import StoredConflict
 from pytest_runtimeconflict.engine.host import ItemHost, node_id
-from pytest_runtimeconflict.engine.repeats import conflict_copies, failure_place, signature_of
+from pytest_runtimeconflict.engine.repeats import failure_place, signature_of
 from pytest_runtimeconflict.model import Diagnosis, RunResult, RunSpec
 from pytest_runtimeconflict.model.entry import LoadMode, RunEntry, SameFailure
 from pytest_runtimeconflict.model.plan import PlannedItem, PlannedRun, Variant
@@ -106,7 +106,6 @@ def remember(
             index, node_id(item.name), str(spec.id), diagnosis.key, signature_of(result),
             place, tuple(sorted({os.path.realpath(lib.path) for lib in diagnosis.libraries})),
             tuple(m for m in imports if m), place,
-            conflict_copies(result, [lib.path for lib in diagnosis.libraries]),
         )
     )  # fmt: skip
 

@@ -23,7 +23,6 @@ class Diagnosed:
     key: str
     run_id: str
     libraries: frozenset[str] = frozenset()  # the conflict's libraries (real paths)
-    copies: tuple[tuple[str, str], ...] = ()  # (family, copy) of its runtime libraries
 
 
 @dataclasses.dataclass
@@ -49,7 +48,6 @@ class ItemFailures:
                 signature_of(result), failure_place(spec, result), frozenset(order),
                 _loads(spec), tuple(diagnosis.minimal_steps), diagnosis.key, str(spec.id),
                 frozenset(os.path.realpath(lib.path) for lib in diagnosis.libraries),
-                conflict_copies(result, [lib.path for lib in diagnosis.libraries]),
             )
         )  # fmt: skip
 
@@ -78,37 +76,7 @@ class ItemFailures:
 
 def _met_again(earlier: Diagnosed, result: RunResult) -> bool:
     mapped = {os.path.realpath(p) for p in result.mapped}
-    return (
-        bool(earlier.libraries)
-        and earlier.libraries <= mapped
-        and no_other_copies(earlier.copies, result)
-    )
-
-
-def conflict_copies(result: RunResult, libraries: Sequence[str]) -> tuple[tuple[str, str], ...]:
-    """The (family, copy) of each runtime among a conflict's ``libraries`` in ``result``."""
-    wanted = {os.path.realpath(p) for p in libraries}
-    return tuple(
-        sorted(
-            {
-                (r.family, r.copy or os.path.realpath(r.path))
-                for r in result.loaded_runtimes
-                if os.path.realpath(r.path) in wanted
-            }
-        )
-    )
-
-
-def no_other_copies(copies: Sequence[tuple[str, str]], result: RunResult) -> bool:
-    """Whether ``result`` mapped no copy of the conflict's runtime families beyond the
-    conflict's own ``copies``: with a third copy there, the failure may be another pair's."""
-    families = {family for family, _copy in copies}
-    mapped = {
-        (r.family, r.copy or os.path.realpath(r.path))
-        for r in result.loaded_runtimes
-        if r.family in families
-    }
-    return mapped <= set(copies)
+    return bool(earlier.libraries) and earlier.libraries <= mapped
 
 
 def signature_of(result: RunResult) -> tuple[str, ...]:

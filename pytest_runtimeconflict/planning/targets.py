@@ -15,6 +15,7 @@ the workload that would (an ``error`` finding fails the item unless ``--rc-fail-
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Sequence
 from itertools import combinations
 
@@ -140,14 +141,19 @@ def _pairs(reps: list[str], done: set[frozenset[str]]) -> list[tuple[str, ...]]:
 def _target_runs(
     groups: Iterable[tuple[str, ...]], findings: list[Finding], context: PlanContext
 ) -> tuple[PlannedRun, ...]:
-    """Each group in both orders; for a finding that RTLD_GLOBAL can matter to, each order
-    again with its first module imported RTLD_GLOBAL, when that import can change a binding
-    of the order (:meth:`~..model.plan.PlanContext.links_from`)."""
+    """Each group in both orders (the pairs of three or more modules as one sweep each way,
+    when no two of them load different files under one name: :func:`sweep`); for a finding
+    that RTLD_GLOBAL can matter to, each order again with its first module imported
+    RTLD_GLOBAL, when that import can change a binding of the order
+    (:meth:`~..model.plan.PlanContext.links_from`)."""
     with_global = any(global_relevant(f.rule) for f in findings)
-    runs: list[PlannedRun] = []
+    groups = list(groups)
+    swept = sweep(groups, context)
+    runs: list[PlannedRun] = [PlannedRun(order) for order in swept]
     for group in groups:
         orders = [group] if len(group) == 1 else [group, group[::-1]]
-        runs += [PlannedRun(order) for order in orders]
+        if not swept:
+            runs += [PlannedRun(order) for order in orders]
         if with_global:
             for order in orders:
                 if not set(order) & set(context.links_from(order[0])):
@@ -155,6 +161,28 @@ def _target_runs(
                 variant = Variant(f"global({order[0]})", "target", global_imports=(order[0],))
                 runs.append(PlannedRun(order, variant))
     return tuple(runs)
+
+
+def sweep(groups: Sequence[tuple[str, ...]], context: PlanContext) -> list[tuple[str, ...]]:
+    """The pairs' modules in one order and its reverse, when the pairs are those of three or
+    more modules; else nothing (the pairs run one by one). Every ordered pair then meets in
+    one of the two runs, as it does alone unless a third module loads a file under a name both
+    of the pair load, different from theirs (the first such copy would serve both): then
+    nothing either. A sweep that fails is followed by the pairs it did not reach (the
+    engine's target items)."""
+    modules = list(dict.fromkeys(m for g in groups for m in g))
+    if len(modules) < 3 or any(len(g) != 2 for g in groups):
+        return []
+    if {frozenset(g) for g in groups} != {frozenset(p) for p in combinations(modules, 2)}:
+        return []
+    files: dict[str, dict[str, str]] = {}
+    for module in modules:
+        for name, path in context.closure(module):
+            if "/" not in name:  # extensions are in by path: Python loads them by path
+                files.setdefault(name, {})[module] = os.path.realpath(path)
+    if any(len(by) >= 3 and len(set(by.values())) >= 2 for by in files.values()):
+        return []
+    return [tuple(modules), tuple(reversed(modules))]
 
 
 def fork_items(context: PlanContext, workload_modules: Iterable[str] = ()) -> list[PlannedItem]:
