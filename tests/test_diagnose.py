@@ -212,6 +212,8 @@ FIELD_NOTES_AVOIDANCE = {
     "libstdcxx-old-shadow": [("order", "reverse", False)],
     "openmp-duplicate": [("env", "KMP_DUPLICATE_LIB_OK", True)],
     "openmp-fork-hang": [("env", "OMP_NUM_THREADS", False)],
+    # the pool's own thread variable, read from the library's data (no family has it)
+    "thread-pool-fork-hang": [("env", "ZPOOL_NUM_THREADS", False)],
 }
 # Conflicts of two copies of one runtime: the minimal reproducer is the two imports (+ calls).
 TWO_COPY_RULES = {
