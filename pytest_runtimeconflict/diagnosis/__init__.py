@@ -30,12 +30,14 @@ from pytest_runtimeconflict.diagnosis.experiments import (
     plan_experiments,
     run_experiments,
 )
+from pytest_runtimeconflict.diagnosis.forked import replay_spec, with_replay
 from pytest_runtimeconflict.diagnosis.interposition import evidence_lines
-from pytest_runtimeconflict.diagnosis.minimise import RunFn, Runner, minimise
+from pytest_runtimeconflict.diagnosis.minimise import CapReached, RunFn, Runner, minimise
 from pytest_runtimeconflict.diagnosis.signature import failure_signature
 from pytest_runtimeconflict.model import (
     AvoidedBy,
     Diagnosis,
+    Evidence,
     Experiment,
     RunResult,
     RunSpec,
@@ -74,7 +76,7 @@ def diagnose(
     runner = Runner(run or run_spec, budget)
     runner.seed(spec, result)
     steps, minimal, traced = _minimised(spec, result, runner, guess, search)
-    evidence = gather_evidence(minimal, result, traced)
+    evidence = _evidence(dataclasses.replace(spec, steps=steps), minimal, result, traced, runner)
     verdict = _with_load_mode(attribute(evidence), steps)
     tried: list[AvoidedBy] = []
     planned: list[Experiment] = []
@@ -135,6 +137,34 @@ def _traced(spec: RunSpec, minimal: RunResult, runner: Runner) -> RunResult | No
     if traced.outcome in ("passed", "latent"):
         return traced
     return traced if failure_signature(traced) == failure_signature(minimal) else None
+
+
+def _evidence(
+    spec: RunSpec,
+    minimal: RunResult,
+    result: RunResult,
+    traced: RunResult | None,
+    runner: Runner,
+) -> Evidence:
+    """The evidence of the minimal run ``spec``, with its binding trace ``traced`` and, when
+    a step of it forks, what the fork probe saw replaying that fork."""
+    with purpose("fork probes"):
+        forked = _fork_replay(spec, minimal, runner)
+    return gather_evidence(forked, result, traced)
+
+
+def _fork_replay(spec: RunSpec, minimal: RunResult, runner: Runner) -> RunResult:
+    """``minimal`` with what the fork probe saw when a step of it forks and the run hung or
+    failed from there: the steps before that step, run with the probe (one child run), show
+    the parent's threads at fork time and where the forked child waits
+    (:func:`.forked.replay_spec`)."""
+    replay = replay_spec(spec, minimal)
+    if replay is None:
+        return minimal
+    try:
+        return with_replay(minimal, runner(replay))
+    except CapReached:
+        return minimal
 
 
 def _with_load_mode(verdict: Verdict, steps: tuple[str, ...]) -> Verdict:

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 
 from pytest_runtimeconflict.diagnosis.candidates import newest_candidate
 from pytest_runtimeconflict.diagnosis.evidence import _LIBC_NAMES, describe
-from pytest_runtimeconflict.diagnosis.forked import fork_verdict
+from pytest_runtimeconflict.diagnosis.forked import FORK_CALL, fork_verdict, refused_verdict
 from pytest_runtimeconflict.diagnosis.interposition import verdict as interposition_verdict
 from pytest_runtimeconflict.diagnosis.signature import _VERSION_NOT_FOUND, exception_type_of
 from pytest_runtimeconflict.model import Evidence, Finding, LibraryRole, ObjectInfo, Verdict
@@ -32,7 +32,11 @@ def attribute(evidence: Evidence) -> Verdict:
     shadow = _version_shadow(evidence) or _missing_library(evidence)
     if shadow is not None:
         return shadow
-    forked = fork_verdict(evidence, _verdict) or _fork_after_openmp(evidence)
+    forked = (
+        refused_verdict(evidence, _verdict)
+        or fork_verdict(evidence, _verdict)
+        or _fork_after_openmp(evidence)
+    )
     if forked is not None:
         return forked
     bound = interposition_verdict(evidence, _verdict, lambda p: _label(p, evidence))
@@ -48,9 +52,6 @@ def attribute(evidence: Evidence) -> Verdict:
     return _fallback(evidence, ranked)
 
 
-_FORK_CALL = re.compile(r"\bfork\b|\bos\.fork|multiprocessing|ProcessPoolExecutor|popen_fork")
-
-
 def _fork_after_openmp(evidence: Evidence) -> Verdict | None:
     """A hang in a run that forked while an OpenMP runtime the failure needs was mapped."""
     if evidence.outcome != "hung":
@@ -58,7 +59,7 @@ def _fork_after_openmp(evidence: Evidence) -> Verdict | None:
     steps = "\n".join(evidence.result.spec.steps)
     traceback = evidence.result.python_traceback or ""
     probed = any(e.get("kind") == "fork" for e in evidence.result.exercised)  # the fork probe
-    if not (probed or _FORK_CALL.search(steps) or _FORK_CALL.search(traceback)):
+    if not (probed or FORK_CALL.search(steps) or FORK_CALL.search(traceback)):
         return None
     openmp = sorted(
         (p for p, (family, _r) in evidence.runtimes.items()

@@ -27,6 +27,7 @@ from pytest_runtimeconflict.diagnosis.attribution import conflict_key
 from pytest_runtimeconflict.diagnosis.candidates import dedupe, newest_candidate, system_libraries
 from pytest_runtimeconflict.diagnosis.evidence import backtrace_library, describe
 from pytest_runtimeconflict.diagnosis.minimise import CapReached, Runner, reversed_imports
+from pytest_runtimeconflict.diagnosis.rodata import thread_variables
 from pytest_runtimeconflict.model import (
     AvoidedBy,
     Evidence,
@@ -230,14 +231,19 @@ def _fork_settings(spec: RunSpec, evidence: Evidence, verdict: Verdict) -> list[
     they have none (threads of a library of no runtime family) and the fork-after-workload
     probe ran, the thread variables of every family the run mapped (each then tried with the
     real workload, which the probe runs again in the forked child: a package that sizes its
-    own pool is not tamed by a variable it does not read)."""
-    own = [
+    own pool is not tamed by a variable it does not read); then the thread-count variables
+    the verdict's libraries read themselves (:mod:`.rodata`), each set to 1."""
+    planned = [
         e for f in dict.fromkeys(verdict.families) for e in _settings(spec, evidence, verdict, f)
     ]
-    if own or FORK_PROBES[0] not in spec.probes:
-        return own
-    mapped = sorted({family for family, _runtime in evidence.runtimes.values()})
-    return [e for f in mapped for e in _settings(spec, evidence, verdict, f)]
+    if not planned and FORK_PROBES[0] in spec.probes:
+        mapped = sorted({family for family, _runtime in evidence.runtimes.values()})
+        planned = [e for f in mapped for e in _settings(spec, evidence, verdict, f)]
+    # the libraries' own thread-count variables (a pool of its own reads no family's)
+    own = thread_variables(
+        [lib.path for lib in verdict.libraries], family_registry.thread_variables()
+    )
+    return planned + [_env(spec, name, "1") for name in own]
 
 
 def _start_method(spec: RunSpec) -> list[Experiment]:

@@ -200,17 +200,10 @@ def _guessed(
 
 
 def _ddmin_keeping_last(indices: list[int], fails: Callable[[Sequence[int]], bool]) -> list[int]:
-    """ddmin over the steps before the one that failed, that step always kept: a candidate
-    without it cannot fail there, so it is never run."""
-    *before, last = indices
-    if not before:
-        return indices
-    if len(before) == 1:  # ddmin's one useful candidate: the failing step alone
-        try:
-            return [last] if fails([last]) else indices
-        except CapReached:
-            return indices
-    return [*ddmin(before, lambda subset: fails([*subset, last])), last]
+    """ddmin with the step that failed always kept: a candidate without it cannot fail
+    there, so it counts as "not the same failure" without a child run."""
+    last = indices[-1]
+    return ddmin(indices, lambda subset: last in subset and fails(subset))
 
 
 def _alias(runner: Runner, spec: RunSpec, result: RunResult) -> None:

@@ -33,6 +33,26 @@ _REPLAY_PROBE = re.compile(
 )
 
 
+# A runtime that refuses to run in a forked child says so in its own words before it ends the
+# child ("fork() called from a process already using <runtime>, this is unsafe", "... is not
+# supported after fork"). The span from the word fork to the verdict word, or back.
+_REFUSAL = r"unsafe|not (?:fork-)?safe|not supported|unsupported|not allowed|forbidden"
+_FORK_REFUSED = re.compile(
+    rf"\bfork\b(?:\(\))?[^\n]{{0,160}}?\b(?:{_REFUSAL})\b"
+    rf"|\b(?:{_REFUSAL})\b[^\n]{{0,80}}?\b(?:after|following|across|in the child of) (?:a |the )?"
+    r"fork\b(?:\(\))?",
+    re.IGNORECASE,
+)
+_OPENMP_WORDS = re.compile(r"openmp|libgomp|libiomp|\bomp\b", re.IGNORECASE)
+
+
+def fork_refusal(text: str) -> str | None:
+    """The words in which a runtime refused to run after fork (``fork() called from a process
+    already using GNU OpenMP, this is unsafe``), or None."""
+    match = _FORK_REFUSED.search(text)
+    return match.group(0) if match else None
+
+
 _UNDEFINED_SYMBOL = re.compile(r"undefined symbol: (\S+)")
 _MISSING_LIBRARY = re.compile(r"([\w.+-]+\.so[\w.]*): cannot open shared object file")
 
@@ -53,7 +73,9 @@ def failure_markers(text: str) -> tuple[str, ...]:
     """Mechanism-specific phrases in a child's output, as stable tokens.
 
     ``version `GLIBCXX_3.4.30' not found`` -> ``version:GLIBCXX_3.4.30``; ``OMP: Error #15`` ->
-    ``omp-error:15``; an uncaught C++ exception's type; static TLS exhaustion.
+    ``omp-error:15``; an uncaught C++ exception's type; static TLS exhaustion; a runtime's
+    refusal to run after fork (``fork-refused:openmp`` when its words name OpenMP, else
+    ``fork-refused:threads``).
     """
     markers: set[str] = set()
     markers.update(f"version:{m.group('version')}" for m in _VERSION_NOT_FOUND.finditer(text))
@@ -63,6 +85,9 @@ def failure_markers(text: str) -> tuple[str, ...]:
     markers.update(f"missing:{m.group(1)}" for m in _MISSING_LIBRARY.finditer(text))
     if _STATIC_TLS.search(text):
         markers.add("static-tls")
+    refusal = fork_refusal(text)
+    if refusal is not None:
+        markers.add("fork-refused:" + ("openmp" if _OPENMP_WORDS.search(refusal) else "threads"))
     markers.update(
         f"{m.group('probe')}-child:{m.group('how').replace(' ', '-')}"
         for m in _REPLAY_PROBE.finditer(text)

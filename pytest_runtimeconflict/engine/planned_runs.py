@@ -129,8 +129,7 @@ class PlannedRunner:
         until no earlier item owns it), run on its minimal order."""
         result, diagnosis = pair
         minimal = diagnosis.minimal_result
-        # the minimal run as it ran (no search again), unless its load mode was reduced since
-        full = self.host.diagnose(minimal.spec, minimal, minimal=entry.load_mode is None)
+        full = self.host.diagnose(minimal.spec, minimal)
         completed = dataclasses.replace(full, minimal_steps=diagnosis.minimal_steps)
         entry = with_diagnosis(entry, result, completed)
         entry = entry.replace(runs_used=diagnosis.runs_used + full.runs_used)

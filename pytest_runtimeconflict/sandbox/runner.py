@@ -242,6 +242,7 @@ PURPOSES = (
     "binding traces",
     "counter-experiments",
     "load-mode reduction",
+    "fork probes",
 )
 
 
