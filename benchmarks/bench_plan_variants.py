@@ -15,11 +15,16 @@ Three parts:
 2. The zoo environment (every scenario of ``scenarios/`` built into one venv; ``--zoo-python``
    to reuse one): ``pytest --runtime-conflicts`` with each setting.
 3. numpy + scipy + scikit-learn + torch (``--sci-python``, a venv that has them; skipped
-   without it): the same, ``--rc-modules numpy,scipy,sklearn,torch``.
+   without it): the same, as docs/real-world.md runs it (an empty folder: every module of
+   the environment that brings native code).
 
 For each run: items collected, planned child runs (report entries), every child run the
 session started (counted by a wrapper around the target interpreter: planned runs, repairs,
-diagnosis, ownership checks), wall time, distinct conflicts; then the ratio auto / none.
+diagnosis, ownership checks, and the checks of the reproducers ``--rc-repro-dir`` writes),
+wall time, distinct conflicts; then the ratio auto / none; then the child runs by purpose
+(the report's ``child_runs.by_purpose``, plus the reproducer checks) and the targets of the
+default plan: at most 35 child runs and 6x the ``none`` wall time on the real environment,
+at most 500 child runs on the zoo.
 """
 
 from __future__ import annotations
@@ -47,6 +52,8 @@ from pytest_runtimeconflict.planning import sequences as plan_module  # noqa: E4
 from pytest_runtimeconflict.planning import variants  # noqa: E402
 
 SETTINGS = ("none", "auto")
+# the targets of the default plan (printed as met or not; never asserted)
+SCI_MOST_RUNS, SCI_MOST_RATIO, ZOO_MOST_RUNS = 35, 6.0, 500
 KINDS = ("sequence", "target", "fork")
 
 
@@ -109,7 +116,8 @@ def counting_python(real: str, log: Path, where: Path) -> str:
     """A wrapper of ``real`` that appends a line to ``log`` for each sandbox child."""
     wrapper = where / "python"
     wrapper.write_text(
-        f'#!/bin/sh\ncase "$1" in *child.py) echo run >> {log} ;; esac\nexec {real} "$@"\n'
+        f'#!/bin/sh\ncase "$*" in *child.py*) echo run >> {log} ;;'
+        f' *.py) echo repro >> {log} ;; esac\nexec {real} "$@"\n'
     )
     wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR)
     return str(wrapper)
@@ -125,7 +133,8 @@ def planned_run(python: str, setting: str, extra: list[str], workers: str) -> di
             sys.executable, "-m", "pytest", str(where), "-c", str(where / "pytest.ini"),
             "--rootdir", str(where), "-p", "no:cacheprovider", "--runtime-conflicts",
             f"--rc-python={counting_python(python, log, where)}", f"--rc-report={report}",
-            f"--rc-variants={setting}", "-q", "--tb=no", "-W", "ignore", *extra,
+            f"--rc-variants={setting}", f"--rc-repro-dir={where / 'repro'}",
+            "-q", "--tb=no", "-W", "ignore", *extra,
         ]  # fmt: skip
         if workers not in ("0", ""):
             cmd += ["-n", workers]
@@ -136,17 +145,23 @@ def planned_run(python: str, setting: str, extra: list[str], workers: str) -> di
         entries = data["scenarios"]
         keys = {e["verdict"]["key"] for e in entries if e.get("verdict")}
         summary = [line for line in proc.stdout.splitlines() if "distinct conflict" in line]
+        lines = log.read_text().splitlines() if log.exists() else []
+        purposes = dict((data.get("child_runs") or {}).get("by_purpose") or {})
+        purposes["reproducer checks"] = lines.count("repro")
         return {
             "items": len({e["nodeid"] for e in entries}),
             "planned": len(entries),
-            "children": len(log.read_text().splitlines()) if log.exists() else 0,
+            "children": lines.count("run"),  # the session's; reproducer checks apart
+            "purposes": purposes,
             "seconds": seconds,
             "conflicts": len(keys),
             "summary": summary[0] if summary else proc.stdout[-300:],
         }
 
 
-def environment_part(title: str, python: str, extra: list[str], workers: str) -> None:
+def environment_part(
+    title: str, python: str, extra: list[str], workers: str, most_runs: int, most_ratio: float
+) -> None:
     print(f"\n== {title} (-n {workers}) ==")
     print(
         f"{'setting':>7} {'items':>5} {'planned':>7} {'children':>8} {'wall s':>7} {'conflicts':>9}"
@@ -159,9 +174,24 @@ def environment_part(title: str, python: str, extra: list[str], workers: str) ->
             f"{row['seconds']:>7.1f} {row['conflicts']:>9}   ({row['summary'].strip()})"
         )
     a, b = rows["auto"], rows["none"]
+    ratio = a["seconds"] / max(b["seconds"], 0.1)
     print(
         f"{'ratio':>7} {a['items'] / max(b['items'], 1):>4.1f}x {a['planned'] / max(b['planned'], 1):>6.1f}x "
-        f"{a['children'] / max(b['children'], 1):>7.1f}x {a['seconds'] / max(b['seconds'], 0.1):>6.1f}x"
+        f"{a['children'] / max(b['children'], 1):>7.1f}x {ratio:>6.1f}x"
+    )
+    for setting in SETTINGS:
+        shown = ", ".join(f"{k} {v}" for k, v in rows[setting]["purposes"].items() if v)
+        print(f"{setting:>7} child runs by purpose: {shown}")
+    print(
+        f"target: default plan at most {most_runs} child runs (the session's, without the "
+        f"reproducer checks): {a['children']} "
+        f"({'met' if a['children'] <= most_runs else 'NOT met'})"
+        + (
+            f"; at most {most_ratio:g}x the none wall time: {ratio:.1f}x "
+            f"({'met' if ratio <= most_ratio else 'NOT met'})"
+            if most_ratio
+            else ""
+        )
     )
 
 
@@ -185,12 +215,13 @@ def main() -> int:
     planning_part()
     if args.planning_only:
         return 0
-    environment_part("zoo environment", args.zoo_python or zoo_python(), [], args.workers)
+    zoo = args.zoo_python or zoo_python()
+    environment_part("zoo environment", zoo, [], args.workers, ZOO_MOST_RUNS, 0.0)
     if args.sci_python and os.path.exists(args.sci_python):
-        modules = ["--rc-modules=numpy,scipy,sklearn,torch"]
         environment_part(
-            "numpy + scipy + scikit-learn + torch", args.sci_python, modules, args.workers
-        )
+            "numpy + scipy + scikit-learn + torch", args.sci_python, [], args.workers,
+            SCI_MOST_RUNS, SCI_MOST_RATIO,
+        )  # fmt: skip
     else:
         print("\n(numpy + scipy + scikit-learn + torch skipped: pass --sci-python VENV/bin/python)")
     return 0

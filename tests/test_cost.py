@@ -190,3 +190,31 @@ def test_child_runs_are_counted_by_the_outermost_purpose() -> None:
         inner = sandbox_runner._purpose.get()
     assert inner == "owner checks"
     assert sandbox_runner.children_by_purpose(before) == {}
+
+
+def test_a_duplicate_and_a_stored_owners_failure_group_under_the_owners_conflict() -> None:
+    """A later item's own verdict (without the counter-experiments the owner ran) and a
+    failure the store attributed to an earlier item's conflict (after the steps: no step to
+    compare) both count under the owner's conflict: one distinct conflict, seen in three."""
+    from pytest_runtimeconflict.report.aggregate import conflict_groups
+
+    owner = {"id": "a>b", "outcome": "crashed", "verdict": {"key": "environment-rewritten:x"}}
+    again = {
+        "id": "b>a",
+        "outcome": "crashed",
+        "verdict": {"key": "symbol-interposition:x,y"},
+        "duplicate_of": "rc::owner",
+    }
+    stored = {
+        "id": "seq",
+        "outcome": "crashed",
+        "same_failure_as": {"item": "rc::owner", "run": "a>b", "step": "exercise: openmp"},
+    }
+    collected = [("rc::owner", owner), ("rc::later", again), ("rc::seq", stored)]
+    groups = conflict_groups(collected)
+    assert list(groups) == ["environment-rewritten:x"]
+    assert [n for n, _ in groups["environment-rewritten:x"]] == [
+        "rc::owner",
+        "rc::later",
+        "rc::seq",
+    ]

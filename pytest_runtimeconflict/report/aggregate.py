@@ -116,10 +116,12 @@ def skipped_lines(reasons: dict[str, str]) -> list[str]:
 
 
 def conflict_groups(collected: Sequence[tuple[str, Any]]) -> dict[str, list[tuple[str, Any]]]:
-    """Runs that did not pass, by conflict key: a diagnosed run by its verdict's key, a run
-    that an earlier item's sub-run showed the same way (``same_failure_as``: not diagnosed
-    there) by the key of that item's run that failed the same way at the same step. Each
-    group's diagnosed runs come first."""
+    """Runs that did not pass, by conflict key: a diagnosed run by its verdict's key (or, when
+    an earlier item owns it, ``duplicate_of``, by that item's one conflict key: the owner's
+    diagnosis ran the counter-experiments this one skipped), a run that an earlier item showed
+    the same way (``same_failure_as``: not diagnosed there) by the key of that item's run that
+    failed the same way at the same step, or of the run named. Each group's diagnosed runs
+    come first."""
     groups: dict[str, list[tuple[str, Any]]] = {}
     for nodeid, entry in collected:
         key = _conflict_key(collected, entry)
@@ -132,7 +134,7 @@ def _conflict_key(collected: Sequence[tuple[str, Any]], entry: Any, depth: int =
     if entry.get("outcome") not in ("crashed", "failed", "hung"):
         return None
     if entry.get("verdict"):
-        return str(entry["verdict"]["key"])
+        return _owners_key(collected, entry) or str(entry["verdict"]["key"])
     prior = entry.get("same_failure_as")
     if not prior or depth > len(collected):
         return None
@@ -141,12 +143,29 @@ def _conflict_key(collected: Sequence[tuple[str, Any]], entry: Any, depth: int =
             nodeid == prior["item"]
             and other is not entry
             and other.get("outcome") == entry.get("outcome")
-            and _failed_step(other) == prior["step"]
+            and (_failed_step(other) == prior["step"] or other.get("id") == prior.get("run"))
         ):
             key = _conflict_key(collected, other, depth + 1)
             if key is not None:
                 return key
     return None
+
+
+def _owners_key(collected: Sequence[tuple[str, Any]], entry: Any) -> str | None:
+    """The one conflict key of the item that owns ``entry``'s failure (``duplicate_of``),
+    when that item diagnosed exactly one conflict of the same outcome."""
+    owner = entry.get("duplicate_of")
+    if not owner:
+        return None
+    keys = {
+        str(other["verdict"]["key"])
+        for nodeid, other in collected
+        if nodeid == owner
+        and other.get("verdict")
+        and other.get("outcome") == entry.get("outcome")
+        and not other.get("duplicate_of")
+    }
+    return keys.pop() if len(keys) == 1 else None
 
 
 def _failed_step(entry: Any) -> str | None:
