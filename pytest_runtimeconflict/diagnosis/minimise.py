@@ -173,7 +173,7 @@ def minimise(
     guessed = guess(steps, result) if guess is not None else None
     if guessed is not None:
         indices = _guessed(indices, list(guessed), fails, keep_last=failed is not None)
-    kept = _ddmin_keeping_last(indices, fails) if failed is not None else ddmin(indices, fails)
+    kept = ddmin(indices, fails)
     minimal_steps = tuple(steps[i] for i in kept)
     minimal_spec = dataclasses.replace(spec, steps=minimal_steps)
     try:
@@ -197,13 +197,6 @@ def _guessed(
         return picked if fails(picked) else indices
     except CapReached:
         return indices
-
-
-def _ddmin_keeping_last(indices: list[int], fails: Callable[[Sequence[int]], bool]) -> list[int]:
-    """ddmin with the step that failed always kept: a candidate without it cannot fail
-    there, so it counts as "not the same failure" without a child run."""
-    last = indices[-1]
-    return ddmin(indices, lambda subset: last in subset and fails(subset))
 
 
 def _alias(runner: Runner, spec: RunSpec, result: RunResult) -> None:

@@ -15,7 +15,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pytest_runtimeconflict.engine.conflict_store import ConflictStore
 from pytest_runtimeconflict.engine.verdicts import FindingJudge, KnownJudge, PlanOutcome
 from pytest_runtimeconflict.model import Diagnosis, RunResult, RunSpec
 from pytest_runtimeconflict.model.plan import Plan, PlannedItem
@@ -45,8 +44,7 @@ class ItemHost:
     ``run`` runs one spec in a child interpreter (the sandbox's ``run_spec``); ``is_known``
     and ``is_known_finding`` say whether a conflict's entry (or a static finding no run
     reproduced) is in the baseline, and mark the entry; ``not_run`` names plan items
-    deselected in this job (never owners of a conflict); ``conflicts`` holds the conflicts
-    the session's items diagnosed so far (:mod:`.conflict_store`).
+    deselected in this job (never owners of a conflict).
     """
 
     plan: Plan
@@ -55,8 +53,6 @@ class ItemHost:
     is_known: KnownJudge
     is_known_finding: FindingJudge
     not_run: frozenset[str] = frozenset()
-    # the conflicts this session diagnosed so far (every worker's): owner checks from them
-    conflicts: ConflictStore = dataclasses.field(default_factory=ConflictStore)
 
     def outcome(self) -> PlanOutcome:
         """An empty outcome of one plan item, judging latent runs and known conflicts."""

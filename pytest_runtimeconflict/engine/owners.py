@@ -13,13 +13,11 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from pytest_runtimeconflict.engine.conflict_store import StoredConflict
 from pytest_runtimeconflict.engine.host import ItemHost, node_id
-from pytest_runtimeconflict.engine.repeats import failure_place, signature_of
+from pytest_runtimeconflict.engine.repeats import signature_of
 from pytest_runtimeconflict.model import Diagnosis, RunResult, RunSpec
 from pytest_runtimeconflict.model.entry import LoadMode, RunEntry, SameFailure
 from pytest_runtimeconflict.model.plan import PlannedItem, PlannedRun, Variant
-from pytest_runtimeconflict.vocabulary import is_import_step, module_of_step
 
 # An earlier run's prefix of at most this many imports is minimised to compare conflict keys;
 # a longer one is compared by failure signature and the conflict's libraries (one child run).
@@ -72,44 +70,6 @@ def owned_by_sub_run(
     return None
 
 
-def stored_owner(
-    host: ItemHost, index: int, spec: RunSpec, result: RunResult, executed: Sequence[str]
-) -> SameFailure | None:
-    """Before a failed planned run is minimised: the conflict an earlier item diagnosed
-    already (on any worker) that this run met again (:mod:`.conflict_store`), as the report's
-    ``same_failure_as`` record; None when none is recorded. No child run."""
-    if index == 0:
-        return None
-    stored = host.conflicts.earlier_match(
-        index, signature_of(result), failure_place(spec, result), result.mapped, executed
-    )
-    if stored is None:
-        return None
-    return SameFailure(stored.item, stored.run, stored.modules, stored.step)
-
-
-def remember(
-    host: ItemHost,
-    index: int,
-    item: PlannedItem,
-    spec: RunSpec,
-    result: RunResult,
-    diagnosis: Diagnosis,
-) -> None:
-    """Record a conflict this item diagnosed, for the owner checks of later items."""
-    if not diagnosis.key or not diagnosis.libraries:
-        return
-    place = failure_place(spec, result)
-    imports = [module_of_step(s) for s in diagnosis.minimal_steps if is_import_step(s)]
-    host.conflicts.record(
-        StoredConflict(
-            index, node_id(item.name), str(spec.id), diagnosis.key, signature_of(result),
-            place, tuple(sorted({os.path.realpath(lib.path) for lib in diagnosis.libraries})),
-            tuple(m for m in imports if m), place,
-        )
-    )  # fmt: skip
-
-
 def earlier_owner(host: ItemHost, entry: RunEntry, diagnosis: Diagnosis) -> str | None:
     """The node id of an earlier item that reproduces the same conflict, or None.
 
@@ -121,9 +81,6 @@ def earlier_owner(host: ItemHost, entry: RunEntry, diagnosis: Diagnosis) -> str 
     """
     assert entry.plan is not None
     plan, index = host.plan, entry.plan.index
-    stored = host.conflicts.earlier_owner(index, diagnosis.key)
-    if stored is not None:  # an earlier item diagnosed it already (on any worker)
-        return stored.item
     # the modules of the minimal order, a workload's module included (so the re-run
     # reaches the workload that showed the conflict)
     wanted = list(plan.modules_of(diagnosis.minimal_steps))

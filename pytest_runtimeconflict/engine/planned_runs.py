@@ -66,23 +66,19 @@ class PlannedRunner:
                 cut = self._struck_after_imports(order, same.minimal)
             return entry, cut, None
         assert entry.plan is not None
-        prior = owners.stored_owner(self.host, index, spec, result, entry.plan.executed)
-        if prior is None:
-            with purpose("owner checks"):
-                prior = owners.owned_by_sub_run(
-                    self.host, index, item, planned, spec, result, entry.plan.executed
-                )
+        with purpose("owner checks"):
+            prior = owners.owned_by_sub_run(
+                self.host, index, item, planned, spec, result, entry.plan.executed
+            )
         if prior is not None:
             return self._owned_earlier(entry, prior, order, cut)
         if result.outcome == "hung" and not planned.variant.is_plain:
             # Every further run of a hang under a load mode may wait the whole timeout: it is
             # reported as it happened, not minimised, and the item stops (_settle).
             diagnosis = self.host.diagnose(spec, result, experiments=False, max_runs=0)
-            owners.remember(self.host, index, item, spec, result, diagnosis)
             entry = with_diagnosis(entry, result, diagnosis).with_plan(conflict=diagnosis.key)
             return entry, None, (result, diagnosis)
         diagnosis = self.host.diagnose(spec, result, experiments=experiments)
-        owners.remember(self.host, index, item, spec, result, diagnosis)
         entry, diagnosis = self._record(entry, result, diagnosis, planned)
         if known is not None:
             known.add(spec, result, order, diagnosis)

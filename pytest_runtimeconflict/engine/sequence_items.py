@@ -68,9 +68,10 @@ def run_sequence_item(runner: PlannedRunner, index: int, item: PlannedItem) -> I
             same = failures.by_id(entry.same_conflict_as)
             involved = partners(entry, pair, after_steps, same.minimal if same else ())
             found = repairs(order, cut, involved)
-            # forced only after a conflict diagnosed here: one an earlier run or item had
-            # already named is known, and its repairs run only for tuples not yet exercised
-            work.extend((r, after_steps and pair is not None) for r in found)
+            # forced only after a new conflict: one an earlier run or item names is known,
+            # and its repairs run only for tuples not yet exercised
+            new = pair is not None and entry.duplicate_of is None
+            work.extend((r, after_steps and new) for r in found)
     return outcome.verdict(host.settings)
 
 

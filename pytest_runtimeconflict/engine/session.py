@@ -18,7 +18,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pytest_runtimeconflict.engine.conflict_store import ConflictStore, session_store
 from pytest_runtimeconflict.engine.host import ItemHost, node_id
 from pytest_runtimeconflict.engine.verdicts import ItemVerdict, PlanOutcome
 from pytest_runtimeconflict.errors import InterpreterError, UsageError
@@ -59,7 +58,6 @@ class RCState:
     # Plan items of this job's share that run nowhere (deselected with -k or -m): never the
     # owner of a conflict, or a conflict they would report would be reported by no item.
     not_run: frozenset[str] = frozenset()
-    _conflicts: ConflictStore | None = None
 
     def record(self, nodeid: str, entry: JsonObject) -> None:
         """Collect a run's report entry, in plan order (then scenario items by node id),
@@ -235,14 +233,7 @@ class RCState:
             is_known=self.known_conflict,
             is_known_finding=self.known_finding,
             not_run=self.not_run,
-            conflicts=self.conflict_store(),
         )
-
-    def conflict_store(self) -> ConflictStore:
-        """The conflicts this session's items diagnosed (shared by the xdist workers)."""
-        if self._conflicts is None:
-            self._conflicts = session_store(self.cache_dir, self.run_id)
-        return self._conflicts
 
     def outcome(self) -> PlanOutcome:
         """An empty outcome of one plan item, judging latent runs and known conflicts."""
