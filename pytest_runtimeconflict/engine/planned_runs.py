@@ -137,9 +137,8 @@ class PlannedRunner:
         """Mark a failure an earlier item's sub-run showed; where to cut the sequence."""
         entry = entry.replace(same_failure_as=prior, duplicate_of=prior.item)
         entry = entry.with_plan(conflict=f"as {prior.run} ({prior.item})")
-        if cut is None:  # after the steps: cut at the earlier conflict's last module
-            plan = self.host.plan
-            cut = last_minimal_step(order, plan.modules_of([prior.step]) or prior.modules)
+        if cut is None:
+            cut = last_minimal_step(order, self.host.plan.modules_of([prior.step]))
         return entry, cut, None
 
     def _struck_after_imports(self, order: tuple[str, ...], minimal: Sequence[str]) -> int | None:
