@@ -43,6 +43,7 @@ WARNED = pytest.StashKey[set[str]]()
 HANDLERS = pytest.StashKey[dict[int, Any]]()
 PROPERTY = "runtime_conflicts"
 SCOPE_KEY = "runtime_conflicts_scope"
+RUN_ID_KEY = "runtime_conflicts_run_id"  # the workers' session id (their plan's context file)
 
 
 class RuntimeConflictWarning(UserWarning):
@@ -272,6 +273,7 @@ def _select_shard(config: pytest.Config, state: session.RCState, items: list[pyt
     workeroutput = getattr(config, "workeroutput", None)
     if workeroutput is not None:  # the xdist controller collects nothing: tell it
         workeroutput[SCOPE_KEY] = state.scope.to_json()
+        workeroutput[RUN_ID_KEY] = state.run_id
     if state.settings.shard is None:
         return
     mine = set(state.scope.selected)
@@ -496,9 +498,12 @@ class Reporter:
         """xdist: the plan's identity and shard, as the workers collected them."""
         from pytest_runtimeconflict.planning.shards import ShardScope
 
-        scope = getattr(node, "workeroutput", {}).get(SCOPE_KEY)
+        output = getattr(node, "workeroutput", {})
+        scope = output.get(SCOPE_KEY)
         if scope and self.state.scope is None:
             self.state.scope = ShardScope.from_json(scope)
+        if output.get(RUN_ID_KEY):  # the plan's context the workers wrote (not-importable
+            self.state.run_id = str(output[RUN_ID_KEY])  # modules, load modes ruled out)
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         from pytest_runtimeconflict.report import annotate

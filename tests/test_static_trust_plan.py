@@ -166,15 +166,18 @@ def test_import_probes_are_cached_per_environment(
     assert probe_imports(python, ["duck"], tmp_path, "env-2", ["duck"])["duck"].error is None
 
 
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["serial", "xdist"])
 def test_not_importable_alone_in_the_summary_and_json(
-    pytester: pytest.Pytester, backend_env: tuple[str, Path]
+    pytester: pytest.Pytester, backend_env: tuple[str, Path], workers: list[str]
 ) -> None:
+    """Also under xdist: the controller reads the plan's context the workers wrote (their
+    session id comes with their output)."""
     python, _root = backend_env
     report = pytester.path / "report.json"
     result = pytester.runpytest_subprocess(
         "--runtime-conflicts", f"--rc-python={python}", f"--rc-report={report}",
         "-p", "no:cacheprovider", "--rc-timeout=60", "--rc-modules=duck,duck_adbc",
-        "--rc-variants=none",
+        "--rc-variants=none", *workers,
     )  # fmt: skip
     result.stdout.fnmatch_lines([
         "*not importable alone (not planned): 1 module(s)*",
