@@ -85,12 +85,14 @@ class ItemHost:
         *,
         experiments: bool = True,
         max_runs: int | None = None,
+        minimal: bool = False,
     ) -> Diagnosis:
         """Minimise, attribute and (with ``experiments``) counter-experiment a failing run,
         within ``--rc-max-runs`` child runs unless ``max_runs`` says otherwise; the
         experiments run the plan's workloads of every module of their order. A hang of one
         module (its import and its workloads) is not minimised: each candidate that still
-        hangs waits the whole deadline, and the module is what the hang needs."""
+        hangs waits the whole deadline, and the module is what the hang needs; nor is a run
+        the caller knows is ``minimal`` already."""
         from pytest_runtimeconflict.diagnosis import diagnose
 
         budget = self.settings.max_runs if max_runs is None else max_runs
@@ -104,7 +106,8 @@ class ItemHost:
             run=self.run,
             workloads=self.plan.workloads,
             guess=self.related_steps,
-            search=not (result.outcome == "hung" and len(self.plan.modules_of(spec.steps)) <= 1),
+            search=not minimal
+            and not (result.outcome == "hung" and len(self.plan.modules_of(spec.steps)) <= 1),
         )
 
     def related_steps(self, steps: Sequence[str], result: RunResult) -> list[int] | None:

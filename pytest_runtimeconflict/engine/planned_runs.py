@@ -125,7 +125,9 @@ class PlannedRunner:
         until no earlier item owns it), run on its minimal order."""
         result, diagnosis = pair
         minimal = diagnosis.minimal_result
-        full = self.host.diagnose(minimal.spec, minimal)
+        # a minimal run that ran with exactly the minimal steps is not searched again
+        ran_as_is = tuple(minimal.spec.steps) == tuple(diagnosis.minimal_steps)
+        full = self.host.diagnose(minimal.spec, minimal, minimal=ran_as_is)
         completed = dataclasses.replace(full, minimal_steps=diagnosis.minimal_steps)
         entry = with_diagnosis(entry, result, completed)
         entry = entry.replace(runs_used=diagnosis.runs_used + full.runs_used)
