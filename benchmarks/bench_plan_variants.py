@@ -115,8 +115,11 @@ def planning_part() -> None:
 def counting_python(real: str, log: Path, where: Path) -> str:
     """A wrapper of ``real`` that appends a line to ``log`` for each sandbox child."""
     wrapper = where / "python"
+    # The sandbox's shim re-executes this wrapper with the child script first: one line per
+    # child (its first start, with the shim's options first, is not counted); a script run on
+    # its own is a reproducer check.
     wrapper.write_text(
-        f'#!/bin/sh\ncase "$*" in *child.py*) echo run >> {log} ;;'
+        f'#!/bin/sh\ncase "$1" in *child.py) echo run >> {log} ;;'
         f' *.py) echo repro >> {log} ;; esac\nexec {real} "$@"\n'
     )
     wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR)
