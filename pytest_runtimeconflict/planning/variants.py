@@ -8,12 +8,15 @@ restored after each), libraries preloaded with ``ctypes.CDLL(..., RTLD_GLOBAL)``
 
 ``global``
     every ordered pair (a, b) of modules that bring native code is exercised with a imported
-    ``RTLD_GLOBAL`` before b: the covering sequences again, every import global.
+    ``RTLD_GLOBAL`` before b: the covering sequences again, every import global whose global
+    import can change a binding (:mod:`.links`; all of them when the scan cannot say).
 ``preload`` / ``ld_preload``
     the runtime libraries the scan found (the system libstdc++, each OpenMP and BLAS copy),
     at most one copy per family at once, preloaded before importing every module; by default
     one group (the first copy of each family; finding-driven targets cover the other copies
-    they name), every group with ``--rc-variants preload:all`` / ``ld_preload:all``.
+    they name), every group with ``--rc-variants preload:all`` / ``ld_preload:all``; only the
+    libraries a preload can matter for (:mod:`.links`). :func:`ruled_out` says what was left
+    out.
 ``user``
     the ``--rc-variants`` entries ``global:MODULE``, ``preload:LIBRARY``,
     ``ld_preload:LIBRARY``, ``env:NAME=VALUE``.
