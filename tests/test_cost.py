@@ -148,7 +148,7 @@ def test_child_runs_are_counted_by_the_outermost_purpose() -> None:
     assert sandbox_runner.children_by_purpose(before) == {}
 
 
-def test_a_duplicate_and_a_stored_owners_failure_group_under_the_owners_conflict() -> None:
+def test_a_duplicate_and_an_earlier_runs_failure_group_under_the_owners_conflict() -> None:
     """A later item's own verdict (without the counter-experiments the owner ran) and a
     failure an earlier item's run showed (named by that run) both count under the owner's
     conflict: one distinct conflict, seen in three."""
