@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_runtimeconflict.errors import UsageError
+from pytest_runtimeconflict.files.pyproject import tool_table
 from pytest_runtimeconflict.vocabulary import JsonObject
 
 _NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
@@ -99,17 +100,7 @@ def _configured(path: Path) -> list[Partner]:
 
 
 def _matrix_table(path: Path) -> JsonObject:
-    if not path.is_file():
-        return {}
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # Python < 3.11
-        import tomli as tomllib  # type: ignore[no-redef]
-    try:
-        data = tomllib.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"{path}: cannot read it as TOML ({exc}); fix the file") from None
-    table = data.get("tool", {}).get("pytest-runtimeconflict", {}).get("matrix", {})
+    table = tool_table(path, "matrix")
     if not isinstance(table, dict):
         raise UsageError(f"{path} [tool.pytest-runtimeconflict.matrix]: expected a table")
     return table

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_runtimeconflict.errors import UsageError
+from pytest_runtimeconflict.files.pyproject import tool_table
 from pytest_runtimeconflict.vocabulary import JsonObject
 
 SKIP_MARKER = "rc-workload-skipped"
@@ -164,15 +165,7 @@ def pyproject_workloads(rootdir: Path) -> tuple[tuple[str, str], ...]:
     path = rootdir / "pyproject.toml"
     if not path.is_file():
         return ()
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # Python < 3.11
-        import tomli as tomllib  # type: ignore[no-redef]
-    try:
-        data = tomllib.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"{path}: cannot read it as TOML ({exc}); fix the file") from None
-    table = data.get("tool", {}).get("pytest-runtimeconflict", {}).get("workloads", {})
+    table = tool_table(path, "workloads")
     where = f"{path} [tool.pytest-runtimeconflict.workloads]"
     if not isinstance(table, dict):
         raise UsageError(f"{where}: expected a table of module = statement(s)")
