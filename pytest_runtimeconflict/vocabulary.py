@@ -23,6 +23,9 @@ SCAN_SCHEMA = "pytest-runtimeconflict/scan/1"
 PLAN_NODE = "runtime-conflicts"
 # Seconds before a child run counts as hung (run --timeout, --rc-timeout, a manifest's timeout).
 DEFAULT_TIMEOUT = 60.0
+# The record of a process a step forked, read when the run timed out (sandbox/hung.py); the
+# diagnosis reads it as it reads the fork-after-workload probe's.
+FORKED_CHILD = "forked-child"
 
 # One meaning of each --fail-on / --rc-fail-on value, for ``run`` and the plugin alike.
 FAIL_ON_CHOICES = ("crash", "error", "latent")

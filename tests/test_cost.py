@@ -11,6 +11,7 @@ from pytest_runtimeconflict.model.plan import PlanContext, RuntimeLibrary
 from pytest_runtimeconflict.planning.links import (
     FileFacts,
     global_links,
+    ld_preload_differs,
     preload_worthy,
     related_modules,
 )
@@ -63,6 +64,32 @@ def test_a_preload_is_planned_only_for_a_library_whose_soname_another_file_carri
     worthy = preload_worthy(libs, OBJECTS, FACTS, linked)
     # libz: another file carries its SONAME; libomp: no extension links it (ctypes loads it)
     assert worthy == {"/s/d.libs/libz.so.1", "/s/c.libs/libomp.so"}
+
+
+def test_ld_preload_is_planned_only_where_it_binds_unlike_a_ctypes_preload() -> None:
+    """LD_PRELOAD puts a library ahead of the interpreter's own libraries (those every module
+    maps: libc here), a ctypes preload at start behind them: they differ only for a library
+    that (or whose needed library) defines a name those define."""
+    facts = dict(FACTS)
+    facts["/s/f.libs/libjem.so"] = _facts({"malloc", "je_x"}, "f", "libjem.so")
+    facts["/s/g.libs/libuse.so"] = FileFacts(
+        frozenset({"g_x"}), None, "g", "libuse.so", ("libjem.so",)
+    )
+    objects = dict(OBJECTS, f=frozenset({"/s/f.libs/libjem.so", LIBC}))
+    objects["g"] = frozenset({"/s/g.libs/libuse.so", "/s/f.libs/libjem.so", LIBC})
+    libs = ["/s/d.libs/libz.so.1", "/s/f.libs/libjem.so", "/s/g.libs/libuse.so", "/s/x/libnone.so"]
+    assert ld_preload_differs(libs, objects, facts) == {
+        "/s/f.libs/libjem.so",  # defines malloc, as libc does
+        "/s/g.libs/libuse.so",  # needs libjem
+        "/s/x/libnone.so",  # no facts: kept
+    }
+    context = _context(ld_preload_worthy=())
+    from pytest_runtimeconflict.planning.variants import parse_variants
+
+    lines = ruled_out(context, parse_variants("--rc-variants", "auto", "test"))
+    assert lines[-1].startswith("not started with LD_PRELOAD: libz.so.1 (")
+    assert worthy_runtimes(context, "ld_preload") == ()
+    assert PlanContext.from_json(context.to_json()).ld_preload_worthy == ()
 
 
 def test_related_modules_share_a_name_a_family_or_a_soname_through_different_files() -> None:
@@ -174,3 +201,55 @@ def test_a_duplicate_and_an_earlier_runs_failure_group_under_the_owners_conflict
         "rc::later",
         "rc::seq",
     ]
+
+
+def test_ld_preload_is_not_run_when_the_ctypes_preload_of_that_library_avoided() -> None:
+    """Two routes to one fix: LD_PRELOAD of a library runs only when preloading it with
+    ctypes did not avoid the failure (the advice has a verified way already)."""
+    from pytest_runtimeconflict.diagnosis.experiments import _preloads, run_experiments
+    from pytest_runtimeconflict.diagnosis.minimise import Runner
+
+    spec = RunSpec(steps=("a", "b"), python="python")
+    failing = RunResult(spec, "crashed", signal="SIGSEGV", failed_step=1)
+    ran: list[RunSpec] = []
+
+    def run(candidate: RunSpec) -> RunResult:
+        ran.append(candidate)
+        if candidate.preload == ("/x/good.so",) or candidate.ld_preload == ("/x/bad.so",):
+            return RunResult(candidate, "passed")
+        return RunResult(candidate, "crashed", signal="SIGSEGV", failed_step=1)
+
+    planned = _preloads(spec, ["/x/good.so", "/x/bad.so"])
+    tried = run_experiments(planned, failing, Runner(run, 10))
+    assert [(t.kind, t.avoided) for t in tried] == [
+        ("preload", True),
+        ("preload", False),
+        ("ld_preload", True),
+    ]
+    assert not any(s.ld_preload == ("/x/good.so",) for s in ran)
+
+
+def test_an_item_runs_each_spec_once() -> None:
+    """Within one item, a spec run before (whatever its id) is answered from that run; a
+    crash read without gdb runs again when the backtrace is asked for."""
+    import dataclasses as dc
+
+    from pytest_runtimeconflict.engine.reuse import ItemRuns
+
+    ran: list[RunSpec] = []
+
+    def run(spec: RunSpec) -> RunResult:
+        ran.append(spec)
+        outcome = "crashed" if "boom" in spec.steps else "passed"
+        return RunResult(spec, outcome)
+
+    runs = ItemRuns(run)
+    plain = RunSpec(steps=("a",), python="python", id="first")
+    assert runs(plain).outcome == "passed"
+    again = runs(dc.replace(plain, id="second", backtrace=False))
+    assert again.spec.id == "second" and len(ran) == 1 and runs.reused == 1
+    crash = RunSpec(steps=("boom",), python="python", backtrace=False)
+    runs(crash)
+    assert runs(dc.replace(crash, backtrace=True)).spec.backtrace and len(ran) == 3
+    assert runs(crash).outcome == "crashed" and len(ran) == 3
+    assert runs(dc.replace(plain, env=(("X", "1"),))).outcome == "passed" and len(ran) == 4

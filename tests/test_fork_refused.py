@@ -8,6 +8,7 @@ own thread variable."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from pytest_runtimeconflict.diagnosis import diagnose
 from pytest_runtimeconflict.diagnosis.signature import failure_markers, failure_signature
 from pytest_runtimeconflict.model import RunSpec
 from pytest_runtimeconflict.sandbox.runner import run_spec
+from pytest_runtimeconflict.vocabulary import FORKED_CHILD
 
 # A pool thread started on demand; a fork handler that refuses to run in the child. The
 # message is one literal (the words the diagnosis looks for in the library's data).
@@ -139,7 +141,10 @@ def test_a_runtime_that_refuses_to_run_after_fork(
         assert "rcguard pool" in d.cause and not any(n.startswith("libgomp") for n in roles)
 
 
-def test_a_step_that_forks_after_the_pool_started_is_replayed_with_the_probe() -> None:
+def test_a_step_that_forks_after_the_pool_started_is_read_or_replayed_with_the_probe() -> None:
+    """The hung run's forked child is read before the run is killed (where it waits, the
+    parent's threads); a run without that record (the forked child gone) is replayed with
+    the fork probe. Both give the same verdict and advice."""
     library = _build(POOL, "librcrefpool.so")
     steps = (
         "import ctypes, os",
@@ -150,10 +155,14 @@ def test_a_step_that_forks_after_the_pool_started_is_replayed_with_the_probe() -
     )
     spec = RunSpec(steps=steps, timeout=8)
     result = run_spec(spec)
-    assert result.outcome == "hung" and not result.threads_at_fork
-    d = diagnose(spec, result)
-    assert d.rule == "fork-unsafe-threads", d.cause
-    assert [os.path.basename(lib.path) for lib in d.libraries] == [library.name]
-    assert "2 x " in d.cause and f"pool_worker in {library.name}" in d.cause
-    avoided = [e.change for e in d.avoided_by]
-    assert "set RCREF_NUM_THREADS=1 in the environment" in avoided, d.experiments
+    assert result.outcome == "hung"
+    forked = [e for e in result.exercised if e["kind"] == FORKED_CHILD]
+    assert forked and forked[0]["path"] == str(library)
+    unread = dataclasses.replace(result, exercised=(), threads_at_fork=())
+    for run in (result, unread):
+        d = diagnose(spec, run)
+        assert d.rule == "fork-unsafe-threads", d.cause
+        assert [os.path.basename(lib.path) for lib in d.libraries] == [library.name]
+        assert "2 x " in d.cause and f"pool_worker in {library.name}" in d.cause
+        avoided = [e.change for e in d.avoided_by]
+        assert "set RCREF_NUM_THREADS=1 in the environment" in avoided, d.experiments

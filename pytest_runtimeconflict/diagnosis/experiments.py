@@ -346,9 +346,10 @@ def _preloads(
             env = dict(spec.env, LD_LIBRARY_PATH=":".join(paths))
             base = dataclasses.replace(spec, env=tuple(sorted(env.items())))
             note, prefix = f" (with LD_LIBRARY_PATH={here})", f"LD_LIBRARY_PATH={here} "
+        in_code = f"preload {lib} with ctypes.CDLL(..., RTLD_GLOBAL) before the imports{note}"
         out.append(
             Experiment(
-                f"preload {lib} with ctypes.CDLL(..., RTLD_GLOBAL) before the imports{note}",
+                in_code,
                 "preload",
                 dataclasses.replace(base, preload=(lib, *spec.preload), preload_mode="global"),
             )
@@ -358,6 +359,7 @@ def _preloads(
                 f"start Python with {prefix}LD_PRELOAD={lib}",
                 "ld_preload",
                 dataclasses.replace(base, ld_preload=(lib, *spec.ld_preload)),
+                alternative_to=in_code,
             )
         )
     return out
@@ -417,9 +419,13 @@ def _candidates(verdict: Verdict, evidence: Evidence, family: str) -> list[str]:
 def run_experiments(
     planned: Sequence[Experiment], reference: RunResult, runner: Runner
 ) -> list[AvoidedBy]:
-    """Run each planned experiment (until the run budget is spent) and record what it did."""
+    """Run each planned experiment (until the run budget is spent) and record what it did;
+    one that is another route to an earlier experiment that avoided the failure is not run
+    (the advice has a verified way already)."""
     tried: list[AvoidedBy] = []
     for experiment in planned:
+        if any(t.avoided and t.change == experiment.alternative_to for t in tried):
+            continue
         try:
             result = runner(experiment.spec)
         except CapReached:

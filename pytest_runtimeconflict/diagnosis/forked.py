@@ -19,7 +19,7 @@ from typing import Any
 from pytest_runtimeconflict.diagnosis.rodata import objects_saying
 from pytest_runtimeconflict.diagnosis.signature import fork_refusal
 from pytest_runtimeconflict.model import Evidence, RunResult, RunSpec, Verdict
-from pytest_runtimeconflict.vocabulary import module_of_step
+from pytest_runtimeconflict.vocabulary import FORKED_CHILD, module_of_step
 
 FORK_PROBE = "fork-after-workload"
 # A step that forks: ``os.fork()``, a multiprocessing pool or process (fork is the default
@@ -34,9 +34,14 @@ MakeVerdict = Callable[..., Verdict]
 
 
 def failed_probe(exercised: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
-    """The fork-after-workload probe's record when its forked child failed."""
+    """The fork-after-workload probe's record when its forked child failed, or the record of
+    a process a step forked that still ran when the run timed out."""
     return next(
-        (e for e in exercised if e.get("kind") == FORK_PROBE and e.get("status") != "ok"),
+        (
+            e
+            for e in exercised
+            if e.get("kind") in (FORK_PROBE, FORKED_CHILD) and e.get("status") != "ok"
+        ),
         None,
     )
 
@@ -51,6 +56,8 @@ def replay_spec(spec: RunSpec, result: RunResult) -> RunSpec | None:
     failing one forks after others, or when the run already had the probe."""
     if result.outcome not in ("hung", "failed") or FORK_PROBE in spec.probes:
         return None
+    if failed_probe(result.exercised) is not None:
+        return None  # the forked child's stack is there already
     last = result.failed_step if result.failed_step is not None else len(spec.steps) - 1
     index = next((i for i, s in enumerate(spec.steps[: last + 1]) if FORK_CALL.search(s)), None)
     if not index:

@@ -1,6 +1,7 @@
-"""Minimisation: delta debugging (ddmin) over a failing run's steps, keeping their order, down
-to the smallest ordered subsequence that still fails the same way. Every child run goes
-through one :class:`Runner`, which caches by spec and enforces the diagnosis's run budget."""
+"""Minimisation: a failing run's steps dropped one by one (a handful of steps) or by delta
+debugging (ddmin, more steps), keeping their order, down to the smallest ordered subsequence
+that still fails the same way. Every child run goes through one :class:`Runner`, which caches
+by spec and enforces the diagnosis's run budget."""
 
 from __future__ import annotations
 
@@ -16,6 +17,10 @@ from pytest_runtimeconflict.vocabulary import is_import_step
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+# Up to this many steps, minimisation drops them one by one (at most one run each); beyond,
+# ddmin's halving finds a small failing core in fewer runs.
+ONE_BY_ONE_MAX = 8
+GUESS_MIN = 4  # the scan's guess is tried first on more steps than this
 RunFn = Callable[[RunSpec], RunResult]
 
 
@@ -72,10 +77,13 @@ class Runner:
         """``spec``'s result with the whole post-mortem: the cached one when it has it (or
         did not crash), else one more run with gdb, kept when it fails the same way (a crash
         that does not recur every time keeps the first result, without a backtrace).
-        Not counted against the cap: it replaces a run the search already made."""
+        Not counted against the cap (it replaces a run the search already made), but not
+        made once the search hit the cap."""
         result = self(spec)
         if result.outcome != "crashed" or result.spec.backtrace or not spec.backtrace:
             return result
+        if self.cap_hit:
+            return result  # the cap stands: the evidence goes without the backtrace
         self.used += 1
         again = self.run(spec)
         if failure_signature(again) == failure_signature(result):
@@ -107,6 +115,29 @@ def ddmin(items: Sequence[T], fails: Callable[[Sequence[T]], bool]) -> list[T]:
             if granularity >= len(current):
                 break
             granularity = min(len(current), granularity * 2)
+    except CapReached:
+        log.info("minimisation stopped at the child-run cap; %d steps left", len(current))
+    return current
+
+
+def one_by_one(
+    items: Sequence[T], fails: Callable[[Sequence[T]], bool], keep: Iterable[T] = ()
+) -> list[T]:
+    """Each item in turn, last to first, dropped when the rest still ``fails``: one pass, at
+    most one run per item (ddmin spends two to three times that on a handful of steps: halves,
+    then single items, then complements). Last to first, a step that uses what an earlier one
+    defines is dropped before the one it needs is tried. ``keep``: items never dropped (the
+    step whose own exception the failure is). ``items`` is
+    assumed to fail; on :class:`CapReached` the smallest failing subsequence found so far is
+    returned."""
+    current, kept = list(items), set(keep)
+    try:
+        for item in reversed(items):
+            if len(current) < 2 or item in kept:
+                continue
+            candidate = [x for x in current if x != item]
+            if fails(candidate):
+                current = candidate
     except CapReached:
         log.info("minimisation stopped at the child-run cap; %d steps left", len(current))
     return current
@@ -152,7 +183,8 @@ def minimise(
     dropped) counts as "not the same failure". ``guess(steps, result)``: the indices of the
     steps the failure can involve (by the scan: the modules related to the failing step's, or
     those mapping the runtime copies or crash library the run names), or None; tried first,
-    one child run, and the search goes on from it when it fails the same way.
+    one child run (on more than ``GUESS_MIN`` steps), and the search goes on from it when it
+    fails the same way.
     """
     steps = tuple(spec.steps)
     if result.outcome == "passed" or len(steps) == 0:
@@ -170,16 +202,32 @@ def minimise(
     if len(indices) < len(steps):
         # The truncated sequence ran identically; record it under its own spec (no child run).
         _alias(runner, dataclasses.replace(spec, steps=tuple(steps[i] for i in indices)), result)
-    guessed = guess(steps, result) if guess is not None else None
+    # A guess costs a run when it is wrong; on a handful of steps, dropped one by one, a right
+    # one saves at most one.
+    guessed = guess(steps, result) if guess is not None and len(indices) > GUESS_MIN else None
     if guessed is not None:
         indices = _guessed(indices, list(guessed), fails, keep_last=failed is not None)
-    kept = ddmin(indices, fails)
+    if len(indices) <= ONE_BY_ONE_MAX:
+        kept = one_by_one(indices, fails, keep=_needed_step(result))
+    else:
+        kept = ddmin(indices, fails)
     minimal_steps = tuple(steps[i] for i in kept)
     minimal_spec = dataclasses.replace(spec, steps=minimal_steps)
     try:
         return minimal_steps, runner.full(minimal_spec)
     except CapReached:
         return minimal_steps, result
+
+
+def _needed_step(result: RunResult) -> list[int]:
+    """The failing step when no candidate without it can fail the same way: a Python
+    exception its own code raised. A crash or an abort can come back without it, from the
+    runtime probes after the steps (a second OpenMP runtime aborts at its first parallel
+    region, whichever call makes it), and the minimal order then needs no call at all."""
+    failed = result.failed_step
+    if isinstance(failed, int) and result.outcome == "failed" and result.exception_type:
+        return [failed]
+    return []
 
 
 def _guessed(

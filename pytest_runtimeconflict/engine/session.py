@@ -14,7 +14,7 @@ import dataclasses
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,7 +22,7 @@ from pytest_runtimeconflict.engine.host import ItemHost, node_id
 from pytest_runtimeconflict.engine.verdicts import ItemVerdict, PlanOutcome
 from pytest_runtimeconflict.errors import InterpreterError, UsageError
 from pytest_runtimeconflict.files.locking import file_lock, replace_atomically
-from pytest_runtimeconflict.model import Finding
+from pytest_runtimeconflict.model import Finding, RunResult, RunSpec
 from pytest_runtimeconflict.model.entry import RunEntry
 from pytest_runtimeconflict.model.plan import Plan, PlanContext, PlannedItem
 from pytest_runtimeconflict.options import Settings
@@ -222,14 +222,15 @@ class RCState:
 
     # ------------------------------------------------------------ running items
 
-    def host(self) -> ItemHost:
-        """The interface an item run receives (see :mod:`.host`)."""
+    def host(self, run: Callable[[RunSpec], RunResult] | None = None) -> ItemHost:
+        """The interface an item run receives (see :mod:`.host`); ``run`` runs a spec in a
+        child (default: the sandbox's ``run_spec``)."""
         from pytest_runtimeconflict.sandbox.runner import run_spec
 
         return ItemHost(
             plan=self.plan(),
             settings=self.settings,
-            run=run_spec,
+            run=run or run_spec,
             is_known=self.known_conflict,
             is_known_finding=self.known_finding,
             not_run=self.not_run,
@@ -245,16 +246,23 @@ class RCState:
         counts the child interpreters the item started (``child_runs``: runs, diagnosis,
         counter-experiments and re-runs)."""
         from pytest_runtimeconflict.engine.planned_runs import PlannedRunner
+        from pytest_runtimeconflict.engine.reuse import ItemRuns
         from pytest_runtimeconflict.engine.sequence_items import run_sequence_item
         from pytest_runtimeconflict.engine.target_items import run_target_item
-        from pytest_runtimeconflict.sandbox.runner import children_by_purpose, children_started
+        from pytest_runtimeconflict.sandbox.runner import (
+            children_by_purpose,
+            children_started,
+            run_spec,
+        )
 
         before, before_by = children_started(), children_by_purpose()
-        runner = PlannedRunner(self.host())
+        runs = ItemRuns(run_spec)  # each spec once per item
+        runner = PlannedRunner(self.host(runs))
         if item.kind != "sequence":
             verdict = run_target_item(runner, index, item)
         else:
             verdict = run_sequence_item(runner, index, item)
+        log.debug("%s: %d run(s) answered by the item's earlier runs", item.name, runs.reused)
         if not verdict.entries:
             return verdict
         first = verdict.entries[0].replace(

@@ -72,6 +72,9 @@ class Experiment:
     spec: RunSpec
     unsafe: bool = False
     workloads: tuple[str, ...] = ()  # workload steps added to the minimal order's steps
+    # the change of an earlier experiment this one is another route to: not run when that one
+    # avoided the failure (LD_PRELOAD of a library whose ctypes preload avoided it)
+    alternative_to: str = ""
 
 
 @dataclass(frozen=True)

@@ -151,6 +151,7 @@ class PlanContext:
     links_known: bool = False
     global_links: tuple[tuple[str, Tuple], ...] = ()
     preload_worthy: Tuple = ()
+    ld_preload_worthy: Tuple = ()  # of those, the ones LD_PRELOAD binds differently
     related: tuple[tuple[str, Tuple], ...] = ()  # module -> modules its conflicts can involve
 
     def links_from(self, module: str) -> Tuple:
@@ -201,6 +202,7 @@ class PlanContext:
             "links_known": self.links_known,
             "global_links": {m: list(ms) for m, ms in self.global_links},
             "preload_worthy": list(self.preload_worthy),
+            "ld_preload_worthy": list(self.ld_preload_worthy),
             "related": {m: list(ms) for m, ms in self.related},
         }
 
@@ -232,6 +234,11 @@ class PlanContext:
                 (m, tuple(ms)) for m, ms in sorted(data.get("global_links", {}).items())
             ),
             preload_worthy=tuple(data.get("preload_worthy", ())),
+            ld_preload_worthy=tuple(
+                data["ld_preload_worthy"]
+                if "ld_preload_worthy" in data
+                else data.get("preload_worthy", ())
+            ),
             related=tuple((m, tuple(ms)) for m, ms in sorted(data.get("related", {}).items())),
         )
 

@@ -240,12 +240,14 @@ def predicted_links(
     runtimes: Sequence[Any],
 ) -> dict[str, Any]:
     """The load modes that can change a binding (:mod:`.links`): per module the modules
-    its RTLD_GLOBAL import can affect, the runtime libraries worth preloading, and the modules
+    its RTLD_GLOBAL import can affect, the runtime libraries worth preloading (and of those,
+    the ones LD_PRELOAD binds differently from a ctypes preload), and the modules
     a conflict of each can involve, as :class:`PlanContext` fields. A module whose import was
     not probed, or whose package has no extension the scan read (a module of no known
     distribution), is taken to affect every module (nothing says it cannot)."""
     from pytest_runtimeconflict.planning.links import (
         global_links,
+        ld_preload_differs,
         preload_worthy,
         related_modules,
     )
@@ -264,6 +266,7 @@ def predicted_links(
         "links_known": True,
         "global_links": tuple((m, tuple(sorted(links[m]))) for m in sorted(links)),
         "preload_worthy": tuple(sorted(worthy)),
+        "ld_preload_worthy": tuple(sorted(ld_preload_differs(worthy, objects, facts))),
         "related": tuple((m, tuple(sorted(related[m]))) for m in sorted(related)),
     }
 
@@ -308,6 +311,7 @@ def file_facts(paths: Iterable[str], result: ScanResult, cache_dir: Path | None)
                 info.kind.family if info.kind else None,
                 info.distribution,
                 info.facts.soname or os.path.basename(path),
+                tuple(info.facts.needed),
             )
     finally:
         reader.close()

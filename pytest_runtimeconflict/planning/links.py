@@ -40,6 +40,7 @@ class FileFacts:
     family: str | None  # runtime family, when the file is a runtime
     distribution: str | None
     soname: str
+    needed: tuple[str, ...] = ()  # DT_NEEDED
 
 
 def global_links(
@@ -86,6 +87,39 @@ def preload_worthy(
         real = os.path.realpath(lib)
         soname = facts[real].soname if real in facts else os.path.basename(real)
         if by_soname.get(soname, set()) - {real} or real not in linked:
+            out.add(lib)
+    return frozenset(out)
+
+
+def ld_preload_differs(
+    libraries: Iterable[str],
+    objects: Mapping[str, frozenset[str]],
+    facts: Mapping[str, FileFacts],
+) -> frozenset[str]:
+    """The libraries that ``LD_PRELOAD`` can bind differently from a ctypes ``RTLD_GLOBAL``
+    preload at start: those that define, themselves or through a library they need, a name
+    that one of the interpreter's own libraries (those every module maps) defines; the
+    loader puts an ``LD_PRELOAD`` library ahead of them, a preload at start behind them. For
+    every other object both put the library first in the global scope. Libraries the scan has
+    no facts of, or when the interpreter's libraries are not known, are kept."""
+    common = _system_everywhere(objects, facts)
+    libraries = list(libraries)
+    if not common:
+        return frozenset(libraries)
+    startup = set().union(*(facts[p].names for p in common))
+    by_soname = {info.soname: path for path, info in facts.items()}
+    out = set()
+    for lib in libraries:
+        info = facts.get(os.path.realpath(lib))
+        if info is None:
+            out.add(lib)
+            continue
+        names = set(info.names)
+        for dep in info.needed:
+            path = by_soname.get(dep)
+            if path is not None and path not in common:
+                names |= facts[path].names
+        if names & startup:
             out.add(lib)
     return frozenset(out)
 

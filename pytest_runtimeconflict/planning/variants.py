@@ -208,11 +208,13 @@ def library_groups(runtimes: Sequence[RuntimeLibrary]) -> list[tuple[str, ...]]:
     return [tuple(x.path for x in g) for g in groups]
 
 
-def worthy_runtimes(context: PlanContext) -> tuple[RuntimeLibrary, ...]:
-    """The runtime libraries a preload can matter for (all, when the scan did not say)."""
+def worthy_runtimes(context: PlanContext, kind: str = "preload") -> tuple[RuntimeLibrary, ...]:
+    """The runtime libraries a preload of ``kind`` can matter for (all, when the scan did
+    not say): for ``ld_preload``, only those it binds differently from a ctypes preload."""
     if not context.links_known:
         return context.runtimes
-    return tuple(r for r in context.runtimes if r.path in set(context.preload_worthy))
+    worthy = set(context.ld_preload_worthy if kind == "ld_preload" else context.preload_worthy)
+    return tuple(r for r in context.runtimes if r.path in worthy)
 
 
 def ruled_out(context: PlanContext | None, requests: Sequence[Request]) -> list[str]:
@@ -229,17 +231,30 @@ def ruled_out(context: PlanContext | None, requests: Sequence[Request]) -> list[
             "an object of another planned module defines, nor is another copy of a runtime "
             "one carries: their global import cannot change a binding)"
         )
-    unworthy = [
-        os.path.basename(r.path)
-        for r in context.runtimes
-        if r.family in PRELOAD_FAMILIES and r.loadable and r.path not in context.preload_worthy
-    ]
-    if unworthy:
-        lines.append(
-            f"not preloaded: {_few(unworthy)} (extensions link them and no other file a planned "
-            "module maps has their SONAME: what their symbols can do globally, the RTLD_GLOBAL "
-            "imports of the modules that link them cover)"
-        )
+    left_out = (
+        (
+            context.runtimes,
+            context.preload_worthy,
+            "not preloaded: {} (extensions link them and no other file a planned module maps "
+            "has their SONAME: what their symbols can do globally, the RTLD_GLOBAL imports of "
+            "the modules that link them cover)",
+        ),
+        (
+            worthy_runtimes(context),
+            context.ld_preload_worthy,
+            "not started with LD_PRELOAD: {} (neither they nor the libraries they need define "
+            "a name the interpreter's own libraries define, so LD_PRELOAD would bind every name "
+            "as their ctypes preload at start does)",
+        ),
+    )
+    for runtimes, kept, text in left_out:
+        names = [
+            os.path.basename(r.path)
+            for r in runtimes
+            if r.family in PRELOAD_FAMILIES and r.loadable and r.path not in kept
+        ]
+        if names:
+            lines.append(text.format(_few(names)))
     return lines
 
 
@@ -250,8 +265,8 @@ def _few(names: Sequence[str], limit: int = 6) -> str:
 
 def _preload_source(kind: str) -> Callable[[PlanInput], list[PlannedItem]]:
     def build(data: PlanInput) -> list[PlannedItem]:
-        groups = library_groups(worthy_runtimes(data.context))
         wanted_all = any(r.kind == kind and r.value == "all" for r in data.requests)
+        groups = library_groups(worthy_runtimes(data.context, "preload" if wanted_all else kind))
         order = tuple(m for m in data.context.modules if m in set(data.context.native))
         if not order:
             return []

@@ -54,6 +54,12 @@ class ChildRun:
     stderr: str
     events: list[JsonObject]
     fault_text: str
+    # a timed-out run: its child's live descendants (where they wait), its threads and the
+    # ELF objects it had mapped (the hanging step's too)
+    stalled: float = 0.0  # seconds the run sat deadlocked on a fork before it was stopped
+    forked: list[JsonObject] = field(default_factory=list)
+    threads: list[JsonObject] = field(default_factory=list)
+    mapped: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -165,11 +171,12 @@ def assess(spec: RunSpec, raw: ChildRun) -> RunResult:
     mapped = list(dict.fromkeys(state.seen))
     if fields["outcome"] == "crashed":
         fields.update(_postmortem(raw, mapped, step_libraries, failed_step, spec.backtrace))
+    _add_mapped(raw.mapped, mapped, step_libraries, failed_step)
     fields["mapped"] = tuple(mapped)
     fields["step_libraries"] = tuple(tuple(s) for s in step_libraries)
-    fields["exercised"] = tuple(state.exercised)
+    fields["exercised"] = (*state.exercised, *raw.forked)
     fields["env_changes"] = tuple(state.env_changes)
-    fields["threads_at_fork"] = threads_at_fork(raw.events)
+    fields["threads_at_fork"] = threads_at_fork(raw.events) or tuple(raw.threads)
     fields.update(_describe(fields))
     if spec.trace_bindings:
         fields["bindings"] = _bindings(raw, fields["objects"])
@@ -251,6 +258,15 @@ def format_size(size: int) -> str:
 
 def _outcome(spec: RunSpec, raw: ChildRun, state: Progress) -> dict[str, Any]:
     rc, where = raw.returncode, _where(spec, state)
+    if raw.timed_out and raw.stalled:
+        return {
+            "outcome": "hung",
+            "message": (
+                f"stopped after {raw.stalled:g} s without progress {where}: it waits for a "
+                "process it forked, whose threads all wait on a lock or condition, and no "
+                "thread of theirs runs"
+            ),
+        }
     if raw.timed_out:
         return {"outcome": "hung", "message": f"timed out after {spec.timeout:g} s {where}"}
     if rc < 0:
@@ -338,13 +354,21 @@ def _postmortem(
             os.unlink(core_path)
     else:
         crash_mapped = [os.path.realpath(p) for p in loader.inits if os.path.isabs(p)]
-    fresh = [p for p in dict.fromkeys(crash_mapped) if p not in set(mapped)]
-    mapped.extend(fresh)
-    if failed_step is not None:
-        step_libraries[failed_step].extend(fresh)
+    _add_mapped(crash_mapped, mapped, step_libraries, failed_step)
     candidates = step_libraries[-1] if failed_step is not None else mapped
     out["init_library"] = postmortem.crashing_init(loader, out.get("gdb_backtrace"), candidates)
     return out
+
+
+def _add_mapped(
+    found: list[str], mapped: list[str], step_libraries: list[list[str]], failed_step: int | None
+) -> None:
+    """Objects mapped by the failing step itself, seen another way than its progress line
+    (which never got written): added to ``mapped`` and to that step's libraries."""
+    fresh = [p for p in dict.fromkeys(found) if p not in set(mapped)]
+    mapped.extend(fresh)
+    if failed_step is not None and failed_step < len(step_libraries):
+        step_libraries[failed_step].extend(fresh)
 
 
 def _describe(fields: dict[str, Any]) -> dict[str, Any]:

@@ -3,11 +3,10 @@
 Run by path by the *target* interpreter (``python child.py SPEC.json``), maybe another venv
 without this package: standard library only, Python 3.8 syntax, never the plugin.
 
-It appends one JSON line per event to the progress file named in the spec (flushed at once, so
-the lines survive a crash): ``start``, ``preload``, ``step`` (``begin`` then ``ok``/``error``),
-``sandbox`` (what the sandbox's own ctypes import mapped), ``exercise`` (a fork probe's
-``hung`` too), ``fork`` (the parent's threads at the probe's fork) and ``done``. Finished events
-carry ``new`` (ELF objects newly mapped), a step ``env`` (variables it changed).
+It appends one JSON line per event to the progress file named in the spec (flushed at once):
+``start``, ``preload``, ``step`` (``begin``, ``ok``/``error``), ``sandbox`` (what its own ctypes
+mapped), ``exercise`` (a fork probe's ``hung`` too), ``fork`` (the parent's threads at the
+probe's fork), ``done``; with ``new`` (ELF objects newly mapped), a step's ``env`` (changes).
 """
 
 from __future__ import annotations
@@ -49,6 +48,7 @@ LOCALE_FACETS = (
     ("collate<char>", "_ZSt9use_facetISt7collateIcEERKT_RKSt6locale"),
 )
 FORK_DEADLINE = 6.0  # seconds a forked child may take for one parallel region
+FORK_STALL = 1.5  # seconds it may sit without CPU time or a runnable thread
 # The probes that re-run the run's steps after them (forked.py): in a forked child (what
 # fork-based multiprocessing does) or in a spawned interpreter (its counter-experiment).
 FORK_WORKLOAD, SPAWN_WORKLOAD = "fork-after-workload", "spawn-after-workload"
@@ -382,10 +382,8 @@ def exercise_fork(ctypes: Any, lib: Any, deadline: float) -> str:
     GNU libgomp's thread pool does not survive fork: the child's region waits forever for
     workers that were not copied. The region runs libc's ``free(NULL)`` on each thread (no
     Python callback, so no GIL in the forked child). Raises ``ForkHang`` when the forked child
-    has not finished within ``deadline`` seconds (it is killed).
+    has not finished within ``deadline`` seconds or made no progress for ``FORK_STALL``.
     """
-    import time
-
     c = ctypes
     func = lib.GOMP_parallel
     func.restype = None
@@ -403,20 +401,18 @@ def exercise_fork(ctypes: Any, lib: Any, deadline: float) -> str:
             code = 0
         finally:
             os._exit(code)
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            if status != 0:
-                raise RuntimeError(f"the forked child ended with wait status {status}")
-            return "parallel region, fork, parallel region in the forked child: ok"
-        time.sleep(0.02)
+    began = time.monotonic()
+    status = _fork_helpers().wait_for(pid, deadline, stall=FORK_STALL)
+    if status is not None:
+        if status != 0:
+            raise RuntimeError(f"the forked child ended with wait status {status}")
+        return "parallel region, fork, parallel region in the forked child: ok"
     os.kill(pid, signal.SIGKILL)
     os.waitpid(pid, 0)
     raise ForkHang(
-        f"the forked child's parallel region did not finish within {deadline:g} s after a "
-        "parallel region in the parent (the runtime's thread pool does not survive fork); "
-        "the child was killed"
+        f"the forked child's parallel region did not finish (no progress after "
+        f"{time.monotonic() - began:.1f} s) after a parallel region in the parent (the "
+        "runtime's thread pool does not survive fork); the child was killed"
     )
 
 
@@ -513,18 +509,20 @@ def _spawned(spec: dict) -> None:
     _rerun(spec["steps"], tuple(spec.get("global_imports", ())))
 
 
-def workload_probes(spec: dict, progress: Progress, elapsed: float) -> list:
+def workload_probes(spec: dict, progress: Progress, began: tuple) -> list:
     """Run the probes that re-run the steps (before the runtime probes, whose parallel regions
-    a forked child must not inherit); the extra probes left for :func:`exercise`."""
+    a forked child must not inherit); the extra probes left for :func:`exercise`. ``began``:
+    the steps' start (monotonic clock, process CPU time)."""
     extra = list(spec.get("extra", []))
     if FORK_WORKLOAD not in extra and SPAWN_WORKLOAD not in extra:
         return extra
     helpers = _fork_helpers()
+    elapsed = time.monotonic() - began[0]
     deadline = helpers.workload_deadline(FORK_DEADLINE, elapsed)
     budget = helpers.gdb_budget(spec.get("timeout"), elapsed, deadline)
-    if FORK_WORKLOAD in extra and not helpers.fork_probe(
-        dict(spec, gdb_budget=budget), progress.write, deadline, _rerun, _describe_exception
-    ):
+    stall = helpers.stall_window(elapsed, time.process_time() - began[1])
+    probe = functools.partial(helpers.fork_probe, dict(spec, gdb_budget=budget, stall=stall))
+    if FORK_WORKLOAD in extra and not probe(progress.write, deadline, _rerun, _describe_exception):
         extra = [p for p in extra if p != "fork-after-parallel"]
     if SPAWN_WORKLOAD in extra:
         helpers.spawn_probe(spec, progress.write, deadline, _spawned)
@@ -581,14 +579,14 @@ def main(argv: list) -> int:
         exe=_own_executable(),
         new=tracker.new(),
     )
-    began = time.monotonic()
+    began = (time.monotonic(), time.process_time())
     if not preload(spec.get("preload", []), spec.get("preload_mode", "global"), progress, tracker):
         return 1
     env = EnvTracker(tracker, progress)
     if not run_steps(spec["steps"], progress, tracker, env, tuple(spec.get("global_imports", ()))):
         return 1
     if spec.get("exercise", True):
-        extra = workload_probes(spec, progress, time.monotonic() - began)
+        extra = workload_probes(spec, progress, began)
         probes = spec.get("probes") or DEFAULT_PROBES
         exercise(tracker, progress, probes, extra, env.own_ctypes)
     progress.write(event="done", new=tracker.new())

@@ -20,6 +20,9 @@ from typing import Any, Callable
 
 GDB_TIMEOUT = 30.0  # seconds gdb may take to attach and walk the stacks
 GDB_MIN = 3.0  # below this much time left for it, gdb is not started
+# seconds a forked child may sit without CPU time and without a runnable thread (beyond what
+# the steps waited in the parent) before it counts as hung
+STALL_MIN = 2.0
 # glibc's own objects: a thread waiting in a futex there says nothing about whose lock it is.
 LIBC_NAMES = re.compile(r"^(libc|libpthread|libdl|ld-linux[-\w]*|librt|libm)[.-]")
 _FRAME = re.compile(
@@ -57,16 +60,50 @@ def allow_tracing(ctypes: Any) -> None:
         ctypes.CDLL(None).prctl(PR_SET_PTRACER, PR_SET_PTRACER_ANY, 0, 0, 0)
 
 
-def wait_for(pid: int, deadline: float) -> int | None:
+def wait_for(pid: int, deadline: float, stall: float = 0.0) -> int | None:
     """The wait status of the child ``pid``, or None when it has not ended within
-    ``deadline`` seconds (it is left running)."""
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
+    ``deadline`` seconds, or (``stall`` > 0) when it made no progress for ``stall`` seconds in
+    a row: its CPU time unchanged and none of its threads runnable or in an uninterruptible
+    wait (:func:`progress_mark`). The child is left running."""
+    now = time.monotonic()
+    end, mark, since = now + deadline, progress_mark(pid), now
+    while now < end:
         done, status = os.waitpid(pid, os.WNOHANG)
         if done:
             return status
-        time.sleep(0.02)
+        time.sleep(0.05)
+        now = time.monotonic()
+        if stall > 0:
+            seen = progress_mark(pid)
+            if seen is None or seen != mark:
+                mark, since = seen, now
+            elif now - since >= stall:
+                return None
     return None
+
+
+def progress_mark(pid: int) -> tuple | None:
+    """``(cpu ticks, ...)`` of the process ``pid`` (all threads), or None while one of its
+    threads is running, runnable or in an uninterruptible wait (state R or D) or it cannot be
+    read: two equal marks over a span mean no progress in between."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/stat", encoding="ascii", errors="replace") as fh:
+                if fh.read().rsplit(")", 1)[1].split()[0] in ("R", "D"):
+                    return None
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12]),)
+
+
+def stall_window(elapsed: float, cpu: float) -> float:
+    """How long a forked child re-running the steps may sit without progress before it counts
+    as hung: ``STALL_MIN`` plus twice the time the steps spent blocked in the parent (their
+    wall time ``elapsed`` less their CPU time ``cpu``), so a step that waits (I/O, sleep, a
+    subprocess) waits as long again in the forked child."""
+    return STALL_MIN + 2 * max(0.0, elapsed - cpu)
 
 
 def kill(pid: int) -> None:
@@ -226,7 +263,8 @@ def fork_probe(
         os.close(read_end)
         _in_forked_child(spec, write_end, rerun, describe)
     os.close(write_end)
-    status = wait_for(pid, deadline)
+    began = time.monotonic()
+    status = wait_for(pid, deadline, stall=spec.get("stall", 0.0))
     ended = time.monotonic()
     at_fork = f"{len(threads)} thread(s) in the parent at fork: " + ", ".join(
         t["comm"] for t in threads
@@ -237,7 +275,8 @@ def fork_probe(
         write(status="ok", detail=f"the steps ran again in a forked child ({at_fork})", **end)
         return True
     if status is None:
-        end.update(_hang(pid, deadline, at_fork, spec.get("gdb_budget", GDB_TIMEOUT)))
+        waited = ended - began
+        end.update(_hang(pid, waited, at_fork, spec.get("gdb_budget", GDB_TIMEOUT)))
     else:
         raised = os.read(read_end, 4000).decode("utf-8", "replace")
         end["status"] = "crashed" if os.WIFSIGNALED(status) else "failed"
@@ -253,7 +292,7 @@ def fork_probe(
     return False
 
 
-def _hang(pid: int, deadline: float, at_fork: str, budget: float) -> dict:
+def _hang(pid: int, waited: float, at_fork: str, budget: float) -> dict:
     """The forked child's stack (gdb) and the end event's fields; the child is killed. The
     stack is its main thread's (the one that forked and ran the steps again): a library's
     fork handler may have started new threads in the child, idle ones."""
@@ -268,7 +307,7 @@ def _hang(pid: int, deadline: float, at_fork: str, budget: float) -> dict:
         "frames": frame_lines(frames),
         "detail": (
             f"{FORK_WORKLOAD} probe: the forked child did not finish running the steps again "
-            f"within {deadline:.1f} s{inside}; {at_fork}; the child was killed"
+            f"(no progress after {waited:.1f} s){inside}; {at_fork}; the child was killed"
         ),
     }
 

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from pytest_runtimeconflict.model import RunResult, RunSpec
 
 POLL_S = 0.1
+STALL_POLL_S = 0.5  # how often a run is checked for a deadlock (sandbox/hung.py)
 
 
 class ProgressLine:
@@ -110,21 +111,32 @@ class ChildRuns:
 
 
 def wait_child(
-    proc: subprocess.Popen[bytes], timeout: float, events: str, steps: Sequence[str]
+    proc: subprocess.Popen[bytes],
+    timeout: float,
+    events: str,
+    steps: Sequence[str],
+    stalled: Callable[[], bool] | None = None,
 ) -> int:
-    """``proc.wait(timeout)`` (raising ``TimeoutExpired`` the same way); while a progress line
-    is open, it shows the step the child began last, read from its progress file ``events``."""
+    """``proc.wait(timeout)`` (raising ``TimeoutExpired`` the same way, also as soon as
+    ``stalled()`` says the run can no longer progress, checked every ``STALL_POLL_S``);
+    while a progress line is open, it shows the step the child began last, read from its
+    progress file ``events``."""
     line = _active
-    if line is None:
-        return proc.wait(timeout=timeout)
     deadline = time.monotonic() + timeout
-    offset, shown = 0, ""
+    offset, shown, checked = 0, "", time.monotonic()
     while True:
+        step = POLL_S if line is not None else STALL_POLL_S
         try:
-            return proc.wait(timeout=min(POLL_S, max(0.0, deadline - time.monotonic())))
+            return proc.wait(timeout=min(step, max(0.0, deadline - time.monotonic())))
         except subprocess.TimeoutExpired:
             if time.monotonic() >= deadline:
                 raise
+        if stalled is not None and time.monotonic() - checked >= STALL_POLL_S:
+            checked = time.monotonic()
+            if stalled():
+                raise subprocess.TimeoutExpired(proc.args, timeout)
+        if line is None:
+            continue
         offset, current = _last_begin(events, offset, steps)
         if current and current != shown:
             line.show(detail=current)

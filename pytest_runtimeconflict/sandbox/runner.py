@@ -49,6 +49,7 @@ import psutil
 from pytest_runtimeconflict import families
 from pytest_runtimeconflict.errors import InterpreterError, UsageError
 from pytest_runtimeconflict.model import RunResult, RunSpec
+from pytest_runtimeconflict.sandbox import hung
 from pytest_runtimeconflict.sandbox.assess import LOADER_LOG_PREFIX, ChildRun, assess
 from pytest_runtimeconflict.sandbox.progress import wait_child
 from pytest_runtimeconflict.vocabulary import JsonObject
@@ -318,28 +319,20 @@ def _execute(spec: RunSpec, python: str, run_dir: str) -> ChildRun:
     start = time.monotonic()
     env = child_environment(spec, run_dir)
     started_at = time.time() - 1.0  # create_time has clock-tick resolution
-    global _started
-    _started += 1
-    _by_purpose[_purpose.get()] += 1
-    _become_subreaper()
-    proc = subprocess.Popen(
-        [python, "-I", "-S", "-c", SHIM, python, CHILD_SCRIPT, spec_path],
-        cwd=run_dir,
-        env=_shim_environment(env, spec.memory_limit),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,  # one process group: the whole tree can be killed
-    )
+    argv = [python, "-I", "-S", "-c", SHIM, python, CHILD_SCRIPT, spec_path]
+    proc = _launch(argv, run_dir, env, spec.memory_limit)
     readers = [_TailReader(proc.stdout), _TailReader(proc.stderr)]  # type: ignore[arg-type]
     for reader in readers:
         reader.start()
-    timed_out = False
+    timed_out, seen = False, hung.Hung()
+    watch = hung.TreeWatch(run_dir, CHILD_PID_FILE)
     try:
-        wait_child(proc, spec.timeout, os.path.join(run_dir, "progress.jsonl"), spec.steps)
+        progress_file = os.path.join(run_dir, "progress.jsonl")
+        wait_child(proc, spec.timeout, progress_file, spec.steps, watch.stalled)
     except subprocess.TimeoutExpired:
         timed_out = True
         _dump_python_stacks(proc, fault_path)
+        seen = hung.examine(hung.child_pid(run_dir, CHILD_PID_FILE))
     finally:
         orphaned = _orphaned_child(proc, run_dir)
         kill_tree(proc)
@@ -358,6 +351,29 @@ def _execute(spec: RunSpec, python: str, run_dir: str) -> ChildRun:
         stderr=orphaned + readers[1].text(),
         events=read_progress(os.path.join(run_dir, "progress.jsonl")),
         fault_text=_read_tail(fault_path),
+        stalled=watch.window if watch.fired else 0.0,
+        forked=seen.records,
+        threads=seen.threads,
+        mapped=seen.mapped,
+    )
+
+
+def _launch(
+    argv: list[str], run_dir: str, env: dict[str, str], memory_limit: int | None
+) -> subprocess.Popen[bytes]:
+    """Start (and count) one child: the intermediate, in its own session, in ``run_dir``."""
+    global _started
+    _started += 1
+    _by_purpose[_purpose.get()] += 1
+    _become_subreaper()
+    return subprocess.Popen(
+        argv,
+        cwd=run_dir,
+        env=_shim_environment(env, memory_limit),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,  # one process group: the whole tree can be killed
     )
 
 
