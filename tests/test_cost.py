@@ -253,3 +253,33 @@ def test_an_item_runs_each_spec_once() -> None:
     assert runs(dc.replace(crash, backtrace=True)).spec.backtrace and len(ran) == 3
     assert runs(crash).outcome == "crashed" and len(ran) == 3
     assert runs(dc.replace(plain, env=(("X", "1"),))).outcome == "passed" and len(ran) == 4
+
+
+def test_ld_preload_is_tried_only_for_a_library_that_meets_the_interpreters_names() -> None:
+    """Real builds, a real run: a library whose names no object mapped at the interpreter's
+    start defines gets only the ctypes preload experiment (LD_PRELOAD would bind the same);
+    one that defines a libc name (``getpid`` here) gets LD_PRELOAD too."""
+    import os
+    import sys
+
+    from cbuild import compile_shared
+
+    from pytest_runtimeconflict.diagnosis.evidence import gather_evidence
+    from pytest_runtimeconflict.diagnosis.experiments import _preloads
+
+    plain = compile_shared("int rc_plain_value(void) { return 7; }\n", "librcplain.so")
+    libc_name = compile_shared(
+        "#include <sys/types.h>\npid_t getpid(void) { return 1; }\n", "librcgetpid.so"
+    )
+    steps = tuple(f"import ctypes; ctypes.CDLL({str(p)!r})" for p in (plain, libc_name))
+    spec = RunSpec(steps=steps, python=sys.executable, exercise=False)
+    evidence = gather_evidence(sandbox_runner.run_spec(spec))
+    planned = [(e.kind, e.change.rsplit("/", 1)[-1]) for e in _preloads(spec, [str(plain), str(libc_name)], evidence)]  # fmt: skip
+    assert ("ld_preload", "librcplain.so") not in planned
+    assert ("ld_preload", "librcgetpid.so") in planned
+    assert [k for k, _ in planned].count("preload") == 2
+    # glibc defines getpid weak: the planning side reads weak definitions too
+    from pytest_runtimeconflict.static.interpose import dynamic_definitions
+
+    libc = next(p for p in evidence.objects if os.path.basename(p).startswith("libc.so"))
+    assert "getpid" in dynamic_definitions(libc) and "malloc" in dynamic_definitions(libc)

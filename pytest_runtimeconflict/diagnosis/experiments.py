@@ -39,6 +39,7 @@ from pytest_runtimeconflict.model import (
 )
 from pytest_runtimeconflict.model.run import EnvChange
 from pytest_runtimeconflict.planning.workloads import step_label
+from pytest_runtimeconflict.static.interpose import dynamic_definitions
 from pytest_runtimeconflict.static.records import distributions_of
 from pytest_runtimeconflict.static.rules import rule_of
 from pytest_runtimeconflict.static.rules.environment import read_by_libraries, restore_statement
@@ -354,6 +355,8 @@ def _preloads(
                 dataclasses.replace(base, preload=(lib, *spec.preload), preload_mode="global"),
             )
         )
+        if not _ld_preload_differs(lib, evidence):
+            continue
         out.append(
             Experiment(
                 f"start Python with {prefix}LD_PRELOAD={lib}",
@@ -363,6 +366,29 @@ def _preloads(
             )
         )
     return out
+
+
+def _ld_preload_differs(lib: str, evidence: Evidence | None) -> bool:
+    """Whether ``LD_PRELOAD`` of ``lib`` can bind a name otherwise than its ctypes preload
+    before the steps: only when ``lib`` (or a library it needs among the run's objects)
+    defines a name that an object the interpreter had mapped before them defines (the
+    loader puts an ``LD_PRELOAD`` library ahead of those, a ctypes preload behind them; for
+    every later object both put it first). The system's own libraries it needs (glibc's
+    ``libpthread`` stub, ...) are the interpreter's too. True when the run does not say."""
+    info = evidence.objects.get(os.path.realpath(lib)) if evidence is not None else None
+    if evidence is None or info is None:
+        return True
+    own = set(evidence.necessary) | {os.path.realpath(p) for p in evidence.result.preload_libraries}
+    startup = [o for path, o in evidence.objects.items() if path not in own]
+    if not startup:
+        return True
+    names = set(dynamic_definitions(info.facts.path))
+    by_soname = {o.facts.soname: o for o in evidence.objects.values() if o.facts.soname}
+    for needed in info.facts.needed:
+        dep = by_soname.get(needed)
+        if dep is not None and dep not in startup and dep.distribution is not None:
+            names |= dynamic_definitions(dep.facts.path)
+    return any(names & dynamic_definitions(o.facts.path) for o in startup)
 
 
 def _beside(lib: str, evidence: Evidence | None) -> str | None:

@@ -251,12 +251,17 @@ def predicted_links(
         preload_worthy,
         related_modules,
     )
+    from pytest_runtimeconflict.static.interpose import dynamic_definitions
 
     objects = mapped_objects(closures, probes)
     facts = file_facts({p for paths in objects.values() for p in paths}, result, cache_dir)
     linked = linked_at_import(closures, probes)
     worthy = preload_worthy((r.path for r in runtimes), objects, facts, linked)
     links, related = global_links(objects, facts), related_modules(objects, facts)
+
+    def names(path: str) -> frozenset[str]:  # weak definitions too (glibc's getpid, ...)
+        return dynamic_definitions(path) | facts[path].names
+
     for module in objects:
         probe = probes.get(module)
         if probe is None or not probe.known or not closures.get(module):
@@ -266,7 +271,7 @@ def predicted_links(
         "links_known": True,
         "global_links": tuple((m, tuple(sorted(links[m]))) for m in sorted(links)),
         "preload_worthy": tuple(sorted(worthy)),
-        "ld_preload_worthy": tuple(sorted(ld_preload_differs(worthy, objects, facts))),
+        "ld_preload_worthy": tuple(sorted(ld_preload_differs(worthy, objects, facts, names))),
         "related": tuple((m, tuple(sorted(related[m]))) for m in sorted(related)),
     }
 

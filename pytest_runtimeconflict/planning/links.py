@@ -95,18 +95,23 @@ def ld_preload_differs(
     libraries: Iterable[str],
     objects: Mapping[str, frozenset[str]],
     facts: Mapping[str, FileFacts],
+    names_of: Names | None = None,
 ) -> frozenset[str]:
     """The libraries that ``LD_PRELOAD`` can bind differently from a ctypes ``RTLD_GLOBAL``
     preload at start: those that define, themselves or through a library they need, a name
     that one of the interpreter's own libraries (those every module maps) defines; the
     loader puts an ``LD_PRELOAD`` library ahead of them, a preload at start behind them. For
     every other object both put the library first in the global scope. Libraries the scan has
-    no facts of, or when the interpreter's libraries are not known, are kept."""
+    no facts of, or when the interpreter's libraries are not known, are kept; the system's
+    libraries a library needs are the interpreter's too. ``names_of``:
+    every name a file defines (default: its facts' exported names; the caller's may add weak
+    definitions, as glibc has hundreds)."""
     common = _system_everywhere(objects, facts)
     libraries = list(libraries)
     if not common:
         return frozenset(libraries)
-    startup = set().union(*(facts[p].names for p in common))
+    names_of = names_of or (lambda path: facts[path].names)
+    startup = set().union(*(names_of(p) for p in common))
     by_soname = {info.soname: path for path, info in facts.items()}
     out = set()
     for lib in libraries:
@@ -114,11 +119,11 @@ def ld_preload_differs(
         if info is None:
             out.add(lib)
             continue
-        names = set(info.names)
+        names = set(names_of(os.path.realpath(lib)))
         for dep in info.needed:
             path = by_soname.get(dep)
-            if path is not None and path not in common:
-                names |= facts[path].names
+            if path is not None and path not in common and facts[path].distribution:
+                names |= names_of(path)
         if names & startup:
             out.add(lib)
     return frozenset(out)

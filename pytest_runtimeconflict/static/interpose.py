@@ -83,6 +83,34 @@ def exported_names(info: ObjectInfo) -> frozenset[str]:
     return frozenset(set().union(*_names(info).values()))
 
 
+@lru_cache(maxsize=32)
+def dynamic_definitions(path: str) -> frozenset[str]:
+    """Every name ``path`` defines in its dynamic symbol table, weak ones included (glibc
+    defines hundreds of its functions weak: ``getpid``, ...), without versions; empty when
+    it cannot be read."""
+    from elftools.common.exceptions import ELFError
+    from elftools.elf.elffile import ELFFile
+    from elftools.elf.sections import SymbolTableSection
+
+    names = set()
+    try:
+        with open(path, "rb") as fh:
+            table = ELFFile(fh).get_section_by_name(".dynsym")
+            if not isinstance(table, SymbolTableSection):
+                return frozenset()
+            for symbol in table.iter_symbols():
+                entry = symbol.entry
+                if entry.st_shndx == "SHN_UNDEF" or entry.st_info.bind == "STB_LOCAL":
+                    continue
+                if entry.st_other.visibility in ("STV_HIDDEN", "STV_INTERNAL"):
+                    continue
+                if symbol.name:
+                    names.add(symbol.name.split("@", 1)[0])
+    except (OSError, ELFError, ValueError):
+        return frozenset()
+    return frozenset(names)
+
+
 def _symbols(info: ObjectInfo) -> dict[str, frozenset[str]]:
     return {kind: frozenset(names) for kind, names in _names(info).items()}
 
