@@ -127,9 +127,8 @@ def one_by_one(
     most one run per item (ddmin spends two to three times that on a handful of steps: halves,
     then single items, then complements). Last to first, a step that uses what an earlier one
     defines is dropped before the one it needs is tried. ``keep``: items never dropped (the
-    step whose own exception the failure is). ``items`` is
-    assumed to fail; on :class:`CapReached` the smallest failing subsequence found so far is
-    returned."""
+    step whose own exception the failure is). ``items`` is assumed to fail; on
+    :class:`CapReached` the smallest failing subsequence found so far is returned."""
     current, kept = list(items), set(keep)
     try:
         for item in reversed(items):

@@ -7,7 +7,8 @@ hang. The forked child's does: gdb reads the stacks of the child's live descenda
 main thread: the one that forked and went on), and of the child itself for its threads'
 start routines (the pools that were running when it forked). The records have the shape of
 the ``fork-after-workload`` probe's (``kind`` :data:`FORKED_CHILD`), so the diagnosis reads
-both the same way.
+both the same way. :class:`TreeWatch` stops a run deadlocked on a fork (its child and every
+process it forked blocked with nothing left to wake them) before ``--rc-timeout``.
 """
 
 from __future__ import annotations
