@@ -72,14 +72,19 @@ def probe_fork(lib, path, deadline):  # type: (ctypes.CDLL, str, float) -> str
     threads = region_threads()
     func(noop, None, threads, 0)
     what = "the forked child's parallel region"
-    fork_and_wait(lambda: func(noop, None, threads, 0), deadline, 1, what)
+    fork_and_wait(lambda: func(noop, None, threads, 0), deadline, 1, what, FORK_STALL)
     return "parallel region, fork, parallel region in the forked child: ok"
 
 
-def fork_and_wait(body, deadline, failed, what):  # type: (object, float, int, str) -> None
+FORK_STALL = 1.5  # seconds a forked child may sit without progress (as the sandbox's)
+
+
+def fork_and_wait(body, deadline, failed, what, stall=0.0):
+    # type: (object, float, int, str, float) -> None
     """Run ``body`` in a forked child, which exits 0 after it (``failed`` if it raised) and
-    must end within ``deadline`` seconds; else it is killed and ``ForkHang`` says ``what``
-    did not finish."""
+    must end within ``deadline`` seconds, and (``stall`` > 0) must not sit ``stall`` seconds
+    without progress (no CPU time, none of its threads running, runnable or in a disk wait);
+    else it is killed and ``ForkHang`` says ``what`` did not finish."""
     pid = os.fork()
     if pid == 0:  # the forked child never returns into Python's normal flow
         code = failed
@@ -88,17 +93,41 @@ def fork_and_wait(body, deadline, failed, what):  # type: (object, float, int, s
             code = 0
         finally:
             os._exit(code)
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
+    now = time.monotonic()
+    end, mark, since = now + deadline, None, now
+    while now < end:
         done, status = os.waitpid(pid, os.WNOHANG)
         if done:
             if status != 0:
                 raise RuntimeError(f"the forked child ended with wait status {status}")
             return
-        time.sleep(0.02)
+        time.sleep(0.05)
+        now = time.monotonic()
+        seen = idle_ticks(pid) if stall > 0 else None
+        if seen is None or seen != mark:
+            mark, since = seen, now
+        elif now - since >= stall:
+            break
     os.kill(pid, signal.SIGKILL)
     os.waitpid(pid, 0)
-    raise ForkHang(f"{what} did not finish within {deadline:.1f} s (killed)")
+    waited = time.monotonic() - (end - deadline)
+    raise ForkHang(f"{what} did not finish (no progress after {waited:.1f} s; killed)")
+
+
+def idle_ticks(pid):  # type: (int) -> object
+    """The CPU ticks of the process ``pid`` when none of its threads is running, runnable or
+    in a disk wait; None otherwise or when it cannot be read."""
+    ticks = 0
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+            if fields[0] in ("R", "D"):
+                return None
+            ticks += int(fields[11]) + int(fields[12])
+    except (OSError, IndexError, ValueError):
+        return None
+    return ticks
 
 
 def probe_blas(lib, path):  # type: (ctypes.CDLL, str) -> str

@@ -125,12 +125,15 @@ def mapped_copies(spec):  # type: (dict) -> list
 FORK_STEPS, FORK_STEPS_CAP = "fork-after-workload", 30.0
 
 
-def probe_fork_steps(spec, elapsed):  # type: (dict, float) -> str
+def probe_fork_steps(spec, elapsed, cpu):  # type: (dict, float, float) -> str
     """Fork after the steps and run them again in the forked child, which must end within
-    the fork deadline plus twice the steps' time (at most ``FORK_STEPS_CAP`` s), as the
-    sandbox's fork-after-workload probe does."""
+    the fork deadline plus twice the steps' time (at most ``FORK_STEPS_CAP`` s) and not sit
+    without progress for 2 s plus twice what the steps waited (``elapsed`` less their CPU
+    time ``cpu``), as the sandbox's fork-after-workload probe does."""
     deadline = min(spec["fork_deadline"] + 2 * elapsed, FORK_STEPS_CAP)
-    fork_and_wait(lambda: run_steps(spec), deadline, 3, "the forked child running the steps again")
+    stall = 2.0 + 2 * max(0.0, elapsed - cpu)
+    what = "the forked child running the steps again"
+    fork_and_wait(lambda: run_steps(spec), deadline, 3, what, stall)
     return "the steps ran again in a forked child: ok"
 
 
@@ -142,18 +145,18 @@ def run_here(spec):  # type: (dict) -> int
     sys.path[0] = os.getcwd()  # as in the sandbox: the directory it is run from comes first
     faulthandler.enable(all_threads=True)
     faulthandler.register(signal.SIGUSR1, all_threads=True, chain=False)
-    began = time.monotonic()
+    began, cpu = time.monotonic(), time.process_time()
     try:
         preload_all(spec)
         run_steps(spec)
     except BaseException:
         return EXIT_RAISED
-    elapsed = time.monotonic() - began
+    elapsed, cpu = time.monotonic() - began, time.process_time() - cpu
     for kind, path in spec["probes"]:
         say_probe(f"calling into the {kind} runtime {path}")
         try:
             if kind == FORK_STEPS:
-                say_probe(probe_fork_steps(spec, elapsed))
+                say_probe(probe_fork_steps(spec, elapsed, cpu))
                 continue
             say_probe(run_probe(kind, path, spec["fork_deadline"]))
         except ForkHang as exc:
