@@ -130,26 +130,49 @@ def gdb_stacks(pid: int, timeout: float = GDB_TIMEOUT) -> str:
     """gdb's ``thread apply all bt`` of the live process ``pid`` (attached, then detached);
     empty without gdb or when it cannot attach. The text goes through a file, not a pipe:
     when ``pid`` is this process, its threads are stopped while gdb writes."""
+    return gdb_stacks_of([pid], timeout)[0]
+
+
+def gdb_stacks_of(pids: list, timeout: float = GDB_TIMEOUT) -> list:
+    """:func:`gdb_stacks` of each of ``pids``, one gdb per process side by side (reading a
+    large library's symbols takes seconds; two processes take that time once)."""
     gdb = shutil.which("gdb")
     if gdb is None or os.environ.get("PYTEST_RUNTIMECONFLICT_NO_GDB") or timeout < GDB_MIN:
-        return ""
+        return ["" for _ in pids]
     env = dict(os.environ)
     env.pop("DEBUGINFOD_URLS", None)  # never download symbols from a probe
     cmd = [gdb, "-batch", "-nx", "-ex", "set pagination off", "-ex", "thread apply all bt"]
-    try:
-        with tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace") as out:
-            subprocess.run(
-                [*cmd, "-p", str(pid)],
-                stdout=out,
-                stderr=subprocess.DEVNULL,
-                stdin=subprocess.DEVNULL,
-                timeout=timeout,
-                env=env,
-            )
+    with contextlib.ExitStack() as stack:
+        outs, procs = [], []  # type: list, list
+        for pid in pids:
+            out = stack.enter_context(tempfile.TemporaryFile("w+", errors="replace"))
+            outs.append(out)
+            try:
+                procs.append(
+                    subprocess.Popen(
+                        [*cmd, "-p", str(pid)],
+                        stdout=out,
+                        stderr=subprocess.DEVNULL,
+                        stdin=subprocess.DEVNULL,
+                        env=env,
+                    )
+                )
+            except OSError:
+                procs.append(None)
+        end = time.monotonic() + timeout
+        for proc in procs:
+            if proc is None:
+                continue
+            try:
+                proc.wait(timeout=max(0.0, end - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        texts = []
+        for out in outs:
             out.seek(0)
-            return out.read()
-    except (OSError, subprocess.SubprocessError):
-        return ""
+            texts.append(out.read())
+        return texts
 
 
 def thread_frames(text: str) -> dict:
@@ -274,9 +297,11 @@ def fork_probe(
         os.close(read_end)
         write(status="ok", detail=f"the steps ran again in a forked child ({at_fork})", **end)
         return True
+    parent = ""  # this process's stacks, read beside the hung child's
     if status is None:
         waited = ended - began
-        end.update(_hang(pid, waited, at_fork, spec.get("gdb_budget", GDB_TIMEOUT)))
+        hang, parent = _hang(pid, waited, at_fork, spec.get("gdb_budget", GDB_TIMEOUT))
+        end.update(hang)
     else:
         raised = os.read(read_end, 4000).decode("utf-8", "replace")
         end["status"] = "crashed" if os.WIFSIGNALED(status) else "failed"
@@ -286,22 +311,25 @@ def fork_probe(
         )
     os.close(read_end)
     left = spec.get("gdb_budget", GDB_TIMEOUT) - (time.monotonic() - ended)
-    described = with_start_routines(threads, gdb_stacks(os.getpid(), min(left, GDB_TIMEOUT)))
+    parent = parent or gdb_stacks(os.getpid(), min(left, GDB_TIMEOUT))
+    described = with_start_routines(threads, parent)
     write(event="fork", probe=FORK_WORKLOAD, threads=described)
     write(**end)
     return False
 
 
-def _hang(pid: int, waited: float, at_fork: str, budget: float) -> dict:
-    """The forked child's stack (gdb) and the end event's fields; the child is killed. The
-    stack is its main thread's (the one that forked and ran the steps again): a library's
-    fork handler may have started new threads in the child, idle ones."""
-    stacks = thread_frames(gdb_stacks(pid, min(GDB_TIMEOUT, 0.6 * budget)))
+def _hang(pid: int, waited: float, at_fork: str, budget: float) -> tuple:
+    """The end event's fields for the hung forked child ``pid`` (its stack from gdb; it is
+    killed) and this process's stacks, read side by side. The child's stack is its main
+    thread's (the one that forked and ran the steps again): a library's fork handler may have
+    started new threads in the child, idle ones."""
+    texts = gdb_stacks_of([pid, os.getpid()], min(GDB_TIMEOUT, 0.6 * budget))
+    stacks = thread_frames(texts[0])
     frames = stacks.get(pid) or next(iter(stacks.values()), [])  # type: list
     kill(pid)
     waiting = waiting_library(frames)
     inside = f" (it waits in {waiting})" if waiting else ""
-    return {
+    fields = {
         "status": "hung",
         "path": waiting or "",
         "frames": frame_lines(frames),
@@ -310,6 +338,7 @@ def _hang(pid: int, waited: float, at_fork: str, budget: float) -> dict:
             f"(no progress after {waited:.1f} s){inside}; {at_fork}; the child was killed"
         ),
     }
+    return fields, texts[1]
 
 
 def spawn_probe(spec: dict, write: Callable, deadline: float, target: Callable) -> None:

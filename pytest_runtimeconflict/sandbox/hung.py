@@ -25,7 +25,7 @@ from pytest_runtimeconflict.sandbox import forked
 from pytest_runtimeconflict.vocabulary import FORKED_CHILD, JsonObject
 
 MAX_EXAMINED = 2  # forked processes read with gdb (the oldest first)
-BUDGET = 40.0  # seconds gdb may take in all for one timed-out run
+BUDGET = 30.0  # seconds gdb may take for one timed-out run (its processes read side by side)
 # Seconds a run's child and the processes it forked may all sit blocked (see TreeWatch)
 # before the run counts as hung, ahead of --rc-timeout.
 TREE_STALL = 12.0
@@ -60,10 +60,11 @@ def examine(child_pid: int | None) -> Hung:
         return Hung()
     if not descendants:
         return out
-    end = time.monotonic() + BUDGET
     descendants.sort(key=lambda p: _created(p))
-    out.records = [_record(p.pid, end) for p in descendants[:MAX_EXAMINED]]
-    out.threads = _threads(process, end)
+    examined = [p.pid for p in descendants[:MAX_EXAMINED]]
+    texts = forked.gdb_stacks_of([*examined, child_pid], BUDGET)  # side by side
+    out.records = [_record(pid, text) for pid, text in zip(examined, texts)]
+    out.threads = _threads(process, texts[-1])
     return out
 
 
@@ -86,12 +87,9 @@ def _created(process: psutil.Process) -> float:
     return 0.0
 
 
-def _left(end: float) -> float:
-    return min(forked.GDB_TIMEOUT, end - time.monotonic())
-
-
-def _record(pid: int, end: float) -> JsonObject:
-    stacks = forked.thread_frames(forked.gdb_stacks(pid, _left(end)))
+def _record(pid: int, text: str) -> JsonObject:
+    """The ``forked-child`` record of the process ``pid`` from gdb's ``text`` of it."""
+    stacks = forked.thread_frames(text)
     frames: list = stacks.get(pid) or next(iter(stacks.values()), [])
     waiting = forked.waiting_library(frames)
     inside = f" (it waits in {waiting})" if waiting else ""
@@ -107,8 +105,9 @@ def _record(pid: int, end: float) -> JsonObject:
     }
 
 
-def _threads(process: psutil.Process, end: float) -> list[JsonObject]:
-    """The child's threads now (after the fork: those a pool started before it are there)."""
+def _threads(process: psutil.Process, text: str) -> list[JsonObject]:
+    """The child's threads now (after the fork: those a pool started before it are there),
+    with their start routines from gdb's ``text`` of it."""
     threads = []
     for tid in sorted(t.id for t in _safe_threads(process)):
         try:
@@ -116,9 +115,7 @@ def _threads(process: psutil.Process, end: float) -> list[JsonObject]:
                 threads.append({"tid": tid, "comm": fh.read().strip()})
         except OSError:
             continue
-    if len(threads) < 2:
-        return threads
-    return forked.with_start_routines(threads, forked.gdb_stacks(process.pid, _left(end)))
+    return forked.with_start_routines(threads, text)
 
 
 def _safe_threads(process: psutil.Process) -> list:
