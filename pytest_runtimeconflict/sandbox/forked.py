@@ -299,8 +299,7 @@ def fork_probe(
         return True
     parent = ""  # this process's stacks, read beside the hung child's
     if status is None:
-        waited = ended - began
-        hang, parent = _hang(pid, waited, at_fork, spec.get("gdb_budget", GDB_TIMEOUT))
+        hang, parent = _hang(pid, ended - began, at_fork, spec.get("gdb_budget", GDB_TIMEOUT))
         end.update(hang)
     else:
         raised = os.read(read_end, 4000).decode("utf-8", "replace")
