@@ -83,19 +83,31 @@ def wait_for(pid: int, deadline: float, stall: float = 0.0) -> int | None:
 
 
 def progress_mark(pid: int) -> tuple | None:
-    """``(cpu ticks, ...)`` of the process ``pid`` (all threads), or None while one of its
+    """``(cpu ticks,)`` of the process ``pid`` (all threads), or None while one of its
     threads is running, runnable or in an uninterruptible wait (state R or D) or it cannot be
     read: two equal marks over a span mean no progress in between."""
+    ticks = 0
     try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
-            fields = fh.read().rsplit(")", 1)[1].split()
-        for tid in os.listdir(f"/proc/{pid}/task"):
-            with open(f"/proc/{pid}/task/{tid}/stat", encoding="ascii", errors="replace") as fh:
-                if fh.read().rsplit(")", 1)[1].split()[0] in ("R", "D"):
-                    return None
-    except (OSError, IndexError):
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
         return None
-    return (int(fields[11]) + int(fields[12]),)
+    for tid in tids:
+        seen = task_stat(f"/proc/{pid}/task/{tid}")
+        if seen is None or seen[0] in ("R", "D"):
+            return None
+        ticks += seen[1]
+    return (ticks,)
+
+
+def task_stat(task: str) -> tuple | None:
+    """``(state, cpu ticks)`` of the thread whose ``/proc`` directory is ``task``, or None
+    when it cannot be read (it ended)."""
+    try:
+        with open(f"{task}/stat", encoding="ascii", errors="replace") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        return fields[0], int(fields[11]) + int(fields[12])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def stall_window(elapsed: float, cpu: float) -> float:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import psutil
 
 from pytest_runtimeconflict.sandbox import forked
+from pytest_runtimeconflict.sandbox.postmortem import is_elf
 from pytest_runtimeconflict.vocabulary import FORKED_CHILD, JsonObject
 
 MAX_EXAMINED = 2  # forked processes read with gdb (the oldest first)
@@ -70,15 +71,7 @@ def examine(child_pid: int | None) -> Hung:
 
 def _mapped(process: psutil.Process) -> list[str]:
     paths = dict.fromkeys(m.path for m in process.memory_maps(grouped=True))
-    return [os.path.realpath(p) for p in paths if os.path.isabs(p) and _is_elf(p)]
-
-
-def _is_elf(path: str) -> bool:
-    try:
-        with open(path, "rb") as fh:
-            return fh.read(4) == b"\x7fELF"
-    except OSError:
-        return False
+    return [os.path.realpath(p) for p in paths if os.path.isabs(p) and is_elf(p)]
 
 
 def _created(process: psutil.Process) -> float:
@@ -190,13 +183,12 @@ def tree_mark(pid: int, futex: set[int], waits: set[int]) -> tuple | None:
 def _blocked_ticks(task: str, allowed: set[int]) -> int | None:
     """The CPU ticks of the thread ``task`` when it sleeps in one of the ``allowed`` system
     calls, else None."""
+    seen = forked.task_stat(task)
     try:
-        with open(f"{task}/stat", encoding="ascii", errors="replace") as fh:
-            fields = fh.read().rsplit(")", 1)[1].split()
         with open(f"{task}/syscall", encoding="ascii", errors="replace") as fh:
             call = fh.read().split()
-    except (OSError, IndexError):
+    except OSError:
         return None
-    if fields[0] != "S" or not call or not call[0].isdigit() or int(call[0]) not in allowed:
+    if seen is None or seen[0] != "S" or not call or not call[0].isdigit():
         return None
-    return int(fields[11]) + int(fields[12])
+    return seen[1] if int(call[0]) in allowed else None

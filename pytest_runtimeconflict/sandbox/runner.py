@@ -392,12 +392,11 @@ def _orphaned_child(proc: subprocess.Popen[bytes], run_dir: str) -> str:
     signalled its parent): the child is killed with its group, and the run says why."""
     if proc.poll() is None or proc.returncode >= 0:
         return ""
+    pid = hung.child_pid(run_dir, CHILD_PID_FILE)
     try:
-        with open(os.path.join(run_dir, CHILD_PID_FILE)) as fh:
-            child = psutil.Process(int(fh.read()))
-        if child.status() == psutil.STATUS_ZOMBIE:
+        if pid is None or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
             return ""
-    except (OSError, ValueError, psutil.Error):
+    except psutil.Error:
         return ""
     name = signal.Signals(-proc.returncode).name
     return (

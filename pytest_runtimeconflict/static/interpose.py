@@ -83,7 +83,7 @@ def exported_names(info: ObjectInfo) -> frozenset[str]:
     return frozenset(set().union(*_names(info).values()))
 
 
-@lru_cache(maxsize=32)
+@lru_cache(maxsize=256)  # the interpreter's libraries are asked for in every diagnosis
 def dynamic_definitions(path: str) -> frozenset[str]:
     """Every name ``path`` defines in its dynamic symbol table, weak ones included (glibc
     defines hundreds of its functions weak: ``getpid``, ...), without versions; empty when
